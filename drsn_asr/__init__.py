@@ -1,0 +1,22 @@
+"""drsn-asr: a streaming keyword recognizer for noisy streets, built on Deep Residual Shrinkage Networks.
+
+    import drsn_asr
+    rec = drsn_asr.Recognizer(on_detection=print)     # the shipped default model
+    rec.feed(chunk)                                   # any length, int16 or float32, 16 kHz mono
+    drsn_asr.transcribe("street.flac")                # -> [Detection(label, score, start_s, end_s), ...]
+"""
+
+from .checkpoint import available_models, load_model
+from .stream import Detection, Recognizer
+from .transcribe import transcribe
+
+__all__ = ["Detection", "Recognizer", "available_models", "load_model", "transcribe", "listen"]
+
+
+def __getattr__(name: str):
+    # sounddevice enumerates audio devices at import: only pay for it when live capture is used
+    if name == "listen":
+        from .microphone import listen
+
+        return listen
+    raise AttributeError(f"module 'drsn_asr' has no attribute {name!r}")

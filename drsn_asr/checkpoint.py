@@ -1,0 +1,180 @@
+"""Self-describing checkpoints: config, labels, feature settings and weights in one file, loaded safely.
+
+A checkpoint is a plain dict of lists, numbers, strings and tensors, so `torch.load(weights_only=True)` can
+read it without executing any pickled code:
+    {"format": 1, "model_config": {...}, "feature_config": {...}, "labels": [...],
+     "model": state_dict, "training": {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import FeatureConfig, ModelConfig, from_dict, to_dict
+from .fileio import atomic_write
+from .model import KeywordNet
+
+FORMAT_VERSION = 1
+ASSETS = "assets"
+DEFAULT_MODEL = "default"
+
+
+@dataclass
+class LoadedModel:
+    """A classifier in eval mode plus what it needs to be used: labels and frontend settings."""
+
+    net: KeywordNet
+    labels: list[str]
+    features: FeatureConfig
+    training: dict[str, Any]
+    source: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+
+@dataclass
+class LoadedModel:
+    """A classifier in eval mode plus what it needs to be used: labels and frontend settings."""
+
+    net: KeywordNet
+    labels: list[str]
+    features: FeatureConfig
+    training: dict[str, Any]
+    source: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_checkpoint(
+    path: str | os.PathLike, net: KeywordNet, labels: list[str], training: dict[str, Any] | None = None, **extra: Any
+) -> None:
+    """Write a checkpoint atomically (temp file, then rename), so a crash never leaves half a file."""
+    path = Path(path)
+    if len(labels) != net.n_classes:
+        raise ValueError(f"{len(labels)} labels for a model with {net.n_classes} outputs")
+    state = {
+        "format": FORMAT_VERSION,
+        "model_config": to_dict(net.config),
+        "feature_config": to_dict(net.features),
+        "labels": list(labels),
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "training": training or {},
+        **extra,
+    }
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """torch.load with weights_only=True; refuses pickles that would execute code, and truncated files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path}: refused — the file needs arbitrary pickle execution to load, which drsn-asr never does. "
+            "Re-save it with drsn_asr.checkpoint.save_checkpoint from a trusted environment."
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {e}); re-download or re-train it") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: not a drsn-asr checkpoint (format {FORMAT_VERSION} expected)")
+    return state
+
+
+def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
+    """A LoadedModel (eval mode, CPU) from a checkpoint dict."""
+    model_config = from_dict(ModelConfig, state["model_config"], prefix="model_config")
+    feature_config = from_dict(FeatureConfig, state["feature_config"], prefix="feature_config")
+    labels = list(state["labels"])
+    net = KeywordNet(model_config, feature_config, len(labels))
+    net.load_state_dict(state["model"])
+    net.eval()
+    return LoadedModel(net, labels, feature_config, dict(state.get("training", {})), source)
+
+
+def available_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    root = importlib.resources.files("drsn_asr") / ASSETS
+    return sorted(p.name[: -len(".pt")] for p in root.iterdir() if p.name.endswith(".pt"))
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _shipped_digests() -> dict[str, str]:
+    sums = importlib.resources.files("drsn_asr") / ASSETS / "SHA256SUMS"
+    out = {}
+    for line in sums.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split()
+            out[name] = digest
+    return out
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None` → CUDA when available, else CPU; otherwise the device asked for (checked)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+    return device
+
+
+def load_model(
+    name_or_path: str | os.PathLike | LoadedModel | None = None, device: str | torch.device | None = None
+) -> LoadedModel:
+    """Load a shipped model by name (default: the shipped default model) or a checkpoint file by path.
+
+    Shipped models are verified against the SHA-256 recorded in the package. `device=None` picks CUDA when
+    available. A `LoadedModel` passes through (moved to `device` if one is given).
+    """
+    if isinstance(name_or_path, LoadedModel):
+        if device is not None:
+            name_or_path.net.to(resolve_device(device))
+        return name_or_path
+    name = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
+    if name in available_models():
+        resource = importlib.resources.files("drsn_asr") / ASSETS / f"{name}.pt"
+        with importlib.resources.as_file(resource) as path:
+            expected = _shipped_digests().get(f"{name}.pt")
+            if expected is None or sha256(path) != expected:
+                raise ValueError(
+                    f"shipped model {name!r} fails its SHA-256 check: the package is damaged; reinstall drsn-asr"
+                )
+            loaded = build_model(read_checkpoint(path), source=name)
+    elif Path(name).is_file():
+        loaded = build_model(read_checkpoint(name), source=str(name))
+    else:
+        raise ValueError(
+            f"no model named {name!r} and no such file; shipped models: {', '.join(available_models()) or 'none'} "
+            "(or pass the path of a .pt checkpoint)"
+        )
+    loaded.net.to(resolve_device(device))
+    return loaded

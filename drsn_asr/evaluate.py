@@ -1,0 +1,146 @@
+"""Evaluation on a folder in Speech Commands layout (DIR/<word>/<clip>.wav), clean and with noise mixed in.
+
+Scoring rule for a clip, the same decision the streaming Recognizer makes:
+- a clip shorter than the model's window is centred in one window (silence around it);
+- a longer clip is covered by windows every `hop_ms` (the first at its start, the last at its end) and the
+  posteriors are averaged over `smoothing_ms`, as in the stream;
+- the clip is the keyword with the highest smoothed score if that score reaches the detector threshold
+  (a detection); otherwise it is `_unknown_` or `_silence_`, whichever has the higher mean score.
+A clip whose folder is not in the model's vocabulary is expected to be `_unknown_`; `_silence_` holds noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, read_audio
+from .augment import mix_at_snr
+from .checkpoint import LoadedModel, load_model
+from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
+from .data import AUDIO_SUFFIXES, Example, read_labelled_dir
+from .features import LogMel
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    label: str
+    predicted: str
+    score: float
+
+
+def expected_label(word: str, labels: list[str]) -> str:
+    """What a clip of `word` should be recognized as by a model with `labels`."""
+    if word == LABEL_SILENCE:
+        return LABEL_SILENCE
+    return word if word in labels and word != LABEL_UNKNOWN else LABEL_UNKNOWN
+
+
+def clip_windows(audio: np.ndarray, window_samples: int, hop_samples: int) -> np.ndarray:
+    """The windows a clip is scored on (see the module docstring), shape (n_windows, window_samples)."""
+    if len(audio) <= window_samples:
+        room = window_samples - len(audio)
+        return np.pad(audio, (room // 2, room - room // 2))[None, :]
+    starts = list(range(0, len(audio) - window_samples + 1, hop_samples))
+    if starts[-1] != len(audio) - window_samples:
+        starts.append(len(audio) - window_samples)
+    return np.stack([audio[s : s + window_samples] for s in starts])
+
+
+@torch.inference_mode()
+def classify_clip(model: LoadedModel, frontend: LogMel, audio: np.ndarray, detector: DetectorConfig) -> tuple[str, float]:
+    """(predicted label, score) of one clip under the scoring rule above."""
+    window_samples = round(model.net.config.window_s * SAMPLE_RATE)
+    hop_samples = round(detector.hop_ms * SAMPLE_RATE / 1000)
+    windows = torch.from_numpy(clip_windows(audio, window_samples, hop_samples)).to(model.device)
+    probs = torch.softmax(model.net(frontend(windows)), dim=1).float().cpu()
+    n_smooth = max(1, min(len(probs), round(detector.smoothing_ms / detector.hop_ms)))
+    smoothed = probs.unfold(0, n_smooth, 1).mean(dim=2)  # (n_positions, n_classes)
+    labels = model.labels
+    keyword = [i for i, l in enumerate(labels) if l not in (LABEL_UNKNOWN, LABEL_SILENCE)]
+    peak = smoothed[:, keyword].max(dim=0).values
+    best = int(peak.argmax())
+    k = keyword[best]
+    if peak[best] >= detector.thresholds.get(labels[k], detector.threshold):
+        return labels[k], float(peak[best])
+    mean = smoothed.mean(dim=0)
+    rest = max((LABEL_UNKNOWN, LABEL_SILENCE), key=lambda l: float(mean[labels.index(l)]))
+    return rest, float(mean[labels.index(rest)])
+
+
+def summarize(predictions: list[Prediction], labels: list[str]) -> dict[str, Any]:
+    """accuracy, keyword_accuracy, unknown_rejection, n_clips, per_class recall, confusion, predictions."""
+    n = len(predictions)
+    correct = [p.label == p.predicted for p in predictions]
+    keyword = [p for p in predictions if p.label not in (LABEL_UNKNOWN, LABEL_SILENCE)]
+    unknown = [p for p in predictions if p.label == LABEL_UNKNOWN]
+    confusion: dict[str, dict[str, int]] = {}
+    for p in predictions:
+        row = confusion.setdefault(p.label, {})
+        row[p.predicted] = row.get(p.predicted, 0) + 1
+    per_class = {l: row.get(l, 0) / sum(row.values()) for l, row in sorted(confusion.items())}
+    return {
+        "accuracy": sum(correct) / n if n else 0.0,
+        "keyword_accuracy": sum(p.label == p.predicted for p in keyword) / len(keyword) if keyword else None,
+        "unknown_rejection": (
+            sum(p.predicted in (LABEL_UNKNOWN, LABEL_SILENCE) for p in unknown) / len(unknown) if unknown else None
+        ),
+        "n_clips": n,
+        "per_class": per_class,
+        "confusion": confusion,
+        "predictions": [p.__dict__ for p in predictions],
+    }
+
+
+def noise_files(noise_dir: str | Path) -> list[Path]:
+    """Every audio file under `noise_dir`, sorted (so a seed picks the same noise on every machine)."""
+    files = sorted(p for p in Path(noise_dir).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise ValueError(f"{noise_dir}: no .wav/.flac/.ogg noise files found")
+    return files
+
+
+def evaluate(
+    data_dir: str | Path,
+    model: str | LoadedModel | None = None,
+    noise_dir: str | Path | None = None,
+    snrs_db: list[float] | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    detector: DetectorConfig = DetectorConfig(),
+    progress=None,
+) -> dict[str, Any]:
+    """Evaluate a model on DIR; with `noise_dir` and `snrs_db`, also once per SNR with noise mixed in.
+
+    Returns the clean result (keys of `summarize`) plus `by_snr` {snr: result} when noise is given.
+    """
+    loaded = load_model(model, device=device)
+    frontend = LogMel(loaded.features).to(loaded.device)
+    examples: list[Example] = read_labelled_dir(data_dir)
+    noises = [read_audio(p) for p in noise_files(noise_dir)] if noise_dir else []
+    conditions: list[float | None] = [None] + (list(snrs_db or []) if noises else [])
+    results: dict[Any, list[Prediction]] = {c: [] for c in conditions}
+    for i, ex in enumerate(examples):
+        audio = read_audio(ex.path)
+        expected = expected_label(ex.word, loaded.labels)
+        for snr in conditions:
+            x = audio
+            if snr is not None:
+                rng = np.random.default_rng([seed, i, int(snr * 10) + 1000])
+                source = noises[int(rng.integers(len(noises)))]
+                start = int(rng.integers(0, max(1, len(source) - len(audio))))
+                x = mix_at_snr(audio, np.resize(source[start:], len(audio)), snr, SAMPLE_RATE)
+            predicted, score = classify_clip(loaded, frontend, x, detector)
+            results[snr].append(Prediction(ex.path, expected, predicted, round(score, 4)))
+        if progress is not None:
+            progress(i + 1, len(examples))
+    out = summarize(results[None], loaded.labels)
+    out["model"] = loaded.source
+    if len(conditions) > 1:
+        out["by_snr"] = {str(snr): summarize(results[snr], loaded.labels) for snr in conditions[1:]}
+    return out

@@ -1,0 +1,385 @@
+"""Training: a YAML recipe → a cached set of clean 1 s examples → noisy, SpecAugmented batches → checkpoints.
+
+Clean speech (augmented copies included) is prepared once and cached; noise is mixed in per batch at a random
+SNR, so every epoch hears new noise. Validation uses held-out TTS voices and held-out sentence recordings.
+Runs on CPU or GPU; under `torchrun` it trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import augment, noise
+from .audio import SAMPLE_RATE, read_audio
+from .checkpoint import read_checkpoint, resolve_device, save_checkpoint
+from .config import LABEL_SILENCE, LABEL_UNKNOWN, FeatureConfig, ModelConfig, from_dict, load_yaml, to_dict
+from .data import (
+    Example,
+    NoisyBatches,
+    label_for,
+    load_example,
+    read_fsdd,
+    read_sentences,
+    read_speech_commands,
+    read_tts_corpus,
+    speech_commands_noise,
+    stable_fraction,
+)
+from .features import LogMel
+from .model import KeywordNet, count_parameters
+
+log = logging.getLogger(__name__)
+
+VOCABULARY = (
+    "yes no up down left right on off stop go zero one two three four five six seven eight nine".split()
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the examples come from and how they are split."""
+
+    vocabulary: tuple[str, ...] = tuple(VOCABULARY)
+    tts_dir: str | None = "data/corpus/tts"
+    fsdd_dir: str | None = "../shared/data/fsdd/recordings"
+    fsdd_train_speakers: tuple[str, ...] = ("jackson", "nicolas")
+    sentences_dir: str | None = "../shared/data/command-sentences/clean"
+    sentences_train_part: tuple[float, float] = (0.0, 0.8)
+    sentences_validation_part: tuple[float, float] = (0.8, 0.9)
+    speech_commands_dir: str | None = None  # Google Speech Commands root: uses its own split lists
+    noise_files: tuple[str, ...] = ()
+    noise_kinds: tuple[str, ...] = ("car_horn", "traffic_passby", "engine", "road_rumble", "babble")
+    noise_pool_s: float = 600.0
+    validation_voice_fraction: float = 0.1  # TTS voices with hash in [0, this) validate
+    test_voice_fraction: float = 0.1  # ... and in [validation, validation + this) are never used: the test set
+    augment_copies: int = 2  # augmented copies of each TTS clip, besides the clean one
+    silence_fraction: float = 0.08  # silence examples as a fraction of all examples
+    max_examples_per_word: int = 100000
+    cache_dir: str = "data/cache"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation and SpecAugment settings."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.05
+    snr_range_db: tuple[float, float] = (-10.0, 20.0)
+    p_clean: float = 0.1
+    freq_masks: int = 2
+    freq_mask_mels: int = 6
+    time_masks: int = 2
+    time_mask_frames: int = 10
+    time_shift_ms: float = 100.0
+    unknown_weight: float = 2.0  # share of unknown in a batch, relative to one keyword
+    silence_weight: float = 1.0
+    seed: int = 0
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
+    amp: bool = True  # mixed precision on CUDA
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training recipe, as read from configs/*.yaml."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: augment.AugmentConfig = field(default_factory=augment.AugmentConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    out_dir: str = "runs/default"
+
+
+def load_train_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a recipe; `overrides` like {"optim": {"epochs": 3}} are merged before validation."""
+    data = load_yaml(path)
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    return from_dict(TrainConfig, data)
+
+
+def labels_for(vocabulary: tuple[str, ...]) -> list[str]:
+    """Class labels of a model: the vocabulary, then `_unknown_`, then `_silence_`."""
+    return [*vocabulary, LABEL_UNKNOWN, LABEL_SILENCE]
+
+
+def _resolve(path: str | None, base: Path) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path)
+    return p if p.is_absolute() else (base / p)
+
+
+def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
+    """Train and validation examples from every configured source, split by voice/speaker/recording."""
+    train: list[Example] = []
+    validation: list[Example] = []
+    if cfg.tts_dir:
+        for ex in read_tts_corpus(_resolve(cfg.tts_dir, base)):
+            h = stable_fraction(ex.group)
+            if h < cfg.validation_voice_fraction:
+                validation.append(ex)
+            elif h >= cfg.validation_voice_fraction + cfg.test_voice_fraction:
+                train.append(ex)
+    if cfg.fsdd_dir:
+        train += read_fsdd(_resolve(cfg.fsdd_dir, base), cfg.fsdd_train_speakers)
+    if cfg.sentences_dir:
+        root = _resolve(cfg.sentences_dir, base)
+        train += read_sentences(root, part=cfg.sentences_train_part)
+        validation += read_sentences(root, part=cfg.sentences_validation_part)
+    if cfg.speech_commands_dir:
+        root = _resolve(cfg.speech_commands_dir, base)
+        train += read_speech_commands(root, "train")
+        validation += read_speech_commands(root, "validation")
+    rng = np.random.default_rng(0)
+    capped = []
+    by_word: dict[str, list[Example]] = {}
+    for ex in train:
+        by_word.setdefault(ex.word, []).append(ex)
+    for word, exs in sorted(by_word.items()):
+        if len(exs) > cfg.max_examples_per_word:
+            exs = [exs[i] for i in sorted(rng.choice(len(exs), cfg.max_examples_per_word, replace=False))]
+        capped += exs
+    return {"train": capped, "validation": validation}
+
+
+def _noise_pool(cfg: DataConfig, base: Path, sentences: list[np.ndarray], seed: int) -> torch.Tensor:
+    """A long float16 noise signal: synthesized street scenes of the allowed kinds plus the noise files."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for file in cfg.noise_files:
+        audio = read_audio(_resolve(file, base))
+        parts.append(audio / max(1e-8, float(np.sqrt(np.mean(audio**2)))) * 0.1)
+    if cfg.speech_commands_dir:
+        for file in speech_commands_noise(_resolve(cfg.speech_commands_dir, base)):
+            audio = read_audio(file)
+            parts.append(audio / max(1e-8, float(np.sqrt(np.mean(audio**2)))) * 0.1)
+    synth_s = max(0.0, cfg.noise_pool_s - sum(len(p) for p in parts) / SAMPLE_RATE)
+    scene_s = 10.0
+    kinds = list(cfg.noise_kinds)
+    for _ in range(int(synth_s / scene_s)):
+        parts.append(noise.street_scene(scene_s, SAMPLE_RATE, rng, kinds=kinds, speech=sentences))
+    return torch.from_numpy(np.concatenate(parts).astype(np.float16))
+
+
+def _cache_key(cfg: TrainConfig, examples: dict[str, list[Example]]) -> str:
+    h = hashlib.sha1(json.dumps([to_dict(cfg.data), to_dict(cfg.augment)], sort_keys=True).encode())
+    for split in sorted(examples):
+        for ex in examples[split]:
+            h.update(f"{ex.path}|{ex.offset_s}|{ex.word}".encode())
+    return h.hexdigest()[:16]
+
+
+def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[str, Any]:
+    """Clean int16 windows, their active RMS and labels for train and validation, plus a noise pool (cached)."""
+    from tqdm import tqdm
+
+    examples = collect_examples(cfg.data, base)
+    cache = _resolve(cfg.data.cache_dir, base) / f"{_cache_key(cfg, examples)}.pt"
+    if cache.is_file():
+        log.info("using cached examples %s", cache)
+        return torch.load(cache, weights_only=True)
+    labels = labels_for(cfg.data.vocabulary)
+    index = {label: i for i, label in enumerate(labels)}
+    rng = np.random.default_rng(cfg.optim.seed)
+    n_samples = round(cfg.model.window_s * SAMPLE_RATE)
+    out: dict[str, Any] = {"labels": labels}
+    negatives: list[np.ndarray] = []
+    for split, exs in examples.items():
+        clips, rms, ys, copies = [], [], [], 1 if split == "validation" else 1 + cfg.data.augment_copies
+        for ex in tqdm(exs, desc=f"preparing {split}", disable=not progress, mininterval=2):
+            audio = read_audio(ex.path)
+            if ex.offset_s:
+                start = round(ex.offset_s * SAMPLE_RATE)
+                audio = audio[start : start + n_samples]
+                if split == "train" and len(negatives) < 400:
+                    negatives.append(audio)
+            for copy in range(copies if ex.source == "tts" else 1 if ex.source == "sentences" else min(2, copies)):
+                x = audio if copy == 0 else augment.random_augment(audio, SAMPLE_RATE, rng, cfg.augment)
+                x = load_window(x, n_samples, rng)
+                clips.append(np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16))
+                rms.append(augment.active_rms(x, SAMPLE_RATE))
+                ys.append(index[label_for(ex.word, cfg.data.vocabulary)])
+        n_silence = int(len(clips) * cfg.data.silence_fraction)
+        clips += [np.zeros(n_samples, np.int16)] * n_silence
+        rms += [0.0] * n_silence
+        ys += [index[LABEL_SILENCE]] * n_silence
+        out[split] = {
+            "speech": torch.from_numpy(np.stack(clips)),
+            "rms": torch.tensor(rms, dtype=torch.float32),
+            "labels": torch.tensor(ys, dtype=torch.long),
+        }
+    out["noise"] = _noise_pool(cfg.data, base, negatives, cfg.optim.seed)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, cache)
+    return out
+
+
+def load_window(audio: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """A clip placed in one window (random offset when shorter, loudest part when longer)."""
+    from .data import fit_window
+
+    return fit_window(audio.astype(np.float32, copy=False), n_samples, rng)
+
+
+def spec_augment(x: torch.Tensor, cfg: OptimConfig, generator: torch.Generator) -> torch.Tensor:
+    """Zero random mel bands and frame spans (SpecAugment masks), in place of the batch's mean value."""
+    b, n_mels, n_frames = x.shape
+    fill = x.mean()
+    mels = torch.arange(n_mels, device=x.device)[None, :, None]
+    frames = torch.arange(n_frames, device=x.device)[None, None, :]
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    for _ in range(cfg.freq_masks):
+        width = torch.randint(0, cfg.freq_mask_mels + 1, (b, 1, 1), generator=generator).to(x.device)
+        start = (torch.rand(b, 1, 1, generator=generator).to(x.device) * (n_mels - width)).long()
+        mask |= (mels >= start) & (mels < start + width)
+    for _ in range(cfg.time_masks):
+        width = torch.randint(0, cfg.time_mask_frames + 1, (b, 1, 1), generator=generator).to(x.device)
+        start = (torch.rand(b, 1, 1, generator=generator).to(x.device) * (n_frames - width)).long()
+        mask |= (frames >= start) & (frames < start + width)
+    return x.masked_fill(mask, float(fill))
+
+
+def _sampling_weights(labels: torch.Tensor, names: list[str], cfg: OptimConfig) -> torch.Tensor:
+    counts = torch.bincount(labels, minlength=len(names)).float().clamp_min(1)
+    share = torch.ones(len(names))
+    share[names.index(LABEL_UNKNOWN)] = cfg.unknown_weight
+    share[names.index(LABEL_SILENCE)] = cfg.silence_weight
+    return (share / counts)[labels]
+
+
+def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate_split(
+    net: nn.Module, frontend: LogMel, batches: NoisyBatches, labels: torch.Tensor, device: torch.device, seed: int
+) -> float:
+    """Accuracy on a split with its noise mixed in by a fixed generator (the same noise every epoch)."""
+    net.eval()
+    generator = torch.Generator().manual_seed(seed)
+    correct = 0
+    for start in range(0, len(labels), 512):
+        index = torch.arange(start, min(start + 512, len(labels)))
+        audio = batches.mix(index, generator).to(device)
+        correct += (net(frontend(audio)).argmax(1).cpu() == labels[index]).sum().item()
+    return correct / max(1, len(labels))
+
+
+def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, progress: bool = True) -> Path:
+    """Run a recipe; returns the path of the best checkpoint. Resumes from `out_dir/last.pt` if present."""
+    from tqdm import tqdm
+
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    rank = int(os.environ.get("RANK", 0))
+    if distributed:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    dev = resolve_device(device)
+    if cfg.optim.threads:
+        torch.set_num_threads(cfg.optim.threads)
+    torch.manual_seed(cfg.optim.seed)
+    out_dir = _resolve(cfg.out_dir, base)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cfg, base, progress=progress and rank == 0)
+    names: list[str] = data["labels"]
+    tr, va = data["train"], data["validation"]
+    train_mix = NoisyBatches(tr["speech"], tr["rms"], data["noise"], cfg.optim.snr_range_db, cfg.optim.p_clean)
+    val_mix = NoisyBatches(va["speech"], va["rms"], data["noise"], (0.0, 20.0), 0.2)
+
+    frontend = LogMel(cfg.features).to(dev)
+    net = KeywordNet(cfg.model, cfg.features, len(names)).to(dev)
+    model: nn.Module = net
+    if distributed:
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    steps_per_epoch = max(1, len(tr["labels"]) // cfg.optim.batch_size)
+    total_steps = steps_per_epoch * cfg.optim.epochs
+    warmup_steps = int(cfg.optim.warmup_epochs * steps_per_epoch)
+    use_amp = cfg.optim.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best, history = 0, -1.0, []
+    last = out_dir / "last.pt"
+    if last.is_file():
+        state = read_checkpoint(last)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best, history = state["epoch"], state["best_accuracy"], list(state["history"])
+        log.info("resuming from %s at epoch %d", last, start_epoch)
+    weights = _sampling_weights(tr["labels"], names, cfg.optim)
+    shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
+    meta = {"config": to_dict(cfg), "n_parameters": count_parameters(net), "n_train": len(tr["labels"])}
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        generator = torch.Generator().manual_seed(cfg.optim.seed * 1000 + epoch)
+        order = torch.multinomial(weights, steps_per_epoch * cfg.optim.batch_size, replacement=True, generator=generator)
+        if distributed:
+            order = order[rank :: int(os.environ["WORLD_SIZE"])]
+        model.train()
+        t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+        bar = tqdm(range(0, len(order), cfg.optim.batch_size), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                   disable=not progress or rank != 0, mininterval=1)
+        for i, start in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, total_steps, warmup_steps, cfg.optim.lr)
+            index = order[start : start + cfg.optim.batch_size]
+            audio = train_mix.mix(index, generator)
+            if shift:
+                audio = torch.roll(audio, int(torch.randint(-shift, shift + 1, (1,), generator=generator)), dims=1)
+            y = tr["labels"][index].to(dev)
+            with torch.autocast(dev.type, enabled=use_amp):
+                x = spec_augment(frontend(audio.to(dev)), cfg.optim, generator)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if rank != 0:
+            continue
+        val_acc = evaluate_split(net, frontend, val_mix, va["labels"], dev, seed=1234)
+        entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                 "validation_accuracy": val_acc, "seconds": time.time() - t0, "clips_per_s": seen / (time.time() - t0)}
+        history.append(entry)
+        log.info("epoch %d: %s", epoch + 1, entry)
+        if progress:
+            print(json.dumps(entry), flush=True)
+        if val_acc > best:
+            best = val_acc
+            save_checkpoint(out_dir / "best.pt", net, names, {**meta, "epoch": epoch + 1, "validation_accuracy": val_acc})
+        save_checkpoint(last, net, names, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,
+                        best_accuracy=best, history=history)
+    if distributed:
+        torch.distributed.destroy_process_group()
+    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    return out_dir / "best.pt"

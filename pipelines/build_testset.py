@@ -1,0 +1,91 @@
+"""Build the held-out evaluation sets (never used in training or model selection), in Speech Commands layout.
+
+    python pipelines/build_testset.py [--out data/testset]
+
+Writes
+  data/testset/real/<word>/*.wav    real speech: FSDD digits of held-out speakers (theo, lucas) and windows of
+                                    held-out command sentences (folder `sentence`, expected `_unknown_`), plus
+                                    `_silence_` clips of held-out noise
+  data/testset/tts/<word>/*.wav     every word of the TTS corpus spoken by the held-out test voices
+  data/testset/noise/*.wav          held-out noise for --noise-dir: real recordings never trained on (kitchen,
+                                    running tap) and synthesized sirens and wind (kinds kept out of training)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from drsn_asr import noise  # noqa: E402
+from drsn_asr.audio import SAMPLE_RATE, read_audio, write_audio  # noqa: E402
+from drsn_asr.data import load_example, read_fsdd, read_sentences, read_tts_corpus, stable_fraction  # noqa: E402
+from drsn_asr.train import DataConfig  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+TEST_SPEAKERS = ("theo", "lucas")
+HELD_OUT_NOISE = (SHARED / "command-sentences" / "kitchen.flac", SHARED / "speech-commands-noise" / "running_tap.wav")
+HELD_OUT_KINDS = ("siren", "wind")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(REPO / "data" / "testset"))
+    parser.add_argument("--tts-dir", default=str(REPO / "data" / "corpus" / "tts"))
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    out = Path(args.out)
+    rng = np.random.default_rng(args.seed)
+    cfg = DataConfig()
+    for sub in ("real", "tts", "noise"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+
+    for ex in read_fsdd(SHARED / "fsdd" / "recordings", TEST_SPEAKERS):
+        target = out / "real" / ex.word / Path(ex.path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ex.path, target)  # kept at 8 kHz: evaluate resamples, as it would for a user
+    sentences = read_sentences(SHARED / "command-sentences" / "clean", hop_s=1.0, part=(0.9, 1.0))
+    (out / "real" / "sentence").mkdir(parents=True, exist_ok=True)
+    for i, ex in enumerate(sentences):
+        write_audio(out / "real" / "sentence" / f"{ex.group}_{i}.wav", load_example(ex))
+
+    (out / "noise").mkdir(parents=True, exist_ok=True)
+    noises = []
+    for path in HELD_OUT_NOISE:
+        audio = read_audio(path)
+        noises.append(audio)
+        write_audio(out / "noise" / f"{path.stem}.wav", audio / max(1e-6, np.abs(audio).max()) * 0.9)
+    for kind in HELD_OUT_KINDS:
+        for i in range(3):
+            audio = noise.street_scene(20.0, SAMPLE_RATE, rng, kinds=[kind])
+            noises.append(audio)
+            write_audio(out / "noise" / f"{kind}_{i}.wav", audio / max(1e-6, np.abs(audio).max()) * 0.9)
+    (out / "real" / "_silence_").mkdir(parents=True, exist_ok=True)
+    for i in range(100):
+        source = noises[i % len(noises)]
+        start = int(rng.integers(0, len(source) - SAMPLE_RATE))
+        clip = source[start : start + SAMPLE_RATE] * 10 ** (rng.uniform(-30, 0) / 20)
+        write_audio(out / "real" / "_silence_" / f"noise_{i}.wav", np.clip(clip, -1, 1))
+
+    tts_dir = Path(args.tts_dir)
+    n_tts = 0
+    if (tts_dir / "manifest.csv").is_file():
+        lo = cfg.validation_voice_fraction
+        for ex in read_tts_corpus(tts_dir):
+            if lo <= stable_fraction(ex.group) < lo + cfg.test_voice_fraction:
+                target = out / "tts" / ex.word / f"{ex.group.replace('/', '__')}__{Path(ex.path).name}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(ex.path, target)
+                n_tts += 1
+    n_real = sum(1 for _ in (out / "real").rglob("*.wav"))
+    print(f"wrote {n_real} real clips, {n_tts} TTS clips of held-out voices, {len(noises)} noise recordings to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from drsn_asr.config import FeatureConfig
+from drsn_asr.features import LogMel, StreamingLogMel
+
+
+def _audio(n=16000 * 2 + 123, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n) / 16000
+    return (0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.05 * torch.randn(n, generator=g)).float()
+
+
+def test_shape_and_frame_count():
+    frontend = LogMel()
+    x = _audio()
+    out = frontend(x)
+    c = frontend.config
+    assert out.shape == (40, 1 + (len(x) - c.window_samples) // c.hop_samples)
+    assert c.window_samples == 400 and c.hop_samples == 160
+
+
+def test_tone_lands_in_the_right_mel_band():
+    frontend = LogMel()
+    t = torch.arange(16000) / 16000
+    low = frontend(torch.sin(2 * torch.pi * 300 * t)).mean(1).argmax()
+    high = frontend(torch.sin(2 * torch.pi * 3000 * t)).mean(1).argmax()
+    assert high > low + 10
+
+
+def test_silence_value_is_the_floor():
+    frontend = LogMel()
+    out = frontend(torch.zeros(4000))
+    assert torch.allclose(out, torch.full_like(out, frontend.silence_value))
+
+
+@pytest.mark.parametrize("chunks", [[1] * 2000, [137], [1600], [160], [399, 1, 7000], [100000]])
+def test_incremental_frames_equal_batch(chunks):
+    frontend = LogMel()
+    x = _audio()
+    batch = frontend(x)
+    stream = StreamingLogMel(frontend)
+    pieces, pos, i = [], 0, 0
+    while pos < len(x):
+        size = chunks[i % len(chunks)]
+        pieces.append(stream.feed(x[pos : pos + size]))
+        pos += size
+        i += 1
+    streamed = torch.cat(pieces, dim=1)
+    assert streamed.shape == batch.shape
+    assert stream.n_frames_emitted == batch.shape[1]
+    assert torch.allclose(streamed, batch, atol=1e-5, rtol=0)
+
+
+def test_reset_starts_a_new_stream():
+    frontend = LogMel()
+    stream = StreamingLogMel(frontend)
+    stream.feed(_audio(1000, seed=1))
+    stream.reset()
+    x = _audio(5000)
+    assert torch.allclose(stream.feed(x), frontend(x), atol=1e-5)
+
+
+def test_configurable_hop_and_window():
+    c = FeatureConfig(hop_ms=20, window_ms=30, n_mels=64)
+    out = LogMel(c)(_audio(16000))
+    assert out.shape == (64, 1 + (16000 - 480) // 320)
+
+
+def test_window_longer_than_fft_is_refused():
+    with pytest.raises(ValueError, match="n_fft"):
+        LogMel(FeatureConfig(window_ms=40, n_fft=512))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_runs_on_gpu_and_matches_cpu():
+    x = _audio()
+    cpu = LogMel()(x)
+    gpu = LogMel().cuda()(x.cuda()).cpu()
+    assert torch.allclose(cpu, gpu, atol=1e-3)

@@ -1,0 +1,171 @@
+"""The streaming Recognizer: chunking invariance, detection rule, input rules, callbacks."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import drsn_asr
+from drsn_asr.checkpoint import build_model
+from drsn_asr.config import FeatureConfig, ModelConfig, to_dict
+from drsn_asr.model import KeywordNet
+from drsn_asr.stream import Detection, Recognizer
+
+LABELS = ["yes", "no", "_unknown_", "_silence_"]
+
+
+class LoudIsYes(KeywordNet):
+    """A tiny real network whose output we control: 'yes' when the window is loud, '_silence_' otherwise."""
+
+    def forward(self, logmel):
+        energy = logmel.exp().sum(dim=1).mean(dim=1)  # mean power per window
+        loud = (energy.log() > 1.7).float()  # most of a 0.4 s burst (see _bursts) is in the window
+        logits = torch.zeros(len(logmel), 4)
+        logits[:, 0] = 10 * loud
+        logits[:, 3] = 10 * (1 - loud)
+        return logits
+
+
+def _loud_model():
+    net = LoudIsYes(ModelConfig(), FeatureConfig(), 4).eval()
+    return drsn_asr.checkpoint.LoadedModel(net, LABELS, FeatureConfig(), {}, "test")
+
+
+def _bursts(starts_s, length_s=0.4, total_s=8.0, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(int(total_s * 16000)) * 0.001).astype(np.float32)
+    for s in starts_s:
+        a = int(s * 16000)
+        x[a : a + int(length_s * 16000)] += (rng.standard_normal(int(length_s * 16000)) * 0.3).astype(np.float32)
+    return x
+
+
+def _feed_in_chunks(rec, x, sizes):
+    out, pos, i = [], 0, 0
+    while pos < len(x):
+        n = sizes[i % len(sizes)]
+        out += rec.feed(x[pos : pos + n])
+        pos, i = pos + n, i + 1
+    return out + rec.flush()
+
+
+def test_one_detection_per_word_at_the_right_time():
+    x = _bursts([1.0, 3.0, 5.5])
+    dets = drsn_asr.transcribe(x, model=_loud_model())
+    assert [d.label for d in dets] == ["yes", "yes", "yes"]
+    for d, start in zip(dets, [1.0, 3.0, 5.5]):
+        assert abs(d.start_s - start) < 0.1
+        assert abs(d.end_s - (start + 0.4)) < 0.15
+
+
+@pytest.mark.parametrize("sizes", [[1], [137], [16000], [10**7], [5, 3000, 17]])
+def test_chunking_does_not_change_detections(sizes):
+    x = _bursts([0.5, 2.0, 4.2, 6.0])
+    reference = drsn_asr.transcribe(x, model=_loud_model())
+    if sizes == [1]:
+        x = x[: 16000 * 3]
+        reference = drsn_asr.transcribe(x, model=_loud_model())
+    rec = Recognizer(_loud_model())
+    assert _feed_in_chunks(rec, x, sizes) == reference
+    assert len(reference) >= 2
+
+
+def test_chunking_invariance_with_real_network_and_resampling():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(48000 * 4) * 0.1).astype(np.float32)
+    options = dict(threshold=0.0, refractory_ms=0.0, sample_rate=48000)
+    model = drsn_asr.load_model(device="cpu")
+    ref = drsn_asr.transcribe(x, model=model, **options)
+    got = _feed_in_chunks(Recognizer(model, **options), x, [4801, 333, 48000])
+    assert got == ref and len(ref) > 0
+
+
+def test_unknown_and_silence_never_fire():
+    x = np.zeros(16000 * 3, np.float32)
+    rec = Recognizer(_loud_model(), threshold=0.0)
+    assert rec.feed(x) + rec.flush() == []
+    assert rec.scores["_silence_"] > 0.99
+
+
+def test_refractory_and_rearm():
+    x = _bursts([1.0, 1.3], length_s=0.2)  # two bursts close together read as one word
+    assert len(drsn_asr.transcribe(x, model=_loud_model())) == 1
+
+
+def test_per_label_threshold_and_unknown_label_rejected():
+    x = _bursts([1.0])
+    assert drsn_asr.transcribe(x, model=_loud_model(), thresholds={"yes": 1.01}) == []
+    with pytest.raises(ValueError, match="maybe"):
+        Recognizer(_loud_model(), thresholds={"maybe": 0.5})
+    with pytest.raises(ValueError, match="refractory"):
+        Recognizer(_loud_model(), refractory=3)
+
+
+def test_callback_receives_detections_and_a_raising_callback_does_not_stop_the_stream(caplog):
+    got = []
+
+    def callback(d):
+        got.append(d)
+        raise RuntimeError("app bug")
+
+    rec = Recognizer(_loud_model(), on_detection=callback)
+    with caplog.at_level(logging.ERROR):
+        returned = _feed_in_chunks(rec, _bursts([1.0, 3.0]), [1600])
+    assert got == returned and len(got) == 2
+    assert isinstance(got[0], Detection)
+    assert "app bug" in caplog.text
+
+
+def test_reset_forgets_everything():
+    rec = Recognizer(_loud_model())
+    first = _feed_in_chunks(rec, _bursts([1.0]), [999])
+    rec.reset()
+    assert rec.time_s == 0
+    assert _feed_in_chunks(rec, _bursts([1.0]), [999]) == first
+
+
+def test_int16_and_float32_give_the_same_detections():
+    x = _bursts([1.0, 3.0])
+    as_int16 = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+    a = drsn_asr.transcribe(x, model=_loud_model())
+    b = drsn_asr.transcribe(as_int16, model=_loud_model())
+    assert [d.label for d in a] == [d.label for d in b]
+    assert all(abs(p.start_s - q.start_s) < 0.02 for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros((1600, 2), np.float32), "mono"),
+        (np.array([np.nan] * 10, np.float32), "NaN"),
+        (np.zeros(10, np.complex64), "dtype"),
+        (np.full(1600, 3000.0, np.float32), "integer PCM"),
+        ("not audio", "numpy array"),
+    ],
+)
+def test_bad_chunks_are_refused_clearly(bad, match):
+    rec = Recognizer(_loud_model())
+    with pytest.raises(ValueError, match=match):
+        rec.feed(bad)
+
+
+def test_empty_chunk_is_fine():
+    rec = Recognizer(_loud_model())
+    assert rec.feed(np.zeros(0, np.float32)) == []
+
+
+def test_declared_rate_is_resampled():
+    x16 = _bursts([1.0, 3.0], total_s=5)
+    x48 = drsn_asr.audio.resample(x16, 16000, 48000)
+    a = drsn_asr.transcribe(x16, model=_loud_model())
+    b = drsn_asr.transcribe(x48, model=_loud_model(), sample_rate=48000)
+    assert [d.label for d in a] == [d.label for d in b]
+    assert all(abs(p.start_s - q.start_s) < 0.05 for p, q in zip(a, b))
+
+
+def test_scores_exposed_for_meters():
+    rec = Recognizer(_loud_model())
+    rec.feed(_bursts([0.2], total_s=1.0))
+    assert set(rec.scores) == set(LABELS)
+    assert abs(sum(rec.scores.values()) - 1) < 1e-4
