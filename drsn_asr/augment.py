@@ -31,6 +31,8 @@ CHEAP_MIC_PEAK_RANGE_HZ = (2000.0, 4000.0)
 CHEAP_MIC_PEAK_DB = 6.0
 CHEAP_MIC_PEAK_WIDTH_OCTAVES = 0.35
 VTLP_BOUNDARY_FRACTION = 0.6  # Jaitly & Hinton: 4800 Hz of an 8 kHz Nyquist
+VTLP_SMOOTHING_HZ = 500.0  # wider than the harmonic spacing of any voice, so this is the envelope
+VTLP_MAX_GAIN_DB = 20.0
 RIR_DRR_RANGE_DB = (0.0, 10.0)  # direct-to-reverberant energy ratio
 RIR_N_REFLECTIONS_RANGE = (3, 6)  # inclusive
 RIR_EARLY_RANGE_S = (0.002, 0.04)
@@ -82,8 +84,8 @@ class AugmentConfig:
 def _mono(x: np.ndarray) -> np.ndarray:
     """Validate a mono signal once at the boundary; float64 for the FFT work."""
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"expected a mono 1-D signal, got shape {x.shape}; mix channels down first")
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"expected a non-empty mono 1-D signal, got shape {x.shape}; mix channels down first")
     return x
 
 
@@ -105,7 +107,12 @@ def _smooth_sizes(limit: int) -> np.ndarray:
     """All 2^a 3^b 5^c 7^d 11^e <= limit: sizes numpy's pocketfft transforms ~15x faster than odd primes."""
     sizes = [1]
     for p in (2, 3, 5, 7, 11):
-        sizes = [v * p**k for v in sizes for k in range(int(np.log(limit / v) / np.log(p)) + 1)]
+        grown = []
+        for v in sizes:
+            while v <= limit:
+                grown.append(v)
+                v *= p
+        sizes = grown
     return np.array(sorted(sizes))
 
 
@@ -140,6 +147,8 @@ def _resample(x: np.ndarray, n_out: int) -> np.ndarray:
     out = np.zeros(size_out // 2 + 1, dtype=spec.dtype)
     m = min(spec.size, out.size)
     out[:m] = spec[:m]
+    if size_out > size_in and size_in % 2 == 0:
+        out[m - 1] *= 0.5  # the old Nyquist bin stands for +-fs/2 together: split it, as scipy does
     y = np.fft.irfft(out, size_out)[:n_out] * (size_out / size_in)
     return np.pad(y, (0, n_out - y.size))
 
@@ -152,9 +161,11 @@ def _apply_gain_curve(x: np.ndarray, sample_rate: int, gain_fn) -> np.ndarray:
 
 
 def _bandpass_gain(low_hz: float, high_hz: float, order: int = 4):
+    """A channel's band: Butterworth-like skirts of ``order``, and nothing at all 5 % above ``high_hz``."""
     def gain(f: np.ndarray) -> np.ndarray:
         hp = (f / low_hz) ** order
-        return hp / np.sqrt(1.0 + hp * hp) / np.sqrt(1.0 + (f / high_hz) ** (2 * order))
+        skirts = hp / np.sqrt(1.0 + hp * hp) / np.sqrt(1.0 + (f / high_hz) ** (2 * order))
+        return skirts * (f <= 1.05 * high_hz)
     return gain
 
 
@@ -231,12 +242,25 @@ def pitch_shift(x: np.ndarray, sample_rate: int, semitones: float) -> np.ndarray
     return _match_rms(_resample(stretched, x.size), x)
 
 
-def vtlp(x: np.ndarray, sample_rate: int, alpha: float, boundary_hz: float | None = None) -> np.ndarray:
-    """Vocal-tract-length perturbation (Jaitly & Hinton 2013): warp the STFT magnitude's frequency axis.
+def _smooth_bins(power: np.ndarray, width: int) -> np.ndarray:
+    """Moving average of width ``width`` bins along the last axis (edges reflected)."""
+    half = width // 2
+    padded = np.concatenate([power[:, half:0:-1], power, power[:, -2:-half - 2:-1]], axis=1)
+    c = np.cumsum(padded, axis=1)
+    c = np.concatenate([np.zeros((c.shape[0], 1)), c], axis=1)
+    return (c[:, width:] - c[:, :-width])[:, : power.shape[1]] / width
 
-    Content at f moves to ``alpha * f`` below the boundary (default 0.6 x Nyquist) and linearly to
-    Nyquist above it, so ``alpha`` > 1 raises formants (a shorter vocal tract). The original phase is
-    kept and the RMS restored.
+
+def vtlp(x: np.ndarray, sample_rate: int, alpha: float, boundary_hz: float | None = None) -> np.ndarray:
+    """Vocal-tract-length perturbation: move formants by the piecewise-linear warp of Jaitly & Hinton (2013).
+
+    The envelope at f moves to ``alpha * f`` below the boundary (default 0.6 x Nyquist, their 4.8 kHz at
+    16 kHz) and linearly up to Nyquist above it, so ``alpha`` > 1 raises formants (a shorter vocal tract).
+    The warp is applied to each STFT frame's spectral envelope (power smoothed over VTLP_SMOOTHING_HZ) and
+    the frame is filtered by warped / original envelope (within +-VTLP_MAX_GAIN_DB); harmonics and phase
+    stay put, so pitch is unchanged (pitch_shift does pitch). Warping the raw magnitude and keeping the
+    original phase was tried: the moved harmonics no longer match their phase, overlap-add smears them and
+    the spectral centroid moved non-monotonically with alpha. The RMS is restored.
     """
     n_fft, hop = _stft_size(sample_rate)
     x = _mono(x)
@@ -249,10 +273,13 @@ def vtlp(x: np.ndarray, sample_rate: int, alpha: float, boundary_hz: float | Non
     source_bin = np.interp(f, [0.0, knee_out_hz, nyquist_hz], [0.0, knee_in_hz, nyquist_hz]) * n_fft / sample_rate
     i = np.minimum(source_bin.astype(np.int64), f.size - 2)
     frac = source_bin - i
-    mag = np.abs(spec)
-    warped = (1.0 - frac) * mag[:, i] + frac * mag[:, i + 1]
-    y = _istft(warped * spec / np.maximum(mag, 1e-20), n_fft, hop, x.size)
-    return _match_rms(y, x)
+    power = spec.real ** 2 + spec.imag ** 2
+    envelope = _smooth_bins(power, max(3, int(VTLP_SMOOTHING_HZ * n_fft / sample_rate) | 1))
+    envelope += 1e-12 * envelope.max() + 1e-30
+    warped = (1.0 - frac) * envelope[:, i] + frac * envelope[:, i + 1]
+    limit = 10.0 ** (VTLP_MAX_GAIN_DB / 10.0)
+    gain = np.sqrt(np.clip(warped / envelope, 1.0 / limit, limit))
+    return _match_rms(_istft(spec * gain, n_fft, hop, x.size), x)
 
 
 def synthetic_rir(sample_rate: int, rng: np.random.Generator, rt60_s: float, *, drr_db: float | None = None,
@@ -296,7 +323,8 @@ def band_limit(x: np.ndarray, sample_rate: int, kind: str, rng: np.random.Genera
     ``"telephone"``: resample to 8 kHz, band-pass 300–3400 Hz, G.711 mu-law, resample back (nothing
     above 4 kHz survives). ``"bluetooth"``: 8 kHz narrowband or (if ``rng`` picks it and the rate allows)
     16 kHz wideband, with codec-like spectral holes and mild saturation. ``"cheap_mic"``: high-pass
-    200 Hz, a +6 dB resonance at 2–4 kHz (random with ``rng``, else 3 kHz), roll-off above 5 kHz.
+    200 Hz (12 dB/octave), a +6 dB resonance at 2–4 kHz (random with ``rng``, else 3 kHz), roll-off above
+    5 kHz (24 dB/octave).
     """
     x64 = _mono(x)
     if kind == "telephone":
@@ -305,14 +333,16 @@ def band_limit(x: np.ndarray, sample_rate: int, kind: str, rng: np.random.Genera
     elif kind == "bluetooth":
         wide = rng is not None and sample_rate >= 16000 and rng.random() < 0.5
         rate, band = (16000, BLUETOOTH_WIDE_BAND_HZ) if wide else (8000, BLUETOOTH_NARROW_BAND_HZ)
-        y = _via_rate(x64, sample_rate, rate, lambda z: _codec(_apply_gain_curve(z, rate, _bandpass_gain(*band)), rate))
+        y = _via_rate(x64, sample_rate, rate, lambda z: _codec(z, rate, band))
     elif kind == "cheap_mic":
         peak_hz = 3000.0 if rng is None else float(rng.uniform(*CHEAP_MIC_PEAK_RANGE_HZ))
 
         def gain(f: np.ndarray) -> np.ndarray:
             octaves = np.log2(np.maximum(f, 1.0) / peak_hz) / CHEAP_MIC_PEAK_WIDTH_OCTAVES
             resonance = 10.0 ** (CHEAP_MIC_PEAK_DB * np.exp(-0.5 * octaves ** 2) / 20.0)
-            return _bandpass_gain(CHEAP_MIC_HIGHPASS_HZ, CHEAP_MIC_LOWPASS_HZ, order=2)(f) * resonance
+            highpass = (f / CHEAP_MIC_HIGHPASS_HZ) ** 2 / np.sqrt(1.0 + (f / CHEAP_MIC_HIGHPASS_HZ) ** 4)
+            lowpass = 1.0 / np.sqrt(1.0 + (f / CHEAP_MIC_LOWPASS_HZ) ** 8)
+            return highpass * lowpass * resonance
         y = _apply_gain_curve(x64, sample_rate, gain)
     else:
         raise ValueError(f"band_limit kind must be one of {BAND_LIMIT_KINDS}, got {kind!r}")
@@ -334,15 +364,16 @@ def _mu_law(x: np.ndarray, mu: float = 255.0) -> np.ndarray:
     return np.sign(code) * np.expm1(np.abs(code) * np.log1p(mu)) / mu
 
 
-def _codec(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Codec-like damage: drop weak STFT bins (spectral holes), then mild tanh saturation at the peak."""
+def _codec(x: np.ndarray, sample_rate: int, band_hz: tuple[float, float]) -> np.ndarray:
+    """Codec-like damage: mild tanh saturation at the peak, the codec's band, spectral holes (weak bins dropped)."""
+    peak = np.max(np.abs(x))
+    if peak > 0:
+        x = np.tanh(0.8 * x / peak) * peak / 0.8
     n_fft, hop = _stft_size(sample_rate)
-    spec = _stft(x, n_fft, hop)
+    spec = _stft(_apply_gain_curve(x, sample_rate, _bandpass_gain(*band_hz)), n_fft, hop)
     mag = np.abs(spec)
     spec[mag < mag.max(axis=1, keepdims=True) * 10.0 ** (BLUETOOTH_HOLE_FLOOR_DB / 20.0)] = 0.0
-    y = _istft(spec, n_fft, hop, x.size)
-    peak = np.max(np.abs(y))
-    return np.tanh(0.8 * y / peak) * peak / 0.8 if peak > 0 else y
+    return _istft(spec, n_fft, hop, x.size)
 
 
 def gain_db(x: np.ndarray, db: float) -> np.ndarray:
@@ -383,11 +414,11 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, sample_rate
     its RMS is taken over that whole span. The speech level is unchanged; the float32 result may
     exceed 1.0 — normalise before converting to int16.
     """
-    speech, noise = _mono(speech), _mono(noise)
-    if noise.size == 0:
-        raise ValueError("noise is empty; pass at least one sample of noise")
+    speech, noise = _mono(speech), np.asarray(noise)
+    if noise.ndim != 1 or noise.size == 0:
+        raise ValueError(f"noise must be a non-empty mono 1-D signal, got shape {noise.shape}")
     offset = int(rng.integers(0, noise.size)) if rng is not None else 0
-    noise = np.resize(np.roll(noise, -offset), speech.size)
+    noise = noise[(offset + np.arange(speech.size)) % noise.size].astype(np.float64)  # a long pool is not copied
     speech_rms, noise_rms = active_rms(speech, sample_rate), _rms(noise)
     if speech_rms == 0.0:
         raise ValueError("speech is silent; an SNR cannot be set")

@@ -57,7 +57,7 @@ class ModelConfig:
     stem_stride: int = 2
     stage_channels: tuple[int, ...] = (24, 40, 56)
     stage_blocks: tuple[int, ...] = (1, 1, 1)
-    stage_strides: tuple[int, ...] = (1, 2, 2)
+    stage_strides: tuple[int, ...] = (2, 2, 2)
     reduction: int = 4  # hidden width of the threshold/SE FC = channels // reduction
     dropout: float = 0.1
     window_s: float = 1.0

@@ -51,7 +51,7 @@ def stable_fraction(key: str) -> float:
 
 
 def read_tts_corpus(root: str | Path) -> list[Example]:
-    """Examples from a TTS corpus manifest (columns path, word, engine, voice, ...); group = engine/voice."""
+    """Examples from a TTS corpus manifest (path relative to `root`, word, engine, voice, ...); group = engine/voice."""
     root = Path(root)
     manifest = root / "manifest.csv"
     if not manifest.is_file():
@@ -61,7 +61,7 @@ def read_tts_corpus(root: str | Path) -> list[Example]:
     out = []
     for row in rows:
         path = Path(row["path"])
-        path = path if path.is_absolute() else root / path if (root / path).exists() else root.parent.parent.parent / path
+        path = path if path.is_absolute() else root / path
         out.append(Example(str(path), row["word"], f"{row['engine']}/{row['voice']}", "tts"))
     return out
 

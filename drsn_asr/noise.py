@@ -173,7 +173,7 @@ def _harmonics(phase: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
     """sum_k amplitudes[k-1] * sin(k * phase), by the Chebyshev recurrence (one sin and one cos in all)."""
     s_prev, s = np.zeros_like(phase), np.sin(phase)
     two_cos = 2.0 * np.cos(phase)
-    amplitudes = [float(a) for a in amplitudes]  # python floats keep the sum in float32 (NEP 50)
+    amplitudes = [float(a) for a in np.trim_zeros(amplitudes, "b")]  # python floats keep float32 (NEP 50)
     out = amplitudes[0] * s
     for a in amplitudes[1:]:
         s_prev, s = s, two_cos * s - s_prev

@@ -212,11 +212,14 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
             if ex.offset_s:
                 start = round(ex.offset_s * SAMPLE_RATE)
                 audio = audio[start : start + n_samples]
-                if split == "train" and len(negatives) < 400:
+                if split == "train" and len(negatives) < 400 and np.sqrt(np.mean(audio**2)) > 1e-3:
                     negatives.append(audio)
             for copy in range(copies if ex.source == "tts" else 1 if ex.source == "sentences" else min(2, copies)):
                 x = audio if copy == 0 else augment.random_augment(audio, SAMPLE_RATE, rng, cfg.augment)
                 x = load_window(x, n_samples, rng)
+                peak = float(np.abs(x).max(initial=0.0))
+                if peak > 0.99:  # keep gain augmentation from clipping in the int16 cache
+                    x = x * (0.99 / peak)
                 clips.append(np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16))
                 rms.append(augment.active_rms(x, SAMPLE_RATE))
                 ys.append(index[label_for(ex.word, cfg.data.vocabulary)])
