@@ -8,6 +8,8 @@ import io
 import json
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
 
 from .stream import Detection
@@ -47,7 +49,11 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .transcribe import transcribe
 
-    model = load_model(args.model, device=args.device)
+    try:
+        model = load_model(args.model, device=args.device)
+    except ValueError as e:
+        print(f"drsn-asr: {e}", file=sys.stderr)
+        return 2
     options = {"threshold": args.threshold} if args.threshold is not None else {}
     if args.hop_ms is not None:
         options["hop_ms"] = args.hop_ms
@@ -138,6 +144,126 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+METER_WIDTH = 30
+METER_RANGE_DB = 60.0  # the meter spans -60 dBFS (empty) to 0 dBFS (full)
+
+
+class _Console:
+    """Detections on stdout, messages on stderr, and (on a TTY) one meter line on stderr redrawn in place.
+
+    The worker thread prints detections while the main thread redraws the meter, so writes share a lock
+    and every other line first erases the meter.
+    """
+
+    def __init__(self, meter: bool):
+        self.meter_on = meter
+        self.lock = threading.RLock()
+        self._meter_shown = False
+
+    def _erase_meter(self) -> None:
+        if self._meter_shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._meter_shown = False
+
+    def line(self, text: str, stream=None) -> None:
+        stream = stream or sys.stderr
+        with self.lock:
+            self._erase_meter()
+            stream.write(text if text.endswith("\n") else text + "\n")
+            stream.flush()
+
+    def meter(self, level_db: float, scores: dict[str, float]) -> None:
+        if not self.meter_on:
+            return
+        filled = round(METER_WIDTH * min(1.0, max(0.0, 1 + level_db / METER_RANGE_DB)))
+        keywords = {k: v for k, v in scores.items() if not k.startswith("_")}
+        top = max(keywords, key=keywords.get, default=None)
+        best = f"{top} {keywords[top]:.2f}" if top is not None else ""
+        with self.lock:
+            sys.stderr.write(f"\r[{'█' * filled}{'·' * (METER_WIDTH - filled)}] {level_db:6.1f} dB  {best}\033[K")
+            sys.stderr.flush()
+            self._meter_shown = True
+
+
+class _ConsoleLogHandler(logging.Handler):
+    def __init__(self, console: _Console, formatter: logging.Formatter | None):
+        super().__init__()
+        self.console = console
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.line(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    import torch
+
+    from .microphone import list_input_devices, listen
+
+    if args.list_devices:
+        from .microphone import find_input_device
+
+        try:
+            default = find_input_device(None).index
+        except ValueError:
+            default = None
+        devices = list_input_devices()
+        for d in devices:
+            mark = "*" if d.index == default else " "
+            print(f"{mark}{d.index:3d}  {d.name}  ({d.max_input_channels} ch, {d.default_samplerate:.0f} Hz)")
+        if not devices:
+            print("drsn-asr: no input devices found (is a microphone connected? is PortAudio using the right "
+                  "audio server?)", file=sys.stderr)
+            return 1
+        return 0
+    # one classification per 50 ms block: extra intra-op threads only contend with the audio and the OS
+    torch.set_num_threads(1)
+    console = _Console(meter=sys.stderr.isatty())
+    root = logging.getLogger()
+    saved_handlers = root.handlers[:]
+    # overflow/drop warnings and capture errors arrive as log records from the library: route them through
+    # the console so they never collide with the meter line
+    root.handlers = [_ConsoleLogHandler(console, saved_handlers[0].formatter if saved_handlers else None)]
+    device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
+    options = {"threshold": args.threshold} if args.threshold is not None else {}
+    n_detections = 0
+
+    def on_detection(d: Detection) -> None:
+        nonlocal n_detections
+        n_detections += 1
+        console.line(format_detections([d], "text"), sys.stdout)
+
+    status = 0
+    started = time.monotonic()
+    mic = None
+    try:
+        mic = listen(on_detection, device=device, model=args.model, **options)
+        console.line(f"listening on {mic.device.index}: {mic.device.name} ({mic.sample_rate} Hz"
+                     f"{f', {mic.channels} ch down-mixed' if mic.channels > 1 else ''}); Ctrl-C to stop")
+        while not mic.wait(0.1):
+            console.meter(mic.level_db, mic.scores)
+            if args.seconds is not None and time.monotonic() - started >= args.seconds:
+                break
+    except KeyboardInterrupt:
+        pass
+    except ValueError as e:
+        console.line(f"drsn-asr: {e}")
+        status = 1
+    finally:
+        if mic is not None:
+            mic.stop()
+            if mic.error is not None:
+                status = 1
+            console.line(f"listened {mic.time_s:.1f} s: {n_detections} detection(s), {mic.n_overflows} input "
+                         f"overflow(s), {mic.n_dropped_blocks} dropped block(s)")
+        root.handlers = saved_handlers
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drsn-asr", description="Streaming keyword recognizer for noisy streets.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
@@ -175,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", default=None, metavar="DIR", help="write accuracy-vs-SNR and confusion plots here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("listen", help="recognize commands live from a microphone",
+                       description="Recognize commands live from a microphone until Ctrl-C (or --seconds).")
+    p.add_argument("--device", default=None, metavar="NAME|INDEX",
+                   help="input device: index or part of its name (default: the system's default input)")
+    p.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
+    p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
+    p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed score")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.set_defaults(func=_cmd_listen)
 
     p = sub.add_parser("models", help="list the shipped models", description="List the models shipped in the package.")
     p.set_defaults(func=_cmd_models)

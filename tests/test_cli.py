@@ -1,0 +1,93 @@
+"""The drsn-asr command line, run as a user would (a real subprocess)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drsn_asr.audio import write_audio
+from drsn_asr.cli import build_parser, format_detections
+from drsn_asr.stream import Detection
+
+DEMO = Path(__file__).resolve().parent.parent / "drsn_asr" / "assets" / "street_demo.flac"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "drsn_asr.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_every_subcommand_has_help():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"transcribe", "train", "evaluate", "models"} <= set(commands)
+    for name in commands:
+        r = run(name, "--help")
+        assert r.returncode == 0 and "usage: drsn-asr" in r.stdout, name
+
+
+def test_transcribe_the_demo_prints_times_and_labels():
+    r = run("transcribe", str(DEMO), "--threshold", "0.0")  # threshold 0: every model fires on this file
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines
+    for line in lines:
+        times, label, score = line.split("  ")
+        start, end = (float(t) for t in times.split("–"))
+        assert 0 <= start <= end <= 40
+        assert label in build_model_labels()
+        assert 0 <= float(score) <= 1
+
+
+def build_model_labels():
+    from drsn_asr import load_model
+
+    return load_model(device="cpu").labels
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "srt"])
+def test_machine_formats(fmt):
+    r = run("transcribe", str(DEMO), "--threshold", "0.0", "--format", fmt)
+    assert r.returncode == 0, r.stderr
+    if fmt == "json":
+        rows = json.loads(r.stdout)
+        assert rows and {"file", "label", "score", "start_s", "end_s"} <= set(rows[0])
+    elif fmt == "csv":
+        assert r.stdout.splitlines()[0] == "file,start_s,end_s,label,score"
+    else:
+        assert r.stdout.startswith("1\n00:00:")
+
+
+def test_format_detections_text_layout():
+    text = format_detections([Detection("stop", 0.971, 12.34, 12.81)], "text")
+    assert text == "12.34–12.81  stop  0.97\n"
+
+
+def test_bad_file_gives_a_clear_message_and_nonzero_exit(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio at all")
+    r = run("transcribe", str(bad))
+    assert r.returncode == 1
+    assert "not a readable audio file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_model_lists_the_shipped_ones():
+    r = run("transcribe", str(DEMO), "--model", "nope")
+    assert r.returncode != 0
+    assert "default" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_stereo_44k_file_is_transcribed_like_mono_16k(tmp_path):
+    from drsn_asr.audio import read_audio, resample
+    import soundfile as sf
+
+    audio = read_audio(DEMO)[: 16000 * 8]
+    sf.write(tmp_path / "st.wav", np.stack([resample(audio, 16000, 44100)] * 2, axis=1), 44100)
+    write_audio(tmp_path / "mono.wav", audio)
+    a = run("transcribe", str(tmp_path / "mono.wav"), "--threshold", "0", "--format", "json")
+    b = run("transcribe", str(tmp_path / "st.wav"), "--threshold", "0", "--format", "json")
+    la = [d["label"] for d in json.loads(a.stdout)]
+    lb = [d["label"] for d in json.loads(b.stdout)]
+    assert la == lb and la
