@@ -179,7 +179,7 @@ class _Console:
         filled = round(METER_WIDTH * min(1.0, max(0.0, 1 + level_db / METER_RANGE_DB)))
         keywords = {k: v for k, v in scores.items() if not k.startswith("_")}
         top = max(keywords, key=keywords.get, default=None)
-        best = f"{top} {keywords[top]:.2f}" if top is not None else ""
+        best = f"{top} {keywords[top]:.2f}" if top is not None and keywords[top] > 0 else ""
         with self.lock:
             sys.stderr.write(f"\r[{'█' * filled}{'·' * (METER_WIDTH - filled)}] {level_db:6.1f} dB  {best}\033[K")
             sys.stderr.flush()
@@ -202,7 +202,7 @@ class _ConsoleLogHandler(logging.Handler):
 def _cmd_listen(args: argparse.Namespace) -> int:
     import torch
 
-    from .microphone import list_input_devices, listen
+    from .microphone import CaptureError, list_input_devices, listen
 
     if args.list_devices:
         from .microphone import find_input_device
@@ -238,10 +238,10 @@ def _cmd_listen(args: argparse.Namespace) -> int:
         console.line(format_detections([d], "text"), sys.stdout)
 
     status = 0
-    started = time.monotonic()
     mic = None
     try:
         mic = listen(on_detection, device=device, model=args.model, **options)
+        started = time.monotonic()
         console.line(f"listening on {mic.device.index}: {mic.device.name} ({mic.sample_rate} Hz"
                      f"{f', {mic.channels} ch down-mixed' if mic.channels > 1 else ''}); Ctrl-C to stop")
         while not mic.wait(0.1):
@@ -250,7 +250,7 @@ def _cmd_listen(args: argparse.Namespace) -> int:
                 break
     except KeyboardInterrupt:
         pass
-    except ValueError as e:
+    except (ValueError, CaptureError) as e:
         console.line(f"drsn-asr: {e}")
         status = 1
     finally:
@@ -262,6 +262,62 @@ def _cmd_listen(args: argparse.Namespace) -> int:
                          f"overflow(s), {mic.n_dropped_blocks} dropped block(s)")
         root.handlers = saved_handlers
     return status
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import signal
+
+    try:
+        from .server import KeywordServer
+    except ImportError as e:
+        print(f"drsn-asr: serve needs the wyoming package ({e}): pip install 'drsn-asr[server]'", file=sys.stderr)
+        return 1
+    options = {"threshold": args.threshold} if args.threshold is not None else {}
+    try:
+        server = KeywordServer(args.model, device=args.device, **options)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"drsn-asr: {e}", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        await server.start(args.uri)
+        where = f"tcp://{server.address[0]}:{server.address[1]}" if server.address else args.uri
+        print(f"serving {server.name} ({len(server.keywords)} commands) on {where}; Ctrl-C to stop", file=sys.stderr)
+        stop = asyncio.Event()
+        with contextlib.suppress(NotImplementedError):  # SIGTERM (docker stop, systemd) ends it cleanly too
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(run())
+    except (ValueError, OSError) as e:  # a URI it cannot serve, a port in use
+        print(f"drsn-asr: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .export import check_export, export_model
+
+    try:
+        model = load_model(args.model, device="cpu")
+        path = export_model(model, args.out, format=args.format)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"drsn-asr: {e}", file=sys.stderr)
+        return 1
+    try:
+        check = f"; max |Δ probability| vs torch on test windows {check_export(model, path):.1e}"
+    except ImportError as e:
+        check = f"; not checked ({e.name} is not installed)"
+    print(f"wrote {path} ({args.format}: 1 s of {model.features.sample_rate} Hz audio → probabilities of "
+          f"{len(model.labels)} labels{check})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,8 +365,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
     p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
     p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed score")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(func=_cmd_listen)
+
+    p = sub.add_parser("serve", help="serve the recognizer over the Wyoming protocol (Home Assistant, Rhasspy)",
+                       description="Wake-word and speech-to-text server speaking the Wyoming protocol: every command "
+                       "is offered as a wake word, and transcripts are the recognized commands. Listens on loopback "
+                       "only unless --uri names another address (e.g. tcp://0.0.0.0:10400 for every interface).")
+    p.add_argument("--uri", default="tcp://127.0.0.1:10400",
+                   help="tcp://HOST:PORT or unix://PATH (default: tcp://127.0.0.1:10400)")
+    p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
+    p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed score")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("export", help="export a model to ONNX or TorchScript",
+                       description="Export a model with its log-mel frontend: input 1 s of raw mono audio "
+                       "(16000 float32 samples at 16 kHz), output class probabilities; labels and feature settings "
+                       "are embedded. See pipelines/onnx_example.py.")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="(default: onnx)")
+    p.add_argument("model", metavar="MODEL", help="shipped model name (e.g. default) or checkpoint path")
+    p.add_argument("out", metavar="OUT", help="file to write, e.g. model.onnx or model.pt")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("models", help="list the shipped models", description="List the models shipped in the package.")
     p.set_defaults(func=_cmd_models)
