@@ -42,27 +42,6 @@ class LoadedModel:
         return next(self.net.parameters()).device
 
 
-@dataclass
-class LoadedModel:
-    """A classifier in eval mode plus what it needs to be used: labels and frontend settings."""
-
-    net: KeywordNet
-    labels: list[str]
-    features: FeatureConfig
-    training: dict[str, Any]
-    source: str
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(
     path: str | os.PathLike, net: KeywordNet, labels: list[str], training: dict[str, Any] | None = None, **extra: Any
 ) -> None:

@@ -283,7 +283,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         await server.start(args.uri)
-        where = f"tcp://{server.address[0]}:{server.address[1]}" if server.address else args.uri
+        where = args.uri
+        if server.address:
+            host, port = server.address
+            where = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
         print(f"serving {server.name} ({len(server.keywords)} commands) on {where}; Ctrl-C to stop", file=sys.stderr)
         stop = asyncio.Event()
         with contextlib.suppress(NotImplementedError):  # SIGTERM (docker stop, systemd) ends it cleanly too

@@ -29,8 +29,8 @@ from .config import LABEL_SILENCE, LABEL_UNKNOWN, FeatureConfig, ModelConfig, fr
 from .data import (
     Example,
     NoisyBatches,
+    fit_window,
     label_for,
-    load_example,
     read_fsdd,
     read_sentences,
     read_speech_commands,
@@ -216,7 +216,7 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
                     negatives.append(audio)
             for copy in range(copies if ex.source == "tts" else 1 if ex.source == "sentences" else min(2, copies)):
                 x = audio if copy == 0 else augment.random_augment(audio, SAMPLE_RATE, rng, cfg.augment)
-                x = load_window(x, n_samples, rng)
+                x = fit_window(x.astype(np.float32, copy=False), n_samples, rng)
                 peak = float(np.abs(x).max(initial=0.0))
                 if peak > 0.99:  # keep gain augmentation from clipping in the int16 cache
                     x = x * (0.99 / peak)
@@ -236,13 +236,6 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, cache)
     return out
-
-
-def load_window(audio: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A clip placed in one window (random offset when shorter, loudest part when longer)."""
-    from .data import fit_window
-
-    return fit_window(audio.astype(np.float32, copy=False), n_samples, rng)
 
 
 def spec_augment(x: torch.Tensor, cfg: OptimConfig, generator: torch.Generator) -> torch.Tensor:
