@@ -17,6 +17,14 @@ if command -v apt-get >/dev/null 2>&1; then
   for p in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # Pico TTS (Apache-2.0 code, redistributable data) lives in Debian's non-free component
+  if ! dpkg-query -W -f='${Status}' libttspico-utils 2>/dev/null | grep -q "install ok installed"; then
+    if [ -f /etc/apt/sources.list.d/debian.sources ] && ! grep -q "non-free" /etc/apt/sources.list.d/debian.sources; then
+      echo "enabling Debian's non-free component for libttspico-utils (Pico TTS)"
+      $SUDO sed -i '0,/^Components: main$/s//Components: main non-free/' /etc/apt/sources.list.d/debian.sources
+    fi
+    missing+=(libttspico-utils)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     $SUDO apt-get update -qq

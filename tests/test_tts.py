@@ -1,0 +1,141 @@
+"""TTS engines and the corpus builder, on whatever engines are installed here."""
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from drsn_asr import tts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("build_corpus", REPO / "pipelines" / "build_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+build_corpus = _load_builder()
+
+
+def _first_voice(engine: str) -> tts.Voice:
+    if not tts.engine_available(engine):
+        pytest.skip(f"{engine} is not installed")
+    voices, _ = tts.list_voices([engine])
+    assert voices, f"{engine} is installed but list_voices found no voice"
+    return voices[0]
+
+
+@pytest.mark.parametrize("engine", tts.ENGINES)
+def test_list_voices_finds_installed_engines(engine):
+    voice = _first_voice(engine)
+    assert voice.engine == engine and voice.licence and voice.name
+
+
+def test_list_voices_rejects_unknown_engine():
+    with pytest.raises(ValueError, match="espeak"):
+        tts.list_voices(["nonesuch"])
+
+
+@pytest.mark.parametrize("engine", tts.ENGINES)
+def test_synthesize_returns_normalised_16k_float(engine):
+    audio = tts.synthesize(_first_voice(engine), "seven", sample_rate=16000)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert 0.2 < len(audio) / 16000 < 3.0
+    assert np.abs(audio).max() <= 1.0
+    assert np.sqrt(np.mean(audio**2)) > 0.01
+
+
+@pytest.mark.parametrize("engine", tts.ENGINES)
+def test_rate_changes_duration(engine):
+    voice = _first_voice(engine)
+    slow, fast = (len(tts.trim(tts.synthesize(voice, "seven eight nine", rate=r))) for r in (0.7, 1.4))
+    assert slow > 1.3 * fast
+
+
+@pytest.mark.parametrize("engine", ["espeak", "flite"])
+def test_pitch_keeps_duration(engine):
+    voice = _first_voice(engine)
+    low, high = (len(tts.trim(tts.synthesize(voice, "seven eight nine", pitch=p))) for p in (0.85, 1.2))
+    assert 0.75 < low / high < 1.33
+
+
+def test_words_cut_from_carrier_are_shorter_than_phrase():
+    voice = _first_voice("espeak")
+    clips = tts.synthesize_words(voice, ["seven", "go"], carrier="I said")
+    phrase = tts.trim(tts.synthesize(voice, "I said seven"))
+    assert [c.method for c in clips] == ["carrier", "carrier"]
+    assert 0.15 * 16000 < len(clips[0].audio) < 0.8 * len(phrase)
+
+
+@pytest.mark.parametrize("engine", ["espeak", "pico"])
+def test_cut_keeps_initial_s_of_stop(engine):
+    # "said stop": the /t/ closure is the deepest dip, so a cut at the quietest point gives "top".
+    clip = tts.synthesize_words(_first_voice(engine), ["stop"], carrier="I said")[0]
+    head = clip.audio[: int(0.12 * 16000)]
+    spectrum = np.abs(np.fft.rfft(head)) ** 2
+    freqs = np.fft.rfftfreq(len(head), 1 / 16000)
+    assert clip.method == "carrier"
+    assert (spectrum * freqs).sum() / spectrum.sum() > 2500  # /s/ is hiss: centroid far above a vowel's
+
+
+def _tiny_config(tmp_path: Path, **engines) -> Path:
+    lines = ['keywords: ["yes", "seven"]', "unknown_words: [heaven]", "unknown_keep: 0.0",
+             "workers: 2", "engines:"]
+    lines += [f"  {e}: {{max_voices: {n}, variants_per_voice: 1}}" for e, n in engines.items()]
+    path = tmp_path / "corpus.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_build_corpus_writes_manifest_and_resumes(tmp_path):
+    if not tts.engine_available("espeak"):
+        pytest.skip("espeak-ng is not installed")
+    config = build_corpus.load_config(_tiny_config(tmp_path, espeak=2))
+    out = tmp_path / "tts"
+    rows, stats = build_corpus.build(config, out, progress=False)
+    assert stats["written"] == 4 and len(rows) == 4
+
+    with open(out / "manifest.csv", newline="") as f:
+        manifest = list(csv.DictReader(f))
+    assert list(manifest[0]) == build_corpus.MANIFEST_COLUMNS
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
+    assert sorted(r["path"] for r in manifest) == on_disk
+    for row in manifest:
+        info = sf.info(out / row["path"])
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+        assert row["path"].startswith(row["word"] + "/") and row["engine"] == "espeak"
+        assert abs(float(row["duration_s"]) - info.frames / 16000) < 1e-3
+        assert float(row["duration_s"]) <= config.max_duration_s
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")}
+    text = (out / "manifest.csv").read_text()
+    _, again = build_corpus.build(config, out, progress=False)
+    assert again["written"] == 0 and again["existing"] == 4
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == mtimes
+    assert (out / "manifest.csv").read_text() == text
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    path = _tiny_config(tmp_path, espeak=1)
+    path.write_text(path.read_text() + "carier: oops\n")
+    with pytest.raises(ValueError, match="carier"):
+        build_corpus.load_config(path)
+    path = _tiny_config(tmp_path, espeak=1)
+    path.write_text(path.read_text().replace("variants_per_voice", "variants"))
+    with pytest.raises(ValueError, match="engines.espeak.variants"):
+        build_corpus.load_config(path)
+
+
+def test_config_rejects_unquoted_yes(tmp_path):
+    path = _tiny_config(tmp_path, espeak=1)
+    path.write_text(path.read_text().replace('["yes", "seven"]', "[yes, seven]"))
+    with pytest.raises(ValueError, match="keywords"):
+        build_corpus.load_config(path)
