@@ -165,7 +165,8 @@ class NoisyBatches:
 
     SNR is defined on the active speech: `speech_rms` holds each clip's active-speech RMS (see
     augment.active_rms), so leading and trailing silence do not dilute it. Silence examples (zero speech)
-    get noise at a random absolute level.
+    get noise at a random absolute level. Then the whole mix gets a random gain (`gain_range_db`), clipped to
+    full scale: real input levels vary by tens of dB, and a log-mel model that never heard quiet speech fails on it.
     """
 
     def __init__(
@@ -176,10 +177,12 @@ class NoisyBatches:
         snr_range_db: tuple[float, float],
         p_clean: float,
         silence_level_range_db: tuple[float, float] = (-50.0, -10.0),
+        gain_range_db: tuple[float, float] = (0.0, 0.0),
     ):
         self.speech, self.speech_rms, self.noise = speech, speech_rms, noise
         self.snr_range_db, self.p_clean = snr_range_db, p_clean
         self.silence_level_range_db = silence_level_range_db
+        self.gain_range_db = gain_range_db
 
     def mix(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Noisy float32 audio (B, n_samples) for the examples at `index`."""
@@ -197,4 +200,7 @@ class NoisyBatches:
         target[silent] = 10 ** ((lo + (hi - lo) * torch.rand(int(silent.sum()), generator=generator)) / 20)
         clean = (torch.rand(b, generator=generator) < self.p_clean) & ~silent
         target[clean] = 0.0
-        return speech + noise * (target / noise_rms)[:, None]
+        mix = speech + noise * (target / noise_rms)[:, None]
+        lo, hi = self.gain_range_db
+        gain = 10 ** ((lo + (hi - lo) * torch.rand(b, generator=generator)) / 20)
+        return (mix * gain[:, None]).clamp(-1.0, 1.0)  # a real input level: near and far talkers, loud and quiet mics

@@ -30,6 +30,7 @@ from .data import (
     Example,
     NoisyBatches,
     fit_window,
+    load_example,
     label_for,
     read_fsdd,
     read_sentences,
@@ -39,6 +40,7 @@ from .data import (
     stable_fraction,
 )
 from .features import LogMel
+from .fileio import atomic_write
 from .model import KeywordNet, count_parameters
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class DataConfig:
     sentences_dir: str | None = "../shared/data/command-sentences/clean"
     sentences_train_part: tuple[float, float] = (0.0, 0.8)
     sentences_validation_part: tuple[float, float] = (0.8, 0.9)
+    sentences_as_unknown: bool = True  # False: real sentences only feed the babble noise, not the _unknown_ class
     speech_commands_dir: str | None = None  # Google Speech Commands root: uses its own split lists
     noise_files: tuple[str, ...] = ()
     noise_kinds: tuple[str, ...] = ("car_horn", "traffic_passby", "engine", "road_rumble", "babble")
@@ -82,6 +85,7 @@ class OptimConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.05
     snr_range_db: tuple[float, float] = (-10.0, 20.0)
+    gain_range_db: tuple[float, float] = (-30.0, 6.0)  # random level of the whole noisy mix
     p_clean: float = 0.1
     freq_masks: int = 2
     freq_mask_mels: int = 6
@@ -143,7 +147,7 @@ def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
                 train.append(ex)
     if cfg.fsdd_dir:
         train += read_fsdd(_resolve(cfg.fsdd_dir, base), cfg.fsdd_train_speakers)
-    if cfg.sentences_dir:
+    if cfg.sentences_dir and cfg.sentences_as_unknown:
         root = _resolve(cfg.sentences_dir, base)
         train += read_sentences(root, part=cfg.sentences_train_part)
         validation += read_sentences(root, part=cfg.sentences_validation_part)
@@ -232,9 +236,14 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
             "rms": torch.tensor(rms, dtype=torch.float32),
             "labels": torch.tensor(ys, dtype=torch.long),
         }
+    if not negatives and cfg.data.sentences_dir:  # babble from real sentences even when they are not examples
+        for ex in read_sentences(_resolve(cfg.data.sentences_dir, base), part=cfg.data.sentences_train_part)[::4][:400]:
+            audio = load_example(ex)
+            if np.sqrt(np.mean(audio**2)) > 1e-3:
+                negatives.append(audio)
     out["noise"] = _noise_pool(cfg.data, base, negatives, cfg.optim.seed)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, cache)
+    with atomic_write(cache) as tmp:  # a run stopped mid-write must not leave a cache that looks complete
+        torch.save(out, tmp)
     return out
 
 
@@ -305,7 +314,8 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     data = prepare_data(cfg, base, progress=progress and rank == 0)
     names: list[str] = data["labels"]
     tr, va = data["train"], data["validation"]
-    train_mix = NoisyBatches(tr["speech"], tr["rms"], data["noise"], cfg.optim.snr_range_db, cfg.optim.p_clean)
+    train_mix = NoisyBatches(tr["speech"], tr["rms"], data["noise"], cfg.optim.snr_range_db, cfg.optim.p_clean,
+                             gain_range_db=cfg.optim.gain_range_db)
     val_mix = NoisyBatches(va["speech"], va["rms"], data["noise"], (0.0, 20.0), 0.2)
 
     frontend = LogMel(cfg.features).to(dev)
@@ -377,5 +387,6 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
                         best_accuracy=best, history=history)
     if distributed:
         torch.distributed.destroy_process_group()
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    with atomic_write(out_dir / "history.json") as tmp:
+        tmp.write_text(json.dumps(history, indent=1))
     return out_dir / "best.pt"

@@ -85,7 +85,7 @@ def main() -> None:
     (docs / "ablation.md").write_text(
         "# Ablation: does shrinkage help in street noise?\n\n"
         "Four backbones trained from `configs/default.yaml` with only `model.block` changed (same data, budget,\n"
-        "seed), evaluated on held-out real speakers (FSDD theo + lucas digits; held-out command sentences as\n"
+        "seed), evaluated on a held-out real speaker (FSDD theo digits; held-out command sentences as\n"
         "`_unknown_`; `_silence_` clips of held-out noise), clean and with held-out noise (kitchen, running tap,\n"
         "synthesized sirens and wind — none of it in training) mixed at each SNR on the active speech.\n\n"
         "Keyword accuracy (and unknown rejection, clean):\n\n" + table + "\n\n"

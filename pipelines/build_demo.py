@@ -2,7 +2,7 @@
 
     python pipelines/build_demo.py [--out drsn_asr/assets/street_demo.flac] [--n-words 12] [--seed 3]
 
-Real speech of speakers the default model never trained on (FSDD digits by theo and lucas, CC BY-SA 4.0, and
+Real speech of speakers the default model never trained on (FSDD digits by theo, CC BY-SA 4.0, and
 held-out command sentences, Apache-2.0), optionally keywords spoken by held-out TTS voices, laid over a
 synthesized street (traffic pass-bys, engines, road rumble, a horn, a siren) at 0–15 dB SNR on the active
 speech. Ground truth (label, start_s, end_s, snr_db) goes to a .json beside the audio.
@@ -74,8 +74,8 @@ def make_recording(keywords: list[Example], sentence_paths: list[str], rng: np.r
 
 
 def held_out_speech(rng: np.random.Generator, n_words: int, n_sentences: int) -> tuple[list[Example], list[str]]:
-    """Digits of the held-out FSDD speakers and held-out sentence recordings."""
-    digits = read_fsdd(SHARED / "fsdd" / "recordings", ("theo", "lucas"))
+    """Digits of the held-out FSDD speaker (theo) and held-out sentence recordings."""
+    digits = read_fsdd(SHARED / "fsdd" / "recordings", ("theo",))
     sentence_files = sorted({ex.path for ex in read_sentences(SHARED / "command-sentences" / "clean", part=(0.9, 1.0))})
     words = [digits[i] for i in rng.choice(len(digits), n_words, replace=False)]
     return words, list(rng.choice(sentence_files, n_sentences, replace=False))
@@ -95,7 +95,7 @@ def main() -> None:
     write_audio(out, audio)
     out.with_suffix(".json").write_text(json.dumps({
         "source": f"pipelines/build_demo.py --n-words {args.n_words} --n-sentences {args.n_sentences} --seed {args.seed}",
-        "licence": "CC BY-SA 4.0 (FSDD speech by theo and lucas); sentences Apache-2.0 (Picovoice); noise synthesized",
+        "licence": "CC BY-SA 4.0 (FSDD speech by theo); sentences Apache-2.0 (Picovoice); noise synthesized",
         "duration_s": round(len(audio) / SAMPLE_RATE, 2),
         "words": truth,
     }, indent=1))
