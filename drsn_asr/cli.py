@@ -144,6 +144,29 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_report, run_benchmarks
+    from .fileio import atomic_write
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        result = run_benchmarks(device=args.device, quick=args.quick, model=args.model, audio_s=args.audio_s,
+                                repeats=args.repeats, progress=say)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"drsn-asr: {e}", file=sys.stderr)
+        return 1
+    options = {"--device": args.device, "--model": args.model, "--audio-s": args.audio_s, "--repeats": args.repeats}
+    result["command"] = " ".join(["drsn-asr bench", *(["--quick"] if args.quick else []),
+                                  *(f"{k} {v}" for k, v in options.items() if v is not None)])
+    sys.stdout.write(format_report(result))
+    if args.json:
+        with atomic_write(args.json) as tmp:
+            tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str))
+    return 0
+
+
 METER_WIDTH = 30
 METER_RANGE_DB = 60.0  # the meter spans -60 dBFS (empty) to 0 dBFS (full)
 
@@ -323,6 +346,33 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+    from .explain_plot import SUFFIXES, save_report
+
+    out = Path(args.out) if args.out else Path(f"{Path(args.file).stem}_explain.png")
+    if out.suffix.lower() not in SUFFIXES:
+        print(f"drsn-asr: --out {out}: name a {' or '.join(SUFFIXES)} file", file=sys.stderr)
+        return 2
+    options = {"start_s": args.start, "end_s": args.end, "hop_ms": args.hop_ms, "device": args.device}
+    try:
+        expl = explain(args.file, model=args.model, **options)
+        compare = explain(args.file, model=args.compare, **options) if args.compare else None
+        save_report(expl, out, compare=compare, title=f"drsn-asr explain: {Path(args.file).name}, "
+                    f"{expl.start_s:.2f}–{expl.end_s:.2f} s")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"drsn-asr: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:
+        if e.name != "matplotlib":
+            raise
+        print("drsn-asr: explain draws with matplotlib, which is not installed: pip install matplotlib", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: {len(expl.times_s)} windows, {len(expl.unit_names)} shrinkage unit(s), "
+          f"{len(expl.detections)} detection(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drsn-asr", description="Streaming keyword recognizer for noisy streets.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
@@ -392,8 +442,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="file to write, e.g. model.onnx or model.pt")
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("explain", help="picture of what the model saw: log-mel, scores, shrinkage thresholds",
+                       description="Draw a recording's log-mel with the detections, the posteriors of every window, "
+                       "and for each shrinkage unit the learned thresholds τ (per channel and their mean) and the share "
+                       "of activations set to zero, over time. Needs matplotlib.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
+    p.add_argument("--compare", default=None, metavar="M2", help="also draw the scores of this model on the same audio")
+    p.add_argument("--out", default=None, help="report.png or report.html (default: FILE's stem + _explain.png)")
+    p.add_argument("--start", type=float, default=None, metavar="S", help="start of the span in seconds (default 0)")
+    p.add_argument("--end", type=float, default=None, metavar="E", help="end of the span in seconds (default: the end)")
+    p.add_argument("--hop-ms", type=float, default=None, help="one window every hop in ms (default 50)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_cmd_explain)
+
     p = sub.add_parser("models", help="list the shipped models", description="List the models shipped in the package.")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("bench", help="measure speed and scale (real-time factor, latency, streams, throughput)",
+                       description="Measure speed and scale with same-run baselines (naive path, PocketSphinx when "
+                       "installed); see docs/performance.md.")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write every figure, with its runs, as JSON")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="device of the offline, multi-stream and training figures (default cpu; CPU figures always run)")
+    p.add_argument("--quick", action="store_true", help="1 minute of audio and 2 runs each (a smoke test, < 1 min)")
+    p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
+    p.add_argument("--audio-s", type=float, default=None, help="length of the test recording (default 600, quick 60)")
+    p.add_argument("--repeats", type=int, default=None, help="runs per figure; the median is reported (default 3, quick 2)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
