@@ -19,11 +19,14 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, read_audio
-from .augment import mix_at_snr
+from .augment import active_rms, mix_at_snr
 from .checkpoint import LoadedModel, load_model
 from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
 from .data import AUDIO_SUFFIXES, Example, read_labelled_dir
 from .features import LogMel
+
+
+SILENT_CLIP_NOISE_RMS = 0.01
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,11 @@ def evaluate(
                 rng = np.random.default_rng([seed, i, int(snr * 10) + 1000])
                 source = noises[int(rng.integers(len(noises)))]
                 start = int(rng.integers(0, max(1, len(source) - len(audio))))
-                x = mix_at_snr(audio, np.resize(source[start:], len(audio)), snr, SAMPLE_RATE)
+                segment = np.resize(source[start:], len(audio))
+                if active_rms(audio, SAMPLE_RATE) > 0:
+                    x = mix_at_snr(audio, segment, snr, SAMPLE_RATE)
+                else:  # digital silence has no SNR: add the noise at a quiet fixed level
+                    x = audio + segment * (SILENT_CLIP_NOISE_RMS / max(float(np.sqrt(np.mean(segment**2))), 1e-8))
             predicted, score = classify_clip(loaded, frontend, x, detector)
             results[snr].append(Prediction(ex.path, expected, predicted, round(score, 4)))
         if progress is not None:
