@@ -21,6 +21,7 @@ from .fileio import atomic_write
 
 SAMPLE_RATE = 16000
 READ_FORMATS = ("wav", "flac", "ogg")
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000  # outside this: a corrupt header or a wrongly declared rate
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,14 @@ _INT_FULL_SCALE = {np.dtype(np.int8): 128.0, np.dtype(np.int16): 32768.0, np.dty
 
 
 def to_float32(samples: np.ndarray | torch.Tensor, what: str = "audio") -> np.ndarray:
-    """Convert a 1-D mono array of int8/int16/int32/uint8/float32/float64 samples to float32 in [-1, 1].
+    """Convert a 1-D mono array of int8/int16/int32/uint8/float16/float32/float64 samples (either byte order; torch
+    tensors too) to a contiguous float32 array in [-1, 1].
 
     Raises ValueError for other dtypes, more than one dimension, and non-finite values.
     """
     if isinstance(samples, torch.Tensor):
+        if samples.is_floating_point() and samples.dtype not in (torch.float16, torch.float32, torch.float64):
+            samples = samples.float()  # bfloat16 and other torch-only floats have no numpy dtype
         samples = samples.detach().cpu().numpy()
     if not isinstance(samples, np.ndarray):
         raise ValueError(
@@ -44,16 +48,21 @@ def to_float32(samples: np.ndarray | torch.Tensor, what: str = "audio") -> np.nd
             f"{what}: expected mono samples of shape (n,), got shape {samples.shape}; "
             "down-mix first, e.g. x.mean(axis=1) for (n, channels) audio"
         )
+    if not samples.dtype.isnative:  # big-endian PCM, e.g. np.frombuffer(data, ">i2")
+        samples = samples.astype(samples.dtype.newbyteorder("="))
     dtype = samples.dtype
     if dtype in _INT_FULL_SCALE:
         return (samples.astype(np.float32) / _INT_FULL_SCALE[dtype]).astype(np.float32)
     if dtype == np.uint8:
         return ((samples.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
     if dtype in (np.float32, np.float64, np.float16):
-        out = samples.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused just below
+            out = samples.astype(np.float32, copy=False)
         if not np.isfinite(out).all():
             bad = int(np.flatnonzero(~np.isfinite(out))[0])
             raise ValueError(f"{what}: sample {bad} is NaN or infinite; clean the signal (e.g. np.nan_to_num) first")
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            out = out.copy()  # torch.from_numpy refuses negative strides and warns on read-only buffers
         return out
     raise ValueError(
         f"{what}: unsupported sample dtype {dtype}; use float32 in [-1, 1] or int16 PCM"
@@ -68,6 +77,23 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) ->
         return samples
     out = AF.resample(torch.from_numpy(np.ascontiguousarray(samples)), int(from_rate), int(to_rate))
     return out.numpy().astype(np.float32, copy=False)
+
+
+def _as_path(path: str | os.PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(
+            f"expected the path of an audio file (str or pathlib.Path), got {type(path).__name__}; for audio "
+            "already in memory use soundfile.read(io.BytesIO(data)) or pass the samples as a numpy array"
+        )
+    return Path(path)
+
+
+def _check_rate(rate: int, what: str) -> None:
+    if isinstance(rate, bool) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ValueError(
+            f"{what}: {rate!r} Hz is not a plausible audio sample rate (expected {MIN_SAMPLE_RATE}–"
+            f"{MAX_SAMPLE_RATE} Hz); check the declared rate, or the file's header is corrupt"
+        )
 
 
 def _open(path: Path) -> sf.SoundFile:
@@ -86,8 +112,9 @@ def _open(path: Path) -> sf.SoundFile:
         ) from e
 
 
-def _check_wav_length(path: Path) -> None:
-    """libsndfile quietly shortens a truncated WAV to what is there: compare the data chunk's size to the file."""
+def _check_wav_header(path: Path) -> None:
+    """libsndfile quietly shortens a truncated WAV to what is there, and reads PCM whose bits per sample disagree
+    with its block size as some other width: compare the data chunk's size to the file, and the two widths."""
     size = path.stat().st_size
     with path.open("rb") as f:
         if f.read(4) != b"RIFF" or (f.read(4) and f.read(4) != b"WAVE"):
@@ -97,6 +124,15 @@ def _check_wav_length(path: Path) -> None:
             if len(header) < 8:
                 return
             chunk_id, chunk_size = header[:4], int.from_bytes(header[4:], "little")
+            if chunk_id == b"fmt " and chunk_size >= 16:
+                fmt = f.read(16)
+                f.seek(-16, 1)
+                code, channels, block_align, bits = (int.from_bytes(fmt[i : i + 2], "little") for i in (0, 2, 12, 14))
+                if code in (1, 3, 0xFFFE) and block_align != channels * -(-bits // 8):  # PCM, float, extensible
+                    raise ValueError(
+                        f"{path}: corrupt header — {channels} channel(s) of {bits}-bit samples cannot fill "
+                        f"{block_align}-byte frames; re-export the file"
+                    )
             if chunk_id == b"data":
                 if chunk_size not in (0, 0xFFFFFFFF) and f.tell() + chunk_size > size:
                     raise ValueError(
@@ -129,12 +165,13 @@ def stream_audio(
     `block_s=None` yields the whole file at once. Resampling goes through a StreamResampler, so the
     concatenated blocks equal the whole-file result whatever `block_s` is.
     """
-    path = Path(path)
+    path = _as_path(path)
     with _open(path) as f:
         if f.frames == 0:
             raise ValueError(f"{path}: contains no audio samples; re-export or re-record it")
+        _check_rate(f.samplerate, str(path))
         if f.format == "WAV":
-            _check_wav_length(path)
+            _check_wav_header(path)
         if f.channels > 1:
             log.info("%s: %d channels down-mixed to mono", path, f.channels)
         block_frames = f.frames if block_s is None else max(1, int(block_s * f.samplerate))
@@ -168,8 +205,8 @@ class StreamResampler:
     """
 
     def __init__(self, from_rate: int, to_rate: int = SAMPLE_RATE, block_in: int = 4096, context: int = 256):
-        if from_rate <= 0 or to_rate <= 0:
-            raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
+        _check_rate(from_rate, "sample_rate")
+        _check_rate(to_rate, "target sample_rate")
         g = np.gcd(int(from_rate), int(to_rate))
         self.from_rate, self.to_rate = int(from_rate), int(to_rate)
         self._in_unit, self._out_unit = self.from_rate // g, self.to_rate // g
@@ -224,8 +261,9 @@ class StreamResampler:
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int, float]:
     """(sample_rate, channels, duration_s) of an audio file, with the same checks as read_audio."""
-    path = Path(path)
+    path = _as_path(path)
     with _open(path) as f:
+        _check_rate(f.samplerate, str(path))
         return f.samplerate, f.channels, f.frames / f.samplerate
 
 
@@ -237,7 +275,12 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int =
         log.warning("%s: samples beyond full scale are clipped to [-1, 1] when written", path)
     with atomic_write(path) as tmp:
         fmt = _format_of(path)
-        sf.write(tmp, np.clip(samples, -1.0, 1.0), sample_rate, format=fmt, subtype="VORBIS" if fmt == "OGG" else "PCM_16")
+        try:
+            sf.write(tmp, np.clip(samples, -1.0, 1.0), sample_rate, format=fmt,
+                     subtype="VORBIS" if fmt == "OGG" else "PCM_16")
+        except RuntimeError as e:  # libsndfile says only "System error." when the disk fills up
+            raise OSError(f"{path}: writing failed ({e}); is the disk full or the folder read-only? "
+                          "Nothing was written") from e
 
 
 def _format_of(path: Path) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import importlib.resources
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,22 +60,42 @@ def save_checkpoint(
         **extra,
     }
     with atomic_write(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch reports a full disk as "[enforce fail at inline_container.cc] ..."
+            raise OSError(f"{path}: writing the checkpoint failed ({e}); is the disk full or the folder "
+                          "read-only? Nothing was written") from e
+
+
+def _check_archive(path: Path) -> None:
+    """torch.load does not check the CRC-32s of a checkpoint's records: a flipped bit would load as a wrong weight."""
+    if not zipfile.is_zipfile(path):
+        return  # not a zip archive: torch.load's own errors apply
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {e}); re-download or re-train it") from e
+    if bad is not None:
+        raise ValueError(f"{path}: corrupt — record {bad} fails its CRC-32 check; re-download or re-train it")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """torch.load with weights_only=True; refuses pickles that would execute code, and truncated files."""
+    """torch.load with weights_only=True; refuses pickles that would execute code, and truncated or corrupt files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    _check_archive(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):
+            raise ValueError(f"{path}: not a readable checkpoint (corrupt: {e}); re-download or re-train it") from e
         raise ValueError(
             f"{path}: refused — the file needs arbitrary pickle execution to load, which drsn-asr never does. "
             "Re-save it with drsn_asr.checkpoint.save_checkpoint from a trusted environment."
         ) from e
-    except (RuntimeError, EOFError, OSError) as e:
+    except Exception as e:  # RuntimeError, EOFError, UnicodeDecodeError, ... from a damaged file
         raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {e}); re-download or re-train it") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: not a drsn-asr checkpoint (format {FORMAT_VERSION} expected)")
@@ -83,11 +104,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
     """A LoadedModel (eval mode, CPU) from a checkpoint dict."""
-    model_config = from_dict(ModelConfig, state["model_config"], prefix="model_config")
-    feature_config = from_dict(FeatureConfig, state["feature_config"], prefix="feature_config")
-    labels = list(state["labels"])
-    net = KeywordNet(model_config, feature_config, len(labels))
-    net.load_state_dict(state["model"])
+    try:
+        model_config = from_dict(ModelConfig, state["model_config"], prefix="model_config")
+        feature_config = from_dict(FeatureConfig, state["feature_config"], prefix="feature_config")
+        labels = list(state["labels"])
+        net = KeywordNet(model_config, feature_config, len(labels))
+        net.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as e:  # a missing entry, or weights that do not fit the config
+        raise ValueError(f"{source}: not a usable drsn-asr checkpoint ({type(e).__name__}: {e}); "
+                         "re-download or re-train it") from e
     net.eval()
     return LoadedModel(net, labels, feature_config, dict(state.get("training", {})), source)
 
@@ -138,6 +163,9 @@ def load_model(
         if device is not None:
             name_or_path.net.to(resolve_device(device))
         return name_or_path
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(f"model must be a shipped model name, a checkpoint path or a LoadedModel, got "
+                         f"{type(name_or_path).__name__}; shipped models: {', '.join(available_models()) or 'none'}")
     name = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
     if name in available_models():
         resource = importlib.resources.files("drsn_asr") / ASSETS / f"{name}.pt"

@@ -25,6 +25,11 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # a full disk can surface only here (delayed allocation, network file systems)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

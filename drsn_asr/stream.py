@@ -1,35 +1,46 @@
 """The streaming recognizer: audio chunks in, `Detection`s out. Files, microphones and servers all use it.
 
 Per chunk: validate → (resample if a different rate was declared) → log-mel frames, each computed once →
-a ring buffer of the model's window → one classification every `hop_ms` → posteriors averaged over
+the model's window of frames → one classification every `hop_ms` → posteriors averaged over
 `smoothing_ms` → when a keyword's smoothed score reaches its threshold, the detection is emitted at the
 score's peak (at most `peak_wait_ms` later, so the word has ended); then that keyword is held off until its
 score falls below half the threshold, and every keyword until `refractory_ms` has passed.
 
 Decisions depend only on the samples, never on how they were chunked: feeding a file sample by sample or
 all at once gives the same detections.
+
+One engine serves one stream or thousands: `StreamBank` holds the state of any number of streams (pending
+samples, the last window's frames, frame count, and the smoothing and hold-offs of `decision.DecisionRule`)
+as arrays with one row per stream, so a step of many streams is a handful of batched operations and one
+forward pass of all their due windows (through `inference.FoldedNet`, the model with its BatchNorms folded).
+`Recognizer` is a bank of one stream; `multistream.MultiStreamRecognizer` is a bank of many. Both therefore
+make the same decisions from the same samples.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .audio import StreamResampler, to_float32
 from .checkpoint import LoadedModel, load_model
-from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig, from_dict
-from .features import LogMel, StreamingLogMel
+from .config import DetectorConfig, from_dict
+from .decision import DecisionRule
+from .features import LogMel
+from .inference import inference_forward
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_WINDOWS = 256
+MAX_BATCH_WINDOWS = 256  # windows per forward pass; also sizes a step of a single stream (256 hops of audio)
 ACTIVE_RANGE_DB = 15.0  # frames within this of the loudest frame of the window count as the word
 MAX_GAP_FRAMES = 8
 
@@ -49,6 +60,250 @@ def detector_config(**options: Any) -> DetectorConfig:
     return from_dict(DetectorConfig, options)
 
 
+def check_chunk(chunk: np.ndarray | torch.Tensor, what: str = "Recognizer.feed") -> np.ndarray:
+    """A chunk of mono audio (int16, or float32 in [-1, 1]) as float32, or a ValueError that says what to do."""
+    samples = to_float32(chunk, what=what)
+    if samples.size and samples.dtype == np.float32 and np.abs(samples).max() > 4.0:
+        raise ValueError(
+            f"{what}: float samples far beyond [-1, 1] (max |x| = {float(np.abs(samples).max()):.1f}) look like "
+            "integer PCM stored as float; pass the int16 array itself or divide by 32768"
+        )
+    return samples
+
+
+class StreamBank:
+    """The state of `capacity` streams over one model, advanced by `feed`: one row per stream ("slot").
+
+    Each slot keeps the samples of its frames not yet complete (< one analysis window), the last
+    `window_frames - 1` log-mel frames, its frame count, and its DecisionRule row. A step appends new samples to
+    any set of slots, computes their new frames in one batched log-mel, cuts every window that is due (one per
+    `hop_ms` of frames), classifies all of them in batches of `max_batch_windows`, and applies the decision
+    rule in stream order. Tensors live on the model's device; bookkeeping and decisions on the CPU.
+    """
+
+    def __init__(self, model: LoadedModel, config: DetectorConfig, capacity: int = 1,
+                 max_batch_windows: int = MAX_BATCH_WINDOWS, autocast_dtype: torch.dtype | None = None):
+        self.model = model
+        self.config = config
+        self.labels = model.labels
+        c = self.features = model.features
+        self.device = model.device
+        self.frontend = LogMel(c).to(self.device)
+        self.window_frames = model.net.window_frames
+        self.hop_frames = max(1, round(config.hop_ms / c.hop_ms))
+        self.max_batch_windows = max_batch_windows
+        self.autocast_dtype = autocast_dtype
+        self.silence_value = self.frontend.silence_value
+        self.hop_samples, self.window_samples, self.sample_rate = c.hop_samples, c.window_samples, c.sample_rate
+        self.rule = DecisionRule(self.labels, config, max(1, round(config.smoothing_ms / (self.hop_frames * c.hop_ms))), 0)
+        self.capacity = 0
+        self._all_slots = np.zeros(0, np.int64)
+        self.pending = torch.zeros(0, c.window_samples - 1, device=self.device)
+        self.pending_len = np.zeros(0, np.int64)
+        self.tail = torch.zeros(0, c.n_mels, self.window_frames - 1, device=self.device)
+        self.n_frames = np.zeros(0, np.int64)
+        self.grow(capacity)
+        self.refresh_model()
+
+    def refresh_model(self) -> None:
+        """Take the model's weights as they are now (they are folded for inference once, not per hop)."""
+        self.forward = inference_forward(self.model.net)
+
+    def grow(self, capacity: int) -> None:
+        """Make room for `capacity` slots; new slots start reset."""
+        old = self.capacity
+        if capacity <= old:
+            return
+        extra = capacity - old
+        with torch.inference_mode():
+            self.pending = torch.cat([self.pending, self.pending.new_zeros(extra, self.pending.shape[1])])
+            self.tail = torch.cat([self.tail, self.tail.new_zeros(extra, *self.tail.shape[1:])])
+        self.pending_len = np.concatenate([self.pending_len, np.zeros(extra, np.int64)])
+        self.n_frames = np.concatenate([self.n_frames, np.zeros(extra, np.int64)])
+        self.rule.grow(capacity)
+        self.capacity = capacity
+        self._all_slots = np.arange(capacity)
+        self.reset(np.arange(old, capacity))
+
+    def reset(self, slots: np.ndarray) -> None:
+        """Forget the slots' samples, frames, smoothing, hold-offs and clocks."""
+        slots = np.asarray(slots, np.int64)
+        self.pending_len[slots] = 0
+        with torch.inference_mode():
+            self.tail[torch.from_numpy(slots).to(self.device)] = self.silence_value
+        self.n_frames[slots] = 0
+        self.rule.reset(slots)
+
+    def time_s(self, slot: int) -> float:
+        """Stream time covered by the slot's frames so far."""
+        c, n = self.features, int(self.n_frames[slot])
+        return 0.0 if n == 0 else ((n - 1) * c.hop_samples + c.window_samples) / c.sample_rate
+
+    def step_samples(self, n_streams: int) -> int:
+        """How many samples of each stream one step takes: about max_batch_windows windows in all."""
+        per_window = self.hop_frames * self.features.hop_samples
+        return per_window * max(1, self.max_batch_windows // max(1, n_streams))
+
+    def feed(self, slots: np.ndarray, audio: torch.Tensor, lengths: np.ndarray | None = None) -> list[tuple[int, Detection]]:
+        """Append audio (n_streams, n_samples) float32 — row i to `slots[i]`, its first `lengths[i]` samples
+        (default: all) — and return the detections as (slot, Detection), in stream order for each slot."""
+        slots = np.asarray(slots, np.int64)
+        n_samples = audio.shape[1]
+        step = self.step_samples(len(slots))
+        with torch.inference_mode():  # state tensors are inference tensors: no autograd bookkeeping per op
+            if lengths is None and n_samples <= step:  # the common live case: one step, every row full
+                return self._step(slots, audio, np.full(len(slots), n_samples, np.int64)) if n_samples else []
+            lengths = np.full(len(slots), n_samples, np.int64) if lengths is None else np.asarray(lengths, np.int64)
+            out: list[tuple[int, Detection]] = []
+            for start in range(0, n_samples, step):
+                taken = np.clip(lengths - start, 0, step)
+                rows = np.flatnonzero(taken > 0)
+                if len(rows) == 0:
+                    break
+                piece = audio[:, start : start + step]
+                if len(rows) < len(slots):
+                    piece = piece[torch.from_numpy(rows)]
+                out += self._step(slots[rows], piece, taken[rows])
+        return out
+
+    def _step(self, slots: np.ndarray, piece: torch.Tensor, taken: np.ndarray) -> list[tuple[int, Detection]]:
+        if piece.device != self.device or piece.dtype != torch.float32:
+            piece = piece.to(self.device, torch.float32, non_blocking=True)
+        have, counted = self.pending_len[slots], self.n_frames[slots]
+        n = len(slots)
+        prefix = slots[0] == 0 if n == 1 else bool(slots[0] == 0 and slots[-1] == n - 1 and (slots == self._all_slots[:n]).all())
+        index = slice(0, n) if prefix else slots  # slices read views, index arrays copy
+        # Uniform steps (one stream; or streams fed in lockstep) line up: every row has the same number of pending
+        # and new samples and its windows at the same columns, so scalars and slices do what arrays and gathers do.
+        if n == 1 or bool((have == have[0]).all() and (taken == taken[0]).all() and ((counted - counted[0]) % self.hop_frames == 0).all()):
+            return self._step_uniform(slots, index, piece, int(have[0]), int(taken[0]), counted)
+        return self._step_ragged(slots, index, piece, have, taken, counted)
+
+    def _step_uniform(self, slots: np.ndarray, index: slice | np.ndarray, piece: torch.Tensor, have: int, taken: int,
+                      counted: np.ndarray) -> list[tuple[int, Detection]]:
+        T, h, hop, W = self.window_frames, self.hop_frames, self.hop_samples, self.window_samples
+        total = have + taken
+        n_new = max(total - W + hop, 0) // hop  # complete frames among the pending and new samples
+        first = (-int(counted[0]) - 1) % h  # index among the new frames of the first window's last frame
+        n_due = max(n_new - first + h - 1, 0) // h
+        self.pending_len[index] = total - n_new * hop  # samples of frames not yet complete (< W)
+        self.n_frames[index] = counted + n_new
+        rows = index if isinstance(index, slice) else torch.from_numpy(index).to(self.device)
+        # 1. samples: the slots' pending samples followed by their new ones
+        buffer = torch.cat([self.pending[rows, :have], piece[:, :taken]], dim=1)
+        self._write("pending", rows, F.pad(buffer[:, n_new * hop :], (0, W - 1 - (total - n_new * hop))))
+        if n_new == 0:
+            return []
+        # 2. frames: the slots' last window_frames - 1 frames followed by their new ones
+        history = torch.cat([self.tail[rows], self.frontend(buffer[:, : (n_new - 1) * hop + W])], dim=2)
+        self._write("tail", rows, history[:, :, n_new:])
+        if n_due == 0:
+            return []
+        # 3. due windows, round-major (round r holds every slot's r-th window)
+        if n_due == 1:
+            windows = history[:, :, first : first + T]
+        else:
+            columns = torch.from_numpy(first + h * np.arange(n_due) + np.arange(T)[:, None]).to(self.device)
+            windows = history[:, :, columns].permute(3, 0, 1, 2).reshape(-1, history.shape[1], T)
+        return self._decide(slots, counted, [(None, first + r * h) for r in range(n_due)], windows)
+
+    def _step_ragged(self, slots: np.ndarray, index: slice | np.ndarray, piece: torch.Tensor, have: np.ndarray,
+                     taken: np.ndarray, counted: np.ndarray) -> list[tuple[int, Detection]]:
+        dev, T, h, hop, W = self.device, self.window_frames, self.hop_frames, self.hop_samples, self.window_samples
+        total = have + taken
+        n_new = np.maximum(total - W + hop, 0) // hop
+        first = (-counted - 1) % h
+        n_due = np.maximum(n_new - first + h - 1, 0) // h
+        self.pending_len[index] = total - n_new * hop
+        self.n_frames[index] = counted + n_new
+        rows = index if isinstance(index, slice) else torch.from_numpy(index).to(dev)
+        # 1. samples, row by row at its own offset (columns past a row's new samples hold padding: never read)
+        width = max(W - 1, int(have.max()) + piece.shape[1])
+        buffer = piece.new_zeros(len(slots), width)
+        buffer[:, : W - 1] = self.pending[rows]
+        columns = torch.from_numpy(have).to(dev)[:, None] + torch.arange(piece.shape[1], device=dev)
+        buffer.scatter_(1, columns, piece)
+        columns = torch.from_numpy(n_new * hop).to(dev)[:, None] + torch.arange(W - 1, device=dev)
+        self._write("pending", rows, buffer.gather(1, columns.clamp_(max=width - 1)))
+        n_max = int(n_new.max())
+        if n_max == 0:
+            return []
+        # 2. frames (rows with fewer new frames than n_max end in frames of padding, which no window reaches)
+        history = torch.cat([self.tail[rows], self.frontend(buffer[:, : (n_max - 1) * hop + W])], dim=2)
+        columns = torch.from_numpy(n_new).to(dev)[:, None] + torch.arange(T - 1, device=dev)
+        self._write("tail", rows, history.gather(2, columns[:, None, :].expand(-1, history.shape[1], -1)))
+        # 3. due windows, round-major
+        rounds = [(n_due > r).nonzero()[0] for r in range(int(n_due.max()))]
+        if not rounds:
+            return []
+        ends = [first[r] + i * h for i, r in enumerate(rounds)]
+        at = torch.from_numpy(np.concatenate(ends)).to(dev)
+        windows = history.unfold(2, T, 1)[torch.from_numpy(np.concatenate(rounds)).to(dev), :, at]
+        return self._decide(slots, counted, list(zip(rounds, ends)), windows)
+
+    def _decide(self, slots: np.ndarray, counted: np.ndarray, rounds: list[tuple[np.ndarray | None, Any]],
+                windows: torch.Tensor) -> list[tuple[int, Detection]]:
+        """Classify the windows, then apply the decision rule round by round. A round is (rows of `slots`, or
+        None for all; the new-frame index of each row's window end)."""
+        probs = self._classify(windows)
+        hop, W = self.hop_samples, self.window_samples
+        out: list[tuple[int, Detection]] = []
+        at = 0
+        for rows, end in rounds:
+            stepped = slots if rows is None else slots[rows]
+            now_s = (((counted if rows is None else counted[rows]) + end) * hop + W) / self.sample_rate
+            emit, labels, peaks = self.rule.step(stepped, now_s, probs[at : at + len(stepped)])
+            for row, label, peak in zip(emit.tolist(), labels.tolist(), peaks.tolist()):
+                start_s, end_s = self._locate(windows[at + row], float(now_s[row]))
+                out.append((int(stepped[row]), Detection(self.labels[label], round(peak, 4), start_s, end_s)))
+            at += len(stepped)
+        return out
+
+    def _write(self, name: str, rows: slice | torch.Tensor, value: torch.Tensor) -> None:
+        """Store the stepped slots' rows back into state tensor `name`."""
+        if isinstance(rows, slice) and rows.stop == self.capacity:
+            setattr(self, name, value)  # every slot: keep the new tensor, no copy
+        else:
+            getattr(self, name)[rows] = value
+
+    def _classify(self, windows: torch.Tensor) -> np.ndarray:
+        """Posteriors (n_windows, n_classes) as float32 on the CPU."""
+        with self._autocast():
+            if len(windows) <= self.max_batch_windows:
+                return torch.softmax(self.forward(windows).float(), dim=1).cpu().numpy()
+            out = [torch.softmax(self.forward(windows[i : i + self.max_batch_windows]).float(), dim=1)
+                   for i in range(0, len(windows), self.max_batch_windows)]
+        return torch.cat(out).cpu().numpy()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, self.autocast_dtype)
+
+    def _locate(self, window: torch.Tensor, end_of_window_s: float) -> tuple[float, float]:
+        """Where the word is in the window: the run of loud frames around the loudest one."""
+        c = self.features
+        energy_db = (10 / math.log(10) * torch.logsumexp(window.float(), dim=0)).cpu()
+        peak = int(energy_db.argmax())
+        active = (energy_db >= energy_db[peak] - ACTIVE_RANGE_DB).tolist()
+        lo = hi = peak
+        gap = 0
+        while lo > 0 and gap <= MAX_GAP_FRAMES:
+            lo -= 1
+            gap = 0 if active[lo] else gap + 1
+        lo += gap
+        gap = 0
+        while hi < len(active) - 1 and gap <= MAX_GAP_FRAMES:
+            hi += 1
+            gap = 0 if active[hi] else gap + 1
+        hi -= gap
+        frame_s = c.hop_samples / c.sample_rate
+        window_start_s = end_of_window_s - (len(active) - 1) * frame_s - c.window_samples / c.sample_rate
+        start_s = max(0.0, window_start_s + lo * frame_s)
+        end_s = window_start_s + hi * frame_s + c.window_samples / c.sample_rate
+        return round(start_s, 3), round(max(end_s, start_s), 3)
+
+
 class Recognizer:
     """Streaming keyword recognizer.
 
@@ -59,7 +314,9 @@ class Recognizer:
         device: "cpu", "cuda" or None (CUDA when available).
         **detector_options: fields of DetectorConfig (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms).
 
-    Not thread-safe: use one Recognizer per stream (they may share one LoadedModel).
+    Not thread-safe: use one Recognizer per stream (they may share one LoadedModel). The model's weights are
+    read when the Recognizer is made and at each `reset()`. For many concurrent streams in one process,
+    `multistream.MultiStreamRecognizer` batches them into shared forward passes.
     """
 
     def __init__(
@@ -81,45 +338,37 @@ class Recognizer:
         unknown = set(self.config.thresholds) - set(self.labels)
         if unknown:
             raise ValueError(f"thresholds for unknown labels {sorted(unknown)}; the model's labels are {self.labels}")
-        self._frontend = LogMel(features).to(self.model.device)
-        self._window_frames = self.model.net.window_frames
-        self._hop_frames = max(1, round(self.config.hop_ms / features.hop_ms))
-        self._smooth_n = max(1, round(self.config.smoothing_ms / (self._hop_frames * features.hop_ms)))
-        self._keyword = torch.tensor([label not in (LABEL_UNKNOWN, LABEL_SILENCE) for label in self.labels])
-        self._thresholds = torch.tensor([self.config.thresholds.get(l, self.config.threshold) for l in self.labels])
         self._resampler = StreamResampler(sample_rate, features.sample_rate) if sample_rate != features.sample_rate else None
-        self._features = StreamingLogMel(self._frontend)
+        self._bank = StreamBank(self.model, self.config, capacity=1)
+        self._slot = np.zeros(1, np.int64)
         self.reset()
 
     def reset(self) -> None:
         """Forget all state: buffered audio, frames, smoothing, hold-offs and the stream clock."""
-        c = self.model.features
-        self._features.reset()
         if self._resampler is not None:
             self._resampler.reset()
-        self._frames = torch.full((c.n_mels, self._window_frames), self._frontend.silence_value, device=self.model.device)
-        self._n_frames = 0
-        self._recent: deque[torch.Tensor] = deque(maxlen=self._smooth_n)
-        self._armed = torch.ones(len(self.labels), dtype=torch.bool)
-        self._last_detection_s = -math.inf
-        self._pending: tuple[int, float, float] | None = None  # (label index, peak score, crossing time)
-        self.scores: dict[str, float] = {label: 0.0 for label in self.labels}
-        self.n_classifications = 0
+        self._n_samples = 0  # real samples consumed, at the model's rate (flush's padding excluded)
+        self._bank.reset(self._slot)
+        self._bank.refresh_model()
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """The last smoothed posterior of every label (all 0.0 before the first classification)."""
+        return dict(zip(self.labels, self._bank.rule.scores[0].tolist()))
+
+    @property
+    def n_classifications(self) -> int:
+        """Windows classified since the start (or the last reset)."""
+        return int(self._bank.rule.n_classifications[0])
 
     @property
     def time_s(self) -> float:
         """Stream time covered by the frames computed so far."""
-        c = self.model.features
-        return 0.0 if self._n_frames == 0 else ((self._n_frames - 1) * c.hop_samples + c.window_samples) / c.sample_rate
+        return self._bank.time_s(0)
 
     def feed(self, chunk: np.ndarray | torch.Tensor) -> list[Detection]:
         """Add a chunk of mono audio (any length; int16 or float32 in [-1, 1]); return new detections."""
-        samples = to_float32(chunk, what="Recognizer.feed")
-        if samples.size and samples.dtype == np.float32 and np.abs(samples).max() > 4.0:
-            raise ValueError(
-                "Recognizer.feed: float samples far beyond [-1, 1] (max |x| = %.1f) look like integer PCM stored "
-                "as float; pass the int16 array itself or divide by 32768" % float(np.abs(samples).max())
-            )
+        samples = check_chunk(chunk)
         if self._resampler is not None:
             samples = self._resampler.feed(samples)
         return self._consume(samples)
@@ -128,87 +377,22 @@ class Recognizer:
         """End of stream: push half a window of silence through so the last word is classified; emit it."""
         samples = self._resampler.flush() if self._resampler is not None else np.zeros(0, np.float32)
         c = self.model.features
+        end_s = (self._n_samples + len(samples)) / c.sample_rate
         tail = np.zeros(round(self.model.net.config.window_s * c.sample_rate / 2), np.float32)
-        return self._consume(np.concatenate([samples, tail]))
+        return self._consume(np.concatenate([samples, tail]), end_s=end_s)
 
-    def _consume(self, samples: np.ndarray) -> list[Detection]:
+    def _consume(self, samples: np.ndarray, end_s: float | None = None) -> list[Detection]:
         if samples.size == 0:
             return []
-        new = self._features.feed(torch.from_numpy(samples))
-        if new.shape[1] == 0:
-            return []
-        history = torch.cat([self._frames, new], dim=1)
-        first = self._n_frames
-        self._n_frames += new.shape[1]
-        self._frames = history[:, -self._window_frames :]
-        # classification points: frame counts that are multiples of the hop, among the new frames
-        ends = [n for n in range(first + 1, self._n_frames + 1) if n % self._hop_frames == 0]
-        detections: list[Detection] = []
-        for start in range(0, len(ends), MAX_BATCH_WINDOWS):
-            batch_ends = ends[start : start + MAX_BATCH_WINDOWS]
-            offsets = [history.shape[1] - (self._n_frames - n) for n in batch_ends]
-            windows = torch.stack([history[:, o - self._window_frames : o] for o in offsets])
-            with torch.inference_mode():
-                probs = torch.softmax(self.model.net(windows), dim=1).float().cpu()
-            for n, p, window in zip(batch_ends, probs, windows):
-                detection = self._decide(n, p, window)
-                if detection is not None:
-                    detections.append(detection)
-                    self._emit(detection)
+        self._n_samples += len(samples)
+        detections = [d for _, d in self._bank.feed(self._slot, torch.from_numpy(samples)[None])]
+        if end_s is not None:  # a word located partly in flush's silence padding still ends with the stream
+            detections = [
+                dataclasses.replace(d, start_s=min(d.start_s, end_s), end_s=min(d.end_s, end_s)) for d in detections
+            ]
+        for detection in detections:
+            self._emit(detection)
         return detections
-
-    def _decide(self, n_frames: int, probs: torch.Tensor, window: torch.Tensor) -> Detection | None:
-        self.n_classifications += 1
-        self._recent.append(probs)
-        smoothed = torch.stack(tuple(self._recent)).mean(dim=0)
-        self.scores = dict(zip(self.labels, smoothed.tolist()))
-        self._armed |= smoothed < self._thresholds / 2
-        c = self.model.features
-        now_s = ((n_frames - 1) * c.hop_samples + c.window_samples) / c.sample_rate
-        if self._pending is not None:
-            label, peak, since_s = self._pending
-            score = float(smoothed[label])
-            if score > peak and (now_s - since_s) * 1000 < self.config.peak_wait_ms:
-                self._pending = (label, score, since_s)
-                return None
-            self._pending = None
-            self._last_detection_s = now_s
-            start_s, end_s = self._locate(window, now_s)
-            return Detection(self.labels[label], round(peak, 4), start_s, end_s)
-        best = int(torch.where(self._keyword, smoothed, torch.zeros_like(smoothed)).argmax())
-        if (
-            self._keyword[best]
-            and smoothed[best] >= self._thresholds[best]
-            and smoothed[best] >= smoothed.max()
-            and self._armed[best]
-            and (now_s - self._last_detection_s) * 1000 >= self.config.refractory_ms
-        ):
-            self._armed[best] = False
-            self._pending = (best, float(smoothed[best]), now_s)
-        return None
-
-    def _locate(self, window: torch.Tensor, end_of_window_s: float) -> tuple[float, float]:
-        """Where the word is in the window: the run of loud frames around the loudest one."""
-        c = self.model.features
-        energy_db = 10 / math.log(10) * torch.logsumexp(window, dim=0)
-        peak = int(energy_db.argmax())
-        active = energy_db >= energy_db[peak] - ACTIVE_RANGE_DB
-        lo = hi = peak
-        gap = 0
-        while lo > 0 and gap <= MAX_GAP_FRAMES:
-            lo -= 1
-            gap = 0 if active[lo] else gap + 1
-        lo += gap
-        gap = 0
-        while hi < len(active) - 1 and gap <= MAX_GAP_FRAMES:
-            hi += 1
-            gap = 0 if active[hi] else gap + 1
-        hi -= gap
-        frame_s = c.hop_samples / c.sample_rate
-        window_start_s = end_of_window_s - (len(active) - 1) * frame_s - c.window_samples / c.sample_rate
-        start_s = max(0.0, window_start_s + lo * frame_s)
-        end_s = window_start_s + hi * frame_s + c.window_samples / c.sample_rate
-        return round(start_s, 3), round(max(end_s, start_s), 3)
 
     def _emit(self, detection: Detection) -> None:
         if self.on_detection is None:

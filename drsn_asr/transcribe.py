@@ -12,7 +12,7 @@ import torch
 
 from .audio import audio_info, stream_audio
 from .checkpoint import LoadedModel
-from .stream import Detection, Recognizer
+from .stream import Detection, Recognizer, check_chunk
 
 FILE_BLOCK_S = 30.0
 
@@ -27,19 +27,25 @@ def transcribe(
 ) -> list[Detection]:
     """Recognize the commands in a file (wav/flac/ogg, any rate and channel count) or a mono array.
 
-    Arrays are taken to be at the model's rate unless `sample_rate` says otherwise. Files are read in blocks,
-    so memory stays flat for hours-long recordings. `progress(done_s, total_s)` is called after each block.
+    Arrays are taken to be at the model's rate unless `sample_rate` says otherwise; a file's rate comes from its
+    header (a `sample_rate` that contradicts it is an error). Files are read in blocks, so memory stays flat for
+    hours-long recordings. `progress(done_s, total_s)` is called after each block.
     Returns the detections in stream order (the same ones a live Recognizer would emit).
     """
     if isinstance(path_or_array, (str, os.PathLike)):
         path = Path(path_or_array)
-        total_s = audio_info(path)[2]
+        file_rate, _, total_s = audio_info(path)
+        if sample_rate is not None and sample_rate != file_rate:
+            raise ValueError(f"{path}: its header says {file_rate} Hz but sample_rate={sample_rate} was given; "
+                             "leave sample_rate out for files (the header's rate is used and resampled)")
         rec = Recognizer(model, device=device, **detector_options)
         blocks = stream_audio(path, sample_rate=rec.model.features.sample_rate, block_s=FILE_BLOCK_S)
     else:
-        rec = Recognizer(model, device=device, sample_rate=sample_rate or 16000, **detector_options)
-        blocks = iter([path_or_array])
-        total_s = len(path_or_array) / rec.sample_rate
+        samples = check_chunk(path_or_array, what="transcribe")
+        rec = Recognizer(model, device=device, sample_rate=16000 if sample_rate is None else sample_rate,
+                         **detector_options)
+        blocks = iter([samples])
+        total_s = len(samples) / rec.sample_rate
     detections: list[Detection] = []
     for block in blocks:
         detections += rec.feed(block)

@@ -1,0 +1,519 @@
+"""Speed and scale benchmarks behind `drsn-asr bench`: every figure measured in one run, with its baselines.
+
+Figures (each the median of `repeats` runs, unless it is a search; the paired run and --quick's offline run
+are done once or `repeats - 1` times, as each already interleaves thousands of hops):
+- single stream, CPU, 1 thread, fed 50 ms chunks like a microphone: real-time factor (processing time ÷ audio
+  time) on a long noisy recording, per-hop latency p50/p99, peak memory; the same fed 30 s blocks (a file);
+- baselines on the same audio in the same run: the naive path (log-mel of the whole window recomputed every
+  hop), the model as a plain nn.Module instead of its folded inference form, and CMU PocketSphinx in grammar
+  mode over the same words (when the `pocketsphinx` package is installed);
+- offline transcription throughput (audio hours per wall-clock hour), on the CPU and on the chosen device;
+- multi-stream capacity: the most concurrent real-time streams whose per-hop step has p99 latency under the
+  hop, on the CPU and on the chosen device;
+- training throughput (clips/s: log-mel + forward + backward + AdamW step on random 1 s clips).
+A figure that cannot be measured here (no GPU, no PocketSphinx) is reported as None with the reason.
+
+Timings are wall-clock (`time.perf_counter`); CPU time of the measuring thread is reported beside the
+headline real-time factor because on a shared machine the wall clock also counts other processes' turns.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import noise
+from .audio import read_audio
+from .checkpoint import LoadedModel, load_model
+from .config import DetectorConfig, to_dict
+from .features import LogMel
+from .inference import inference_forward
+from .model import KeywordNet, count_parameters
+from .multistream import MultiStreamRecognizer
+from .stream import DecisionRule, Recognizer, check_chunk
+from .transcribe import transcribe
+
+DEMO = "street_demo.flac"
+VOCABULARY = "yes no up down left right on off stop go zero one two three four five six seven eight nine".split()
+TARGET_RTF = 0.005  # issue 5: CPU, 1 thread, default model
+TARGET_GPU_STREAMS = 10_000
+NOISE_LEVEL = 0.5  # extra street noise, relative to the demo's RMS, so that no two repeats of the demo are alike
+NOISE_BLOCK_S = 30.0
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+    return info
+
+
+def noisy_recording(duration_s: float, seed: int = 0) -> np.ndarray:
+    """The bundled street demo, tiled to `duration_s`, with fresh synthesized street noise over every block."""
+    import importlib.resources
+
+    with importlib.resources.as_file(importlib.resources.files("drsn_asr") / "assets" / DEMO) as path:
+        demo = read_audio(path)
+    n = round(duration_s * 16000)
+    x = np.resize(demo, n).astype(np.float32)
+    level = NOISE_LEVEL * float(np.sqrt(np.mean(demo**2))) / noise.TARGET_RMS
+    rng = np.random.default_rng(seed)
+    block = round(NOISE_BLOCK_S * 16000)
+    for start in range(0, n, block):
+        part = min(block, n - start)
+        x[start : start + part] += level * noise.street_scene(part / 16000, 16000, rng, kinds=("traffic_passby", "engine", "road_rumble", "car_horn"))
+    return np.clip(x, -1.0, 1.0)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _state_bytes(rec: Recognizer) -> int:
+    """Bytes of a one-stream Recognizer's per-stream state (samples, frames, counters, decision rule)."""
+    bank = rec._bank
+    arrays = [bank.pending, bank.tail, bank.pending_len, bank.n_frames, *vars(bank.rule).values()]
+    return sum(a.nbytes for a in arrays if isinstance(a, (np.ndarray, torch.Tensor)) and len(a) == bank.capacity)
+
+
+def live_stream(model: LoadedModel, audio: np.ndarray, chunk: int) -> dict[str, Any]:
+    """Feed `audio` in `chunk`-sample pieces through a Recognizer; wall and CPU time, per-feed latency."""
+    rec = Recognizer(model)
+    latencies, detections = [], []
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for start in range(0, len(audio), chunk):
+        t = time.perf_counter()
+        detections += rec.feed(audio[start : start + chunk])
+        latencies.append(time.perf_counter() - t)
+    detections += rec.flush()
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    seconds = len(audio) / model.features.sample_rate
+    return {"rtf": wall / seconds, "rtf_cpu": cpu / seconds, "latencies": latencies, "detections": detections}
+
+
+class _NaivePath:
+    """The naive baseline: every hop, the log-mel of the whole window is computed afresh from the last second
+    of audio, then the same folded model and the same decision rule as the Recognizer."""
+
+    def __init__(self, model: LoadedModel):
+        c = model.features
+        self.frontend = LogMel(c).to(model.device)
+        self.forward = inference_forward(model.net)
+        self.audio = np.zeros((model.net.window_frames - 1) * c.hop_samples + c.window_samples, np.float32)
+        self.rule = DecisionRule(model.labels, DetectorConfig(), 3, 1)
+        self.slot, self.n = np.zeros(1, np.int64), 0
+
+    def feed(self, chunk: np.ndarray) -> None:
+        self.audio = np.concatenate([self.audio, check_chunk(chunk)])[-len(self.audio) :]
+        with torch.inference_mode():
+            probs = torch.softmax(self.forward(self.frontend(torch.from_numpy(self.audio)[None])), dim=1).cpu().numpy()
+        self.n += 1
+        self.rule.step(self.slot, np.array([self.n * 0.05]), probs)
+
+
+class _PocketSphinx:
+    """CMU PocketSphinx (its bundled en-us model) in grammar mode over the same words, fed int16 chunks.
+    Raises ImportError when the package is missing."""
+
+    def __init__(self):
+        from pocketsphinx import Decoder
+
+        self.decoder = Decoder(samprate=16000, loglevel="FATAL")
+        grammar = "#JSGF V1.0;\ngrammar commands;\npublic <commands> = ( " + " | ".join(VOCABULARY) + " )* ;\n"
+        self.decoder.add_jsgf_string("commands", grammar)
+        self.decoder.activate_search("commands")
+        self.decoder.start_utt()
+
+    def feed(self, chunk: np.ndarray) -> None:
+        self.decoder.process_raw(np.round(np.clip(chunk, -1, 1) * 32767).astype(np.int16).tobytes(), False, False)
+
+    def close(self) -> None:
+        self.decoder.end_utt()
+
+
+def paired_paths(model: LoadedModel, audio: np.ndarray, chunk: int) -> dict[str, dict[str, float]]:
+    """The Recognizer, the naive path and PocketSphinx fed the same chunks in turn, hop by hop, so that all
+    three see the same machine conditions; wall and CPU time of each, as real-time factors."""
+    paths: dict[str, Any] = {"incremental": Recognizer(model), "naive": _NaivePath(model)}
+    try:
+        paths["pocketsphinx"] = _PocketSphinx()
+    except ImportError:
+        pass
+    wall = dict.fromkeys(paths, 0.0)
+    cpu = dict.fromkeys(paths, 0.0)
+    order = list(paths)
+    for hop, start in enumerate(range(0, len(audio), chunk)):
+        piece = audio[start : start + chunk]
+        for name in order[hop % len(order) :] + order[: hop % len(order)]:  # who goes first (coldest caches) rotates
+            path = paths[name]
+            w, c = time.perf_counter(), time.thread_time()
+            path.feed(piece)
+            cpu[name] += time.thread_time() - c
+            wall[name] += time.perf_counter() - w
+    if "pocketsphinx" in paths:
+        paths["pocketsphinx"].close()
+    seconds = len(audio) / model.features.sample_rate
+    return {name: {"rtf": wall[name] / seconds, "rtf_cpu": cpu[name] / seconds} for name in paths}
+
+
+def forward_speedup(model: LoadedModel, batch: int, repeats: int) -> dict[str, float]:
+    """Time per window of the model as an nn.Module and in its folded inference form, at one batch size."""
+    x = torch.randn(batch, model.features.n_mels, model.net.window_frames, device=model.device)
+    out = {}
+    with torch.inference_mode():
+        for name, forward in (("module", model.net), ("folded", inference_forward(model.net))):
+            forward(x)
+            n = max(3, 64 // batch)
+            runs = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                for _ in range(n):
+                    forward(x)
+                runs.append((time.perf_counter() - t) / (n * batch))
+            out[name] = float(np.median(runs))
+    return out
+
+
+def offline_throughput(model: LoadedModel, audio: np.ndarray) -> float:
+    """Audio hours transcribed per wall-clock hour by `transcribe()` (one stream, 30 s blocks)."""
+    start_t = time.perf_counter()
+    c = model.features
+    block = 30 * c.sample_rate
+    rec = Recognizer(model)
+    for start in range(0, len(audio), block):
+        rec.feed(audio[start : start + block])
+    rec.flush()
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    return (len(audio) / c.sample_rate) / (time.perf_counter() - start_t)
+
+
+def _lockstep(model: LoadedModel, audio: np.ndarray, n_streams: int, n_hops: int, hop: int,
+              autocast: str | None, separate: bool = False) -> tuple[list[float], float]:
+    """Per-hop wall latencies of `n_streams` streams fed one hop each in lockstep (one feed_many per hop, or one
+    Recognizer per stream when `separate`), and the process CPU time per hop (all threads)."""
+    if separate:
+        recs = [Recognizer(model) for _ in range(n_streams)]
+    else:
+        multi = MultiStreamRecognizer(model, autocast=autocast)
+        for _ in range(n_streams):
+            multi.add_stream()
+    chunks = np.lib.stride_tricks.sliding_window_view(audio, hop)  # chunks[i] = audio[i : i + hop], no copy
+    offsets = np.arange(n_streams, dtype=np.int64) * 104_729  # every stream hears a different part
+    latencies, cpu = [], 0.0
+    for i in range(n_hops + 3):  # three warm-up hops (allocations, cuDNN's algorithm choice)
+        block = chunks[(offsets + i * hop) % len(chunks)]
+        t, c = time.perf_counter(), time.process_time()
+        if separate:
+            for rec, row in zip(recs, block):
+                rec.feed(row)
+        else:
+            multi.feed_many(block)
+        if i >= 3:
+            latencies.append(time.perf_counter() - t)
+            cpu += time.process_time() - c
+    return latencies, cpu / n_hops
+
+
+def multistream_capacity(model: LoadedModel, audio: np.ndarray, n_hops: int, max_streams: int,
+                         autocast: str | None = None, progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """The most lockstep streams whose per-hop step (feed_many of one hop each) has p99 latency under the hop:
+    doubling, then bisecting between the last success and the first failure. Also the number the process's CPU
+    time per hop would allow on these cores with nothing else running (from the largest batch tried)."""
+    hop = round(DetectorConfig().hop_ms * model.features.sample_rate / 1000)
+    hop_s = hop / model.features.sample_rate
+    tried: dict[int, dict[str, float]] = {}
+
+    def ok(n: int) -> bool:
+        latencies, cpu = _lockstep(model, audio, n, n_hops, hop, autocast)
+        stats = _stats(latencies)
+        tried[n] = {**{k: v * 1000 for k, v in stats.items()}, "cpu_ms_per_hop": cpu * 1000}
+        if progress is not None:
+            progress(f"  {n} streams: p99 {tried[n]['p99']:.1f} ms")
+        return stats["p99"] < hop_s
+
+    good, bad, n = 0, None, 1
+    while n <= max_streams:
+        if not ok(n):
+            bad = n
+            break
+        good, n = n, n * 2
+    if bad is not None:
+        while bad - good > max(1, good // 8):
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if ok(mid) else (good, mid)
+    by_cpu = None
+    if model.device.type == "cpu":  # one recognizer per core, each at 1 thread, on an otherwise idle machine
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            n = max(good, 32)  # one stream alone has no batch to share: estimate from 32 at least
+            cpu = _lockstep(model, audio, n, n_hops, hop, autocast)[1]
+        finally:
+            torch.set_num_threads(threads)
+        by_cpu = int(n * hop_s / max(cpu, 1e-9)) * (os.cpu_count() or 1)
+    return {"max_streams": good, "hop_ms": hop_s * 1000, "p99_ms_at_max": tried.get(good, {}).get("p99"),
+            "capped": bad is None, "by_cpu_time": by_cpu,
+            "tried": {str(k): v for k, v in sorted(tried.items())}}
+
+
+def batched_over_separate(model: LoadedModel, audio: np.ndarray, n_streams: int, n_hops: int) -> float:
+    """CPU time per hop of `n_streams` separate Recognizers ÷ that of one MultiStreamRecognizer serving them."""
+    hop = round(DetectorConfig().hop_ms * model.features.sample_rate / 1000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the engines compared, not intra-op threading of tiny batches
+        separate = _lockstep(model, audio, n_streams, n_hops, hop, None, separate=True)[1]
+        return separate / _lockstep(model, audio, n_streams, n_hops, hop, None)[1]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def training_throughput(model: LoadedModel, device: torch.device, batch: int, steps: int, repeats: int) -> float:
+    """Clips per second of a training step (log-mel, forward, label-smoothed loss, backward, AdamW) on random
+    1 s clips, with mixed precision on CUDA as `drsn-asr train` uses it."""
+    c = model.features
+    net = KeywordNet(model.net.config, c, len(model.labels)).to(device).train()
+    frontend = LogMel(c).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    generator = torch.Generator().manual_seed(0)
+    audio = (torch.randn(batch, c.sample_rate, generator=generator) * 0.1).to(device)
+    labels = torch.randint(0, len(model.labels), (batch,), generator=generator).to(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, enabled=use_amp):
+            loss = F.cross_entropy(net(frontend(audio)), labels, label_smoothing=0.05)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    step()
+    runs = []
+    for _ in range(repeats):
+        if use_amp:
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if use_amp:
+            torch.cuda.synchronize(device)
+        runs.append(batch * steps / (time.perf_counter() - t))
+    return float(np.median(runs))
+
+
+def _figure(value: float | None, unit: str, note: str = "", **extra: Any) -> dict[str, Any]:
+    return {"value": None if value is None else float(value), "unit": unit, "note": note, **extra}
+
+
+def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str | LoadedModel | None = None,
+                   audio_s: float | None = None, repeats: int | None = None,
+                   progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Measure every figure of the module docstring; return them with their baselines and ratios (JSON-able)."""
+    say = progress or (lambda message: None)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    repeats = repeats or (2 if quick else 3)
+    audio_s = audio_s or (60.0 if quick else 600.0)
+    default_threads = torch.get_num_threads()
+    cpu_model = load_model(model, device="cpu")
+    say(f"building a {audio_s:.0f} s noisy recording")
+    audio = noisy_recording(audio_s)
+    hop_ms = DetectorConfig().hop_ms
+    hop = round(hop_ms * cpu_model.features.sample_rate / 1000)
+    result: dict[str, Any] = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(dev),
+        "model": {"source": cpu_model.source, "architecture": to_dict(cpu_model.net.config),
+                  "parameters": count_parameters(cpu_model.net),
+                  "note": str(cpu_model.training.get("note", ""))},
+        "audio": {"seconds": audio_s, "source": f"{DEMO} tiled, plus synthesized street noise"},
+        "settings": {"quick": quick, "repeats": repeats, "hop_ms": hop_ms, "chunk_samples": hop},
+        "figures": {},
+        "ratios": {},
+    }
+    fig, ratio = result["figures"], result["ratios"]
+    try:
+        torch.set_num_threads(1)
+        say("single stream, CPU, 1 thread, 50 ms chunks")
+        live = [live_stream(cpu_model, audio, hop) for _ in range(repeats)]
+        rtf = float(np.median([r["rtf"] for r in live]))
+        latency = _stats([t for r in live for t in r["latencies"]])
+        fig["rtf_live_cpu1"] = _figure(rtf, "", "Recognizer fed 50 ms chunks; wall clock", repeats=[r["rtf"] for r in live])
+        fig["rtf_live_cpu1_cpu_time"] = _figure(np.median([r["rtf_cpu"] for r in live]), "", "same runs, CPU time of the thread")
+        fig["hop_latency_p50_ms"] = _figure(latency["p50"] * 1000, "ms", "one 50 ms chunk in, its hop classified")
+        fig["hop_latency_p99_ms"] = _figure(latency["p99"] * 1000, "ms")
+        fig["peak_rss_mb"] = _figure(_peak_rss_mb(), "MB", "whole process (torch included) after the single-stream runs")
+        fig["state_kb_per_stream"] = _figure(_state_bytes(Recognizer(cpu_model)) / 1024, "KiB", "a stream's own state")
+        say("single stream, CPU, 1 thread, 30 s blocks")
+        block = [live_stream(cpu_model, audio, 30 * 16000) for _ in range(repeats)]
+        fig["rtf_file_cpu1"] = _figure(np.median([r["rtf"] for r in block]), "", "Recognizer fed 30 s blocks (transcribe's way)")
+        result["checks"] = {"streaming_equals_offline": live[0]["detections"] == block[0]["detections"],
+                            "n_detections": len(live[0]["detections"])}
+        say("paired: Recognizer, naive path and PocketSphinx, hop by hop in turn")
+        paired = [paired_paths(cpu_model, audio, hop) for _ in range(1 if quick else max(1, repeats - 1))]
+
+        def median(name: str, key: str) -> float:
+            return float(np.median([p[name][key] for p in paired]))
+
+        fig["rtf_paired_incremental"] = _figure(median("incremental", "rtf"), "", "Recognizer, in the paired run")
+        fig["rtf_naive_cpu1"] = _figure(median("naive", "rtf"), "", "whole-window log-mel every hop, same model and rule")
+        ratio["naive_over_incremental"] = median("naive", "rtf_cpu") / median("incremental", "rtf_cpu")
+        if "pocketsphinx" in paired[0]:
+            fig["rtf_pocketsphinx"] = _figure(median("pocketsphinx", "rtf"), "", "en-us model, JSGF grammar of the 20 words")
+            ratio["pocketsphinx_over_drsn"] = median("pocketsphinx", "rtf_cpu") / median("incremental", "rtf_cpu")
+        else:
+            fig["rtf_pocketsphinx"] = _figure(None, "", "skipped: pip install pocketsphinx (or drsn-asr[bench])")
+        say("model forward: nn.Module vs folded")
+        for batch in (1, 64):
+            times = forward_speedup(cpu_model, batch, repeats)
+            fig[f"forward_module_b{batch}_us"] = _figure(times["module"] * 1e6, "µs/window", f"nn.Module, batch {batch}")
+            fig[f"forward_folded_b{batch}_us"] = _figure(times["folded"] * 1e6, "µs/window", f"FoldedNet, batch {batch}")
+            ratio[f"forward_module_over_folded_b{batch}"] = times["module"] / times["folded"]
+        ratio["rtf_over_target"] = rtf / TARGET_RTF
+    finally:
+        torch.set_num_threads(default_threads)
+
+    say(f"offline transcription, CPU, {default_threads} threads")
+    fig["offline_cpu1_audio_h_per_h"] = _figure(1 / fig["rtf_file_cpu1"]["value"], "audio h/h", "1 thread (the 30 s block runs)")
+    fig["offline_cpu_audio_h_per_h"] = _figure(np.median([offline_throughput(cpu_model, audio) for _ in range(1 if quick else repeats)]),
+                                               "audio h/h", f"{default_threads} threads")
+    gpu_model = None
+    if dev.type == "cuda":  # a LoadedModel passed in is moved by load_model: keep the CPU one where it is
+        gpu_model = load_model(copy.deepcopy(model) if isinstance(model, LoadedModel) else model, device=dev)
+    if gpu_model is not None:
+        say("offline transcription, GPU")
+        fig["offline_gpu_audio_h_per_h"] = _figure(np.median([offline_throughput(gpu_model, audio) for _ in range(repeats)]), "audio h/h")
+    else:
+        fig["offline_gpu_audio_h_per_h"] = _figure(None, "audio h/h", "pending: run with --device cuda on a GPU")
+
+    n_hops = 8 if quick else 20
+    say("multi-stream capacity, CPU, 1 thread")
+    try:  # intra-op threads only slow small batches down: one recognizer per core is the way to use more cores
+        torch.set_num_threads(1)
+        cpu_cap = multistream_capacity(cpu_model, audio, n_hops, 512 if quick else 4096, progress=say)
+    finally:
+        torch.set_num_threads(default_threads)
+    fig["streams_cpu"] = _figure(cpu_cap["max_streams"], "streams", "1 thread; p99 hop latency < 50 ms", search=cpu_cap)
+    fig["streams_cpu_by_cpu_time"] = _figure(cpu_cap["by_cpu_time"], "streams",
+                                             "CPU time per hop at 1 thread × cores: one recognizer per core, idle machine")
+    say("multi-stream vs separate Recognizers, CPU 1 thread, 32 streams")
+    ratio["multistream_over_separate_cpu"] = batched_over_separate(cpu_model, audio, 32, n_hops)
+    if gpu_model is not None:
+        for precision in (None, "float16"):
+            say(f"multi-stream capacity, GPU, {precision or 'float32'}")
+            cap = multistream_capacity(gpu_model, audio, n_hops, 1 << 17, autocast=precision, progress=say)
+            fig[f"streams_gpu_{precision or 'float32'}"] = _figure(cap["max_streams"], "streams", "p99 hop latency < 50 ms", search=cap)
+        best = max(fig["streams_gpu_float32"]["value"], fig["streams_gpu_float16"]["value"])
+        ratio["gpu_streams_over_target"] = best / TARGET_GPU_STREAMS
+    else:
+        fig["streams_gpu_float32"] = _figure(None, "streams", "pending: run with --device cuda on a GPU")
+
+    say("training throughput")
+    fig["train_cpu_clips_per_s"] = _figure(training_throughput(cpu_model, torch.device("cpu"), 32 if quick else 128, 1 if quick else 2, repeats),
+                                           "clips/s", f"batch {32 if quick else 128}, {default_threads} threads")
+    if gpu_model is not None:
+        fig["train_gpu_clips_per_s"] = _figure(training_throughput(gpu_model, dev, 256, 10, repeats), "clips/s", "batch 256, AMP")
+    else:
+        fig["train_gpu_clips_per_s"] = _figure(None, "clips/s", "pending: run with --device cuda on a GPU")
+    result["machine"]["load_average_1min_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    return result
+
+
+ROWS = [  # (figure, label, format)
+    ("rtf_live_cpu1", "Real-time factor, 1 stream, CPU 1 thread, 50 ms chunks", "{:.4f}"),
+    ("rtf_live_cpu1_cpu_time", "  same, CPU time instead of wall clock", "{:.4f}"),
+    ("rtf_file_cpu1", "Real-time factor, 1 stream, CPU 1 thread, 30 s blocks", "{:.4f}"),
+    ("hop_latency_p50_ms", "Hop latency p50 (ms)", "{:.2f}"),
+    ("hop_latency_p99_ms", "Hop latency p99 (ms)", "{:.2f}"),
+    ("peak_rss_mb", "Peak memory, whole process (MB)", "{:.0f}"),
+    ("state_kb_per_stream", "State per stream (KiB)", "{:.1f}"),
+    ("rtf_paired_incremental", "Paired run: Recognizer, RTF", "{:.4f}"),
+    ("rtf_naive_cpu1", "Paired run: naive path (window log-mel every hop), RTF", "{:.4f}"),
+    ("rtf_pocketsphinx", "Paired run: PocketSphinx grammar mode, RTF", "{:.4f}"),
+    ("forward_module_b1_us", "Baseline: model as nn.Module, batch 1 (µs/window)", "{:.0f}"),
+    ("forward_folded_b1_us", "Model folded for inference, batch 1 (µs/window)", "{:.0f}"),
+    ("forward_module_b64_us", "Baseline: model as nn.Module, batch 64 (µs/window)", "{:.0f}"),
+    ("forward_folded_b64_us", "Model folded for inference, batch 64 (µs/window)", "{:.0f}"),
+    ("offline_cpu1_audio_h_per_h", "Offline transcription, CPU 1 thread (audio h per h)", "{:.0f}"),
+    ("offline_cpu_audio_h_per_h", "Offline transcription, CPU all threads (audio h per h)", "{:.0f}"),
+    ("offline_gpu_audio_h_per_h", "Offline transcription, GPU (audio h per h)", "{:.0f}"),
+    ("streams_cpu", "Concurrent real-time streams, CPU 1 thread (p99 hop < 50 ms)", "{:.0f}"),
+    ("streams_cpu_by_cpu_time", "  same, from CPU time (1 recognizer per core, idle machine)", "{:.0f}"),
+    ("streams_gpu_float32", "Concurrent real-time streams, GPU float32", "{:.0f}"),
+    ("streams_gpu_float16", "Concurrent real-time streams, GPU float16", "{:.0f}"),
+    ("train_cpu_clips_per_s", "Training throughput, CPU (clips/s)", "{:.0f}"),
+    ("train_gpu_clips_per_s", "Training throughput, GPU (clips/s)", "{:.0f}"),
+]
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The result as a plain-text table, with the machine and the ratios to the baselines."""
+    m = result["machine"]
+    lines = [
+        f"drsn-asr bench — {result['date']}",
+        f"machine: {m['cpu']} ({m['cpu_cores']} cores, {m['cpu_capability']}), torch {m['torch']}, "
+        f"{m['torch_threads']} threads, device {m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}, "
+        f"load average {m['load_average_1min']} → {m.get('load_average_1min_end')}",
+        f"model: {result['model']['source']} ({result['model']['parameters']:,} parameters); audio: "
+        f"{result['audio']['seconds']:.0f} s; median of {result['settings']['repeats']} runs",
+        "",
+    ]
+    width = max(len(label) for _, label, _ in ROWS)
+    for key, label, fmt in ROWS:
+        f = result["figures"].get(key)
+        if f is None:
+            continue
+        value = fmt.format(f["value"]) if f["value"] is not None else "—"
+        lines.append(f"{label:<{width}}  {value:>10}  {f['note'] if f['value'] is None else ''}".rstrip())
+    lines.append("")
+    names = {
+        "rtf_over_target": f"RTF ÷ target {TARGET_RTF}",
+        "naive_over_incremental": "naive ÷ incremental (paired, CPU time)",
+        "pocketsphinx_over_drsn": "PocketSphinx ÷ drsn-asr (paired, CPU time)",
+        "forward_module_over_folded_b1": "nn.Module ÷ folded, batch 1",
+        "forward_module_over_folded_b64": "nn.Module ÷ folded, batch 64",
+        "gpu_streams_over_target": f"GPU streams ÷ target {TARGET_GPU_STREAMS:,}",
+        "multistream_over_separate_cpu": "32 Recognizers ÷ 1 MultiStream of 32 (CPU, 1 thread)",
+    }
+    for key, value in result["ratios"].items():
+        lines.append(f"{names.get(key, key):<{width}}  {value:>10.2f}")
+    checks = result.get("checks", {})
+    if checks:
+        lines.append(f"streaming (50 ms chunks) == offline (30 s blocks): {checks['streaming_equals_offline']} "
+                     f"({checks['n_detections']} detections)")
+    return "\n".join(lines) + "\n"

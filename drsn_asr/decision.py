@@ -1,0 +1,119 @@
+"""The detection rule, vectorized over streams: smoothed posteriors in, emitted detections out.
+
+For each stream, per classification: the posteriors are averaged over the last `smoothing_ms` of
+classifications; when a keyword leads, reaches its threshold, is armed and `refractory_ms` has passed since the
+stream's last detection, a detection becomes pending; it follows the keyword's score up to its peak for at most
+`peak_wait_ms` (so the word has ended) and is then emitted with that peak score. A keyword re-arms once its
+score falls below half its threshold. `_unknown_` and `_silence_` never fire.
+
+The state of every stream is one row of a few arrays, so one call advances any number of streams with a
+handful of numpy operations, and a stream's decisions never depend on which other streams share the call:
+a single Recognizer and a MultiStreamRecognizer make the same ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
+
+
+class DecisionRule:
+    """The detection rule of the module docstring for `capacity` streams at once (one row of state each).
+
+    `step(slots, now_s, probs)` takes one classification for each stream in `slots` (each at most once), made at
+    stream times `now_s`, and returns the rows whose pending detection is now emitted, with label and peak score.
+    """
+
+    def __init__(self, labels: list[str], config: DetectorConfig, smooth_n: int, capacity: int):
+        self.config = config
+        self.smooth_n = smooth_n
+        self.keyword = np.array([label not in (LABEL_UNKNOWN, LABEL_SILENCE) for label in labels])
+        self.thresholds = np.array([config.thresholds.get(l, config.threshold) for l in labels], np.float32)
+        self.half_thresholds = self.thresholds / 2  # a keyword re-arms when its score falls below this
+        self._none, self._no_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        n = len(labels)
+        self.recent = np.zeros((0, smooth_n, n), np.float32)  # ring of the last smooth_n posteriors
+        self.scores = np.zeros((0, n), np.float32)  # last smoothed posteriors
+        self.n_classifications = np.zeros(0, np.int64)
+        self.armed = np.ones((0, n), bool)
+        self.last_detection_s = np.zeros(0)
+        self.pending_label = np.zeros(0, np.int64)  # -1: no detection pending
+        self.pending_peak = np.zeros(0, np.float32)
+        self.pending_since_s = np.zeros(0)
+        self.grow(capacity)
+
+    def grow(self, capacity: int) -> None:
+        """Make room for `capacity` streams; the new rows start reset."""
+        old = len(self.scores)
+        if capacity <= old:
+            return
+        for name in ("recent", "scores", "n_classifications", "armed", "last_detection_s", "pending_label",
+                     "pending_peak", "pending_since_s"):
+            a = getattr(self, name)
+            setattr(self, name, np.concatenate([a, np.zeros((capacity - old, *a.shape[1:]), a.dtype)]))
+        self.reset(np.arange(old, capacity))
+
+    def reset(self, slots: np.ndarray) -> None:
+        """Forget the streams' smoothing, hold-offs, pending detection and classification count."""
+        self.recent[slots] = 0
+        self.scores[slots] = 0
+        self.n_classifications[slots] = 0
+        self.armed[slots] = True
+        self.last_detection_s[slots] = -math.inf
+        self.pending_label[slots] = -1
+
+    def step(self, slots: np.ndarray, now_s: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One classification per stream → (rows emitting a detection, their label indices, peak scores)."""
+        count = self.n_classifications[slots]
+        self.recent[slots, count % self.smooth_n] = probs
+        count += 1
+        self.n_classifications[slots] = count
+        recent = self.recent[slots]
+        total = recent[:, 0]
+        for i in range(1, self.smooth_n):  # a fixed order: a stream's sum never depends on the other streams
+            total = total + recent[:, i]
+        smoothed = total / np.minimum(count, self.smooth_n).astype(np.float32)[:, None]
+        self.scores[slots] = smoothed
+        self.armed[slots] |= smoothed < self.half_thresholds
+        waiting = self.pending_label[slots] >= 0
+        emitted = (self._none, self._none, self._no_scores)
+
+        # a pending detection follows its score up to the peak, for at most peak_wait_ms, then is emitted
+        if waiting.any():
+            rows = waiting.nonzero()[0]
+            s = slots[rows]
+            label = self.pending_label[s]
+            score = smoothed[rows, label]
+            rising = (score > self.pending_peak[s]) & ((now_s[rows] - self.pending_since_s[s]) * 1000 < self.config.peak_wait_ms)
+            self.pending_peak[s[rising]] = score[rising]
+            emit, s = rows[~rising], s[~rising]
+            emitted = (emit, label[~rising], self.pending_peak[s])
+            self.pending_label[s] = -1
+            self.last_detection_s[s] = now_s[emit]
+            if waiting.all():
+                return emitted
+
+        # otherwise a keyword that leads, reaches its threshold, is armed and is past the refractory time starts one
+        rows = (~waiting).nonzero()[0]
+        score = smoothed[rows]
+        best = np.where(self.keyword, score, 0).argmax(axis=1)
+        top = score[np.arange(len(rows)), best]
+        crossing = top >= self.thresholds[best]
+        if not crossing.any():
+            return emitted
+        s = slots[rows]
+        crossing &= (
+            self.keyword[best]
+            & (top >= score.max(axis=1))
+            & self.armed[s, best]
+            & ((now_s[rows] - self.last_detection_s[s]) * 1000 >= self.config.refractory_ms)
+        )
+        s, best = s[crossing], best[crossing]
+        self.armed[s, best] = False
+        self.pending_label[s] = best
+        self.pending_peak[s] = top[crossing]
+        self.pending_since_s[s] = now_s[rows[crossing]]
+        return emitted

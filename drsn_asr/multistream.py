@@ -1,0 +1,256 @@
+"""Many concurrent streams, one model: the windows of all streams that are due go through one forward pass.
+
+    rec = MultiStreamRecognizer(device="cuda")
+    a, b = rec.add_stream(), rec.add_stream(sample_rate=48000)
+    rec.feed({a: chunk_a, b: chunk_b})          # any lengths → {stream: [Detection, ...]} for streams that detected
+    rec.feed_many(block)                         # (n_streams, n_samples), every stream at once: the fast path
+
+Each stream keeps its own state (pending samples, frames, smoothing, hold-offs, clock) as one row of a
+`stream.StreamBank`, the engine `Recognizer` runs on too, so a stream's detections are the ones a
+`Recognizer` fed the same audio alone would make, however the streams' chunks interleave (up to float
+rounding in batched forward passes: scores agree to ~1e-6, detections are the same).
+
+Streams fed in lockstep (the same number of samples each, as a server draining every connection once per hop
+does) are advanced with slices and one batched log-mel and forward pass per step; ragged chunks take a
+gather/scatter path. Only stream bookkeeping that Python must do per stream (validation and resampling in
+`feed`) grows with the number of streams; `feed_many` does neither per stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .audio import StreamResampler
+from .checkpoint import LoadedModel, load_model
+from .stream import MAX_BATCH_WINDOWS, Detection, StreamBank, check_chunk, detector_config
+
+log = logging.getLogger(__name__)
+
+CUDA_MAX_BATCH_WINDOWS = 4096
+AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class MultiStreamRecognizer:
+    """Streaming keyword recognizer for many concurrent streams sharing one model and its forward passes.
+
+    Args:
+        model: a shipped model name, a checkpoint path, a LoadedModel, or None for the default model.
+        on_detection: called as `on_detection(stream, detection)` for each detection as it happens; exceptions
+            it raises are logged, not raised.
+        device: "cpu", "cuda" or None (CUDA when available).
+        max_batch_windows: windows per forward pass (default 256 on CPU, 4096 on CUDA).
+        autocast: None (float32: exactly the Recognizer's decisions) or "float16"/"bfloat16" to run the
+            forward pass in that precision (faster on GPUs; scores then differ by ~1e-3).
+        **detector_options: fields of DetectorConfig (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms).
+
+    Not thread-safe: call it from one thread (a server's inference thread) and hand results back.
+    """
+
+    def __init__(
+        self,
+        model: str | LoadedModel | None = None,
+        on_detection: Callable[[Hashable, Detection], Any] | None = None,
+        device: str | torch.device | None = None,
+        max_batch_windows: int | None = None,
+        autocast: str | None = None,
+        **detector_options: Any,
+    ):
+        self.model = load_model(model, device=device)
+        self.config = detector_config(**detector_options)
+        self.on_detection = on_detection
+        self.labels = self.model.labels
+        unknown = set(self.config.thresholds) - set(self.labels)
+        if unknown:
+            raise ValueError(f"thresholds for unknown labels {sorted(unknown)}; the model's labels are {self.labels}")
+        if autocast is not None and autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f"autocast must be None or one of {', '.join(AUTOCAST_DTYPES)}, got {autocast!r}")
+        if max_batch_windows is None:
+            max_batch_windows = CUDA_MAX_BATCH_WINDOWS if self.model.device.type == "cuda" else MAX_BATCH_WINDOWS
+        if not isinstance(max_batch_windows, int) or max_batch_windows < 1:
+            raise ValueError(f"max_batch_windows must be a positive int, got {max_batch_windows!r}")
+        self._bank = StreamBank(self.model, self.config, capacity=0, max_batch_windows=max_batch_windows,
+                                autocast_dtype=AUTOCAST_DTYPES.get(autocast))
+        self._slots: dict[Hashable, int] = {}  # stream → slot, in the order streams were added
+        self._keys: list[Hashable | None] = []  # slot → stream (None: free)
+        self._free: list[int] = []
+        self._resamplers: dict[Hashable, StreamResampler] = {}
+        self._next_id = 0
+        self._all: tuple[list[Hashable], np.ndarray] | None = None  # cached (streams, slots) for feed_many
+
+    # -- streams ---------------------------------------------------------------------------------------------
+    def add_stream(self, stream: Hashable | None = None, sample_rate: int = 16000) -> Hashable:
+        """Start a stream (a new id when `stream` is None) of audio at `sample_rate`; return its id."""
+        if stream is None:
+            while self._next_id in self._slots:
+                self._next_id += 1
+            stream = self._next_id
+        if stream in self._slots:
+            raise ValueError(f"stream {stream!r} already exists; remove_stream() it first or pick another id")
+        if not isinstance(sample_rate, int) or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive int in Hz, got {sample_rate!r}")
+        rate = self.model.features.sample_rate
+        resampler = StreamResampler(sample_rate, rate) if sample_rate != rate else None  # checks the rate first
+        if not self._free:
+            old = self._bank.capacity
+            self._bank.grow(max(1, 2 * old))
+            self._keys += [None] * (self._bank.capacity - old)
+            self._free = list(range(self._bank.capacity - 1, old - 1, -1))
+        slot = self._free.pop()  # free slots are reset: new ones by grow(), freed ones by remove_stream()
+        self._slots[stream] = slot
+        self._keys[slot] = stream
+        if resampler is not None:
+            self._resamplers[stream] = resampler
+        self._all = None
+        return stream
+
+    def remove_stream(self, stream: Hashable) -> None:
+        """End a stream and forget it (without flushing: call `flush([stream])` first to hear its last word)."""
+        slot = self._slot(stream)
+        del self._slots[stream]
+        self._bank.reset(np.array([slot]))
+        self._keys[slot] = None
+        self._free.append(slot)
+        self._resamplers.pop(stream, None)
+        self._all = None
+
+    @property
+    def streams(self) -> list[Hashable]:
+        """The streams, in the order they were added."""
+        return list(self._slots)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, stream: Hashable) -> bool:
+        return stream in self._slots
+
+    def reset(self, stream: Hashable | None = None) -> None:
+        """Forget one stream's state (all streams' when None): audio, frames, smoothing, hold-offs and clock."""
+        streams = list(self._slots) if stream is None else [stream]
+        for s in streams:
+            if s in self._resamplers:
+                self._resamplers[s].reset()
+        self._bank.reset(np.array([self._slot(s) for s in streams], np.int64))
+        self._bank.refresh_model()
+
+    def scores(self, stream: Hashable) -> dict[str, float]:
+        """The stream's last smoothed posterior of every label."""
+        return dict(zip(self.labels, self._bank.rule.scores[self._slot(stream)].tolist()))
+
+    def time_s(self, stream: Hashable) -> float:
+        """Stream time covered by the stream's frames so far."""
+        return self._bank.time_s(self._slot(stream))
+
+    def n_classifications(self, stream: Hashable) -> int:
+        """Windows of the stream classified since it was added (or reset)."""
+        return int(self._bank.rule.n_classifications[self._slot(stream)])
+
+    # -- audio -----------------------------------------------------------------------------------------------
+    def feed(self, chunks: Mapping[Hashable, np.ndarray | torch.Tensor]) -> dict[Hashable, list[Detection]]:
+        """Add a chunk (any length; mono int16 or float32 in [-1, 1]) to each given stream.
+
+        Returns {stream: [Detection, ...]} for the streams that detected something, each list in stream order.
+        """
+        samples = {}
+        for stream, chunk in chunks.items():
+            self._slot(stream)
+            x = check_chunk(chunk, what=f"MultiStreamRecognizer.feed[{stream!r}]")
+            if stream in self._resamplers:
+                x = self._resamplers[stream].feed(x)
+            if x.size:
+                samples[stream] = x
+        return self._feed_arrays(samples)
+
+    def feed_many(self, audio: np.ndarray | torch.Tensor, streams: Sequence[Hashable] | None = None) -> dict[Hashable, list[Detection]]:
+        """Add row i of `audio` (n_streams, n_samples; int16 or float32 in [-1, 1]) to stream `streams[i]`
+        (default: every stream, in the order they were added). All these streams must be at the model's rate.
+
+        Returns {stream: [Detection, ...]} for the streams that detected something.
+        """
+        if streams is None:
+            if self._all is None:
+                keys = list(self._slots)
+                self._all = (keys, np.array([self._slots[k] for k in keys], np.int64))
+            keys, slots = self._all
+        else:
+            keys = list(streams)
+            slots = np.array([self._slot(k) for k in keys], np.int64)
+            if len(set(slots.tolist())) != len(slots):
+                raise ValueError("feed_many: a stream appears more than once in `streams`")
+        x = _as_float_block(audio, len(keys))
+        if self._resamplers:
+            resampled = [k for k in keys if k in self._resamplers]
+            if resampled:
+                raise ValueError(f"feed_many: streams {resampled[:3]} are not at the model's rate; use feed() for them")
+        if x.shape[1] == 0 or len(keys) == 0:
+            return {}
+        if self.model.device.type == "cuda":
+            x = x.pin_memory()
+        return self._collect(self._bank.feed(slots, x))
+
+    def flush(self, streams: Iterable[Hashable] | None = None) -> dict[Hashable, list[Detection]]:
+        """End of stream for the given streams (all when None): push half a window of silence through each so
+        its last word is classified. The streams stay open; `remove_stream` them when done."""
+        c = self.model.features
+        tail = np.zeros(round(self.model.net.config.window_s * c.sample_rate / 2), np.float32)
+        samples = {}
+        for stream in list(self._slots) if streams is None else streams:
+            self._slot(stream)
+            head = self._resamplers[stream].flush() if stream in self._resamplers else tail[:0]
+            samples[stream] = np.concatenate([head, tail])
+        return self._feed_arrays(samples)
+
+    # -- internals -------------------------------------------------------------------------------------------
+    def _slot(self, stream: Hashable) -> int:
+        try:
+            return self._slots[stream]
+        except (KeyError, TypeError):
+            raise ValueError(f"no stream {stream!r}; add_stream() it first (streams: {len(self._slots)})") from None
+
+    def _feed_arrays(self, samples: dict[Hashable, np.ndarray]) -> dict[Hashable, list[Detection]]:
+        if not samples:
+            return {}
+        lengths = np.array([len(x) for x in samples.values()], np.int64)
+        block = np.zeros((len(samples), int(lengths.max())), np.float32)
+        for row, x in enumerate(samples.values()):
+            block[row, : len(x)] = x
+        slots = np.array([self._slots[k] for k in samples], np.int64)
+        return self._collect(self._bank.feed(slots, torch.from_numpy(block), lengths))
+
+    def _collect(self, found: list[tuple[int, Detection]]) -> dict[Hashable, list[Detection]]:
+        out: dict[Hashable, list[Detection]] = {}
+        for slot, detection in found:
+            stream = self._keys[slot]
+            out.setdefault(stream, []).append(detection)
+            if self.on_detection is not None:
+                try:
+                    self.on_detection(stream, detection)
+                except Exception:
+                    log.exception("on_detection callback raised for stream %r, %s; the streams go on", stream, detection)
+        return out
+
+
+def _as_float_block(audio: np.ndarray | torch.Tensor, n_streams: int) -> torch.Tensor:
+    """(n_streams, n_samples) int16 or float audio as a float32 CPU tensor, checked once for the whole block."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    if not isinstance(audio, np.ndarray):
+        raise ValueError(f"feed_many: expected a numpy array or torch tensor, got {type(audio).__name__}")
+    if audio.ndim != 2 or audio.shape[0] != n_streams:
+        raise ValueError(f"feed_many: expected shape ({n_streams}, n_samples) — one row per stream — got {audio.shape}")
+    if audio.dtype == np.int16:
+        return torch.from_numpy(audio.astype(np.float32) / 32768.0)
+    if audio.dtype not in (np.float32, np.float64):
+        raise ValueError(f"feed_many: unsupported sample dtype {audio.dtype}; use float32 in [-1, 1] or int16 PCM")
+    x = np.ascontiguousarray(audio, dtype=np.float32)
+    if x.size and not np.isfinite(x).all():
+        raise ValueError("feed_many: the block holds NaN or infinite samples; clean the signal first")
+    if x.size and np.abs(x).max() > 4.0:
+        raise ValueError("feed_many: float samples far beyond [-1, 1] look like integer PCM stored as float; "
+                         "pass int16 or divide by 32768")
+    return torch.from_numpy(x)

@@ -1,0 +1,57 @@
+"""FoldedNet computes what KeywordNet computes (BatchNorms folded, straight-line forward), for every block kind."""
+
+import pytest
+import torch
+
+from drsn_asr.config import BLOCK_KINDS, FeatureConfig, ModelConfig
+from drsn_asr.inference import FoldedNet, inference_forward
+from drsn_asr.model import KeywordNet
+
+
+def _net(block, **config):
+    torch.manual_seed(0)
+    net = KeywordNet(ModelConfig(block=block, **config), FeatureConfig(), 5)
+    for m in net.modules():  # statistics and affine terms far from their defaults, as after training
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.3, 3)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("block", BLOCK_KINDS)
+@pytest.mark.parametrize("strides", [(2, 2, 2), (1, 2, 2)])
+def test_folded_equals_module(block, strides):
+    net = _net(block, stage_strides=strides)
+    x = torch.randn(3, 40, net.window_frames) * 3 - 5
+    with torch.no_grad():
+        expected = net(x)
+        got = FoldedNet(net)(x)
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+
+
+def test_cached_per_network_and_rebuilt_when_weights_change():
+    net = _net("drsn_cw")
+    first = inference_forward(net)
+    assert inference_forward(net) is first
+    with torch.no_grad():
+        net.units[0].bn2.running_mean.add_(1.0)  # an in-place change, as an optimizer or load_state_dict makes
+    second = inference_forward(net)
+    assert second is not first
+    x = torch.randn(2, 40, net.window_frames)
+    with torch.no_grad():
+        assert torch.allclose(second(x), net(x), atol=1e-4)
+
+
+def test_training_mode_and_subclasses_are_used_as_they_are():
+    net = _net("resnet").train()
+    assert inference_forward(net) is net
+
+    class Custom(KeywordNet):
+        pass
+
+    custom = Custom(ModelConfig(), FeatureConfig(), 3).eval()
+    assert inference_forward(custom) is custom
+    with pytest.raises(ValueError, match="eval mode"):
+        FoldedNet(net)

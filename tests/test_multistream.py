@@ -1,0 +1,226 @@
+"""MultiStreamRecognizer: every stream detects exactly what a Recognizer fed its audio alone detects."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import drsn_asr
+from drsn_asr.checkpoint import LoadedModel
+from drsn_asr.config import FeatureConfig, ModelConfig
+from drsn_asr.model import KeywordNet
+from drsn_asr.multistream import MultiStreamRecognizer
+from drsn_asr.stream import Recognizer
+
+LABELS = ["yes", "no", "_unknown_", "_silence_"]
+
+
+class LoudIsYes(KeywordNet):
+    """'yes' when the window is loud, 'no' when it is very loud, '_silence_' otherwise."""
+
+    def forward(self, logmel):
+        level = logmel.exp().sum(dim=1).mean(dim=1).log()
+        logits = torch.zeros(len(logmel), 4)
+        logits[:, 0] = 10 * (level > 1.7).float()
+        logits[:, 1] = 20 * (level > 2.8).float()
+        logits[:, 3] = 5.0
+        return logits
+
+
+def _model():
+    return LoadedModel(LoudIsYes(ModelConfig(), FeatureConfig(), 4).eval(), LABELS, FeatureConfig(), {}, "test")
+
+
+def _bursts(starts_s, total_s=6.0, seed=0, rate=16000, gain=0.3):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(int(total_s * rate)) * 0.001).astype(np.float32)
+    for i, s in enumerate(starts_s):
+        a, n = int(s * rate), int(0.4 * rate)
+        x[a : a + n] += (rng.standard_normal(n) * gain * (2 if i % 2 else 1)).astype(np.float32)
+    return np.clip(x, -1, 1)
+
+
+def _alone(model, x, sample_rate=16000, **options):
+    rec = Recognizer(model, sample_rate=sample_rate, **options)
+    return rec.feed(x) + rec.flush()
+
+
+def _interleaved(multi, signals, seed=0, max_chunk=5000):
+    """Feed each stream's signal in random chunk sizes, streams in random order and subsets; then flush."""
+    rng = np.random.default_rng(seed)
+    pos = {k: 0 for k in signals}
+    got = {k: [] for k in signals}
+    while any(pos[k] < len(x) for k, x in signals.items()):
+        chunks = {}
+        for k, x in signals.items():
+            if pos[k] < len(x) and rng.random() < 0.7:
+                n = int(rng.integers(1, max_chunk))
+                chunks[k] = x[pos[k] : pos[k] + n]
+                pos[k] += n
+        for k, dets in multi.feed(chunks).items():
+            got[k] += dets
+    for k, dets in multi.flush().items():
+        got[k] += dets
+    return got
+
+
+def test_interleaved_random_chunks_equal_each_stream_alone():
+    model = _model()
+    signals = {"a": _bursts([0.5, 2.0, 4.2]), "b": _bursts([1.0, 3.3], seed=1), "c": _bursts([], seed=2),
+               "d": _bursts([0.2, 1.6, 3.0, 4.8], seed=3)}
+    multi = MultiStreamRecognizer(model)
+    for k in signals:
+        multi.add_stream(k)
+    got = _interleaved(multi, signals)
+    for k, x in signals.items():
+        assert got[k] == _alone(model, x), k
+    assert sum(len(v) for v in got.values()) >= 8
+    rec = Recognizer(model)
+    rec.feed(signals["a"]), rec.flush()
+    assert multi.time_s("a") == rec.time_s and multi.n_classifications("a") == rec.n_classifications
+
+
+def test_resampled_stream_equals_its_recognizer():
+    model = _model()
+    x48 = drsn_asr.audio.resample(_bursts([1.0, 3.0], total_s=5), 16000, 48000)
+    multi = MultiStreamRecognizer(model)
+    multi.add_stream("hi", sample_rate=48000)
+    multi.add_stream("lo")
+    got = _interleaved(multi, {"hi": x48, "lo": _bursts([2.0], total_s=5, seed=4)}, seed=1)
+    assert got["hi"] == _alone(model, x48, sample_rate=48000) and len(got["hi"]) >= 2
+
+
+def test_real_network_streams_equal_recognizers():
+    model = drsn_asr.load_model(device="cpu")
+    options = dict(threshold=0.3, refractory_ms=0.0)
+    from pathlib import Path
+
+    from drsn_asr.audio import read_audio
+
+    demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # real speech in noise
+    signals = {i: demo[16000 * 10 * i : 16000 * 10 * (i + 1)] for i in range(3)}
+    multi = MultiStreamRecognizer(model, **options)
+    for k in signals:
+        multi.add_stream(k)
+    got = _interleaved(multi, signals, seed=2, max_chunk=9000)
+    for k, x in signals.items():
+        assert got[k] == _alone(model, x, **options) and len(got[k]) > 0
+
+
+def test_feed_many_lockstep_equals_feed_and_alone():
+    model = _model()
+    signals = [_bursts([0.3 + 0.7 * i, 3.5], seed=i) for i in range(6)]
+    multi = MultiStreamRecognizer(model)
+    streams = [multi.add_stream() for _ in signals]
+    block = np.stack(signals)
+    got = {k: [] for k in streams}
+    for start in range(0, block.shape[1], 800):
+        for k, dets in multi.feed_many(block[:, start : start + 800]).items():
+            got[k] += dets
+    for k, dets in multi.flush().items():
+        got[k] += dets
+    for k, x in zip(streams, signals):
+        assert got[k] == _alone(model, x)
+    # int16 blocks and a subset of streams in a given order
+    multi.reset()
+    as_int16 = np.round(block * 32767).astype(np.int16)
+    assert multi.feed_many(as_int16[[3, 1]], streams=[streams[3], streams[1]]) is not None
+    assert multi.time_s(streams[3]) > 5.9 and multi.time_s(streams[0]) == 0.0
+
+
+def test_streams_added_and_removed_midway():
+    model = _model()
+    x, y, z = _bursts([0.5, 2.5, 4.5]), _bursts([1.0, 4.0], seed=1), _bursts([0.5, 2.0], seed=2)
+    multi = MultiStreamRecognizer(model)
+    multi.add_stream("x")
+    multi.add_stream("y")
+    half = 3 * 16000
+    got_x = multi.feed({"x": x[:half], "y": y[:half]}).get("x", [])
+    multi.remove_stream("y")
+    assert "y" not in multi and len(multi) == 1
+    multi.add_stream("z")  # reuses y's slot: must start fresh
+    assert multi.time_s("z") == 0.0 and multi.n_classifications("z") == 0
+    out = multi.feed({"x": x[half:], "z": z})
+    out_flush = multi.flush()
+    got_x += out.get("x", []) + out_flush.get("x", [])
+    assert got_x == _alone(model, x)
+    assert out.get("z", []) + out_flush.get("z", []) == _alone(model, z)
+    assert multi.streams == ["x", "z"]
+
+
+def test_reset_of_one_stream_leaves_the_others_alone():
+    model = _model()
+    x, y = _bursts([0.5, 2.5, 4.5]), _bursts([1.0, 4.0], seed=1)
+    multi = MultiStreamRecognizer(model)
+    multi.add_stream("x")
+    multi.add_stream("y")
+    half = 2 * 16000 + 123
+    got_y = multi.feed({"x": x[:half], "y": y[:half]}).get("y", [])
+    multi.reset("x")
+    assert multi.time_s("x") == 0.0 and multi.time_s("y") > 2.0
+    out, out_flush = multi.feed({"x": x[half:], "y": y[half:]}), multi.flush()
+    assert got_y + out.get("y", []) + out_flush.get("y", []) == _alone(model, y)
+    assert out.get("x", []) + out_flush.get("x", []) == _alone(model, x[half:])
+
+
+def test_callback_gets_stream_and_detection_and_errors_are_logged(caplog):
+    seen = []
+
+    def callback(stream, detection):
+        seen.append((stream, detection.label))
+        raise RuntimeError("app bug")
+
+    multi = MultiStreamRecognizer(_model(), on_detection=callback)
+    multi.add_stream("s")
+    with caplog.at_level(logging.ERROR):
+        returned = multi.feed({"s": _bursts([1.0])}).get("s", []) + multi.flush().get("s", [])
+    assert seen == [("s", d.label) for d in returned] and len(seen) == 1
+    assert "app bug" in caplog.text
+    assert set(multi.scores("s")) == set(LABELS)
+
+
+def test_clear_errors():
+    multi = MultiStreamRecognizer(_model())
+    multi.add_stream("a")
+    multi.add_stream("r", sample_rate=8000)
+    with pytest.raises(ValueError, match="already exists"):
+        multi.add_stream("a")
+    with pytest.raises(ValueError, match="no stream 'b'"):
+        multi.feed({"b": np.zeros(10, np.float32)})
+    with pytest.raises(ValueError, match="one row per stream"):
+        multi.feed_many(np.zeros((3, 10), np.float32))
+    with pytest.raises(ValueError, match="not at the model's rate"):
+        multi.feed_many(np.zeros((2, 10), np.float32))
+    with pytest.raises(ValueError, match="integer PCM"):
+        multi.feed({"a": np.full(100, 300.0, np.float32)})
+    with pytest.raises(ValueError, match="autocast"):
+        MultiStreamRecognizer(_model(), autocast="int8")
+    with pytest.raises(ValueError, match="maybe"):
+        MultiStreamRecognizer(_model(), thresholds={"maybe": 0.5})
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_streams_equal_cuda_recognizers_and_cpu_labels():
+    options = dict(threshold=0.0, refractory_ms=0.0)
+    rng = np.random.default_rng(7)
+    signals = {i: (rng.standard_normal(16000 * 3) * 0.1).astype(np.float32) for i in range(4)}
+    gpu = drsn_asr.load_model(device="cuda")
+    multi = MultiStreamRecognizer(gpu, **options)
+    for k in signals:
+        multi.add_stream(k)
+    got = _interleaved(multi, signals, seed=3)
+    cpu = drsn_asr.load_model(device="cpu")
+    for k, x in signals.items():
+        assert got[k] == _alone(gpu, x, **options)
+        assert [d.label for d in got[k]] == [d.label for d in _alone(cpu, x, **options)]
+
+
+def test_autocast_path_runs_on_cpu():
+    """The GPU's reduced-precision path, exercised with CPU autocast (bfloat16): it runs and finds the words."""
+    x = _bursts([1.0, 3.0])
+    multi = MultiStreamRecognizer(_model(), autocast="bfloat16")
+    multi.add_stream("s")
+    found = multi.feed({"s": x}).get("s", []) + multi.flush().get("s", [])
+    assert [d.label for d in found] == [d.label for d in _alone(_model(), x)]
