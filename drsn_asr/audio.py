@@ -51,6 +51,7 @@ def to_float32(samples: np.ndarray | torch.Tensor, what: str = "audio") -> np.nd
     if not samples.dtype.isnative:  # big-endian PCM, e.g. np.frombuffer(data, ">i2")
         samples = samples.astype(samples.dtype.newbyteorder("="))
     dtype = samples.dtype
+    samples = np.ascontiguousarray(samples)  # reversed or strided views: torch.from_numpy refuses negative strides
     if dtype in _INT_FULL_SCALE:
         return (samples.astype(np.float32) / _INT_FULL_SCALE[dtype]).astype(np.float32)
     if dtype == np.uint8:

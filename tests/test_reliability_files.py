@@ -251,6 +251,7 @@ def test_the_library_writes_only_where_it_was_told(tmp_path):
                       .replace(str(inputs / "cache"), str(out / "cache")))
     shutil.move(recipe, inputs / "tiny.yaml")
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)  # torch sets it in this process once an earlier test exported a model
     env.pop("XDG_CACHE_HOME", None)
     r = subprocess.run([sys.executable, "-c", AUDITED, str(inputs), str(out)], cwd=cwd, env=env,
                        capture_output=True, text=True, timeout=300)
