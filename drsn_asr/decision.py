@@ -19,6 +19,11 @@ import numpy as np
 
 from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
 
+# Stream times are float seconds, so the gap between two classifications 200 ms apart is 199.99999999 or
+# 200.00000001 ms depending on where in the stream they fall; waits compared at this tolerance make the same
+# decisions at any stream position (it is far below one sample, 0.0625 ms at 16 kHz).
+TIME_TOLERANCE_MS = 1e-3
+
 
 class DecisionRule:
     """The detection rule of the module docstring for `capacity` streams at once (one row of state each).
@@ -71,9 +76,11 @@ class DecisionRule:
         self.recent[slots, count % self.smooth_n] = probs
         count += 1
         self.n_classifications[slots] = count
-        recent = self.recent[slots]
+        # oldest first: a stream's sum depends neither on the other streams nor on where the ring starts
+        oldest_first = (count[:, None] + np.arange(self.smooth_n)) % self.smooth_n
+        recent = np.take_along_axis(self.recent[slots], oldest_first[:, :, None], axis=1)
         total = recent[:, 0]
-        for i in range(1, self.smooth_n):  # a fixed order: a stream's sum never depends on the other streams
+        for i in range(1, self.smooth_n):
             total = total + recent[:, i]
         smoothed = total / np.minimum(count, self.smooth_n).astype(np.float32)[:, None]
         self.scores[slots] = smoothed
@@ -87,7 +94,8 @@ class DecisionRule:
             s = slots[rows]
             label = self.pending_label[s]
             score = smoothed[rows, label]
-            rising = (score > self.pending_peak[s]) & ((now_s[rows] - self.pending_since_s[s]) * 1000 < self.config.peak_wait_ms)
+            waited_ms = (now_s[rows] - self.pending_since_s[s]) * 1000
+            rising = (score > self.pending_peak[s]) & (waited_ms < self.config.peak_wait_ms - TIME_TOLERANCE_MS)
             self.pending_peak[s[rising]] = score[rising]
             emit, s = rows[~rising], s[~rising]
             emitted = (emit, label[~rising], self.pending_peak[s])
@@ -109,7 +117,7 @@ class DecisionRule:
             self.keyword[best]
             & (top >= score.max(axis=1))
             & self.armed[s, best]
-            & ((now_s[rows] - self.last_detection_s[s]) * 1000 >= self.config.refractory_ms)
+            & ((now_s[rows] - self.last_detection_s[s]) * 1000 >= self.config.refractory_ms - TIME_TOLERANCE_MS)
         )
         s, best = s[crossing], best[crossing]
         self.armed[s, best] = False

@@ -13,7 +13,8 @@ fed in `--chunk-ms` chunks as fast as the recognizer takes them. Printed:
 - per-chunk latency p50/p99 over the first and the last 10 % of the chunks, as wall time and as this thread's
   CPU time (torch runs on this thread at --threads 1, and CPU time does not count time the machine spent on
   other processes, so it compares the recognizer's work early and late even on a busy machine);
-- the labels detected in each pass of the demo: the same in every pass means the stream has not drifted.
+- the detections in each pass of the demo (label, score, times from the pass's start): the same in every pass
+  means the stream has not drifted; and the detections in the synthesized street, which holds no words.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from drsn_asr.noise import street_scene  # noqa: E402
 SCENE_S = 10.0
 DEMO = REPO / "drsn_asr" / "assets" / "street_demo.flac"
 EDGE_FRACTION = 0.1  # "first" and "last" part of the run
+DEMO_GAP_S = 2.0  # silence around each demo pass: longer than the model's window plus the refractory time
 
 
 def rss_mb(field: str = "VmRSS") -> float:
@@ -52,8 +54,12 @@ def audio_blocks(total_samples: int, chunk: int, demo: np.ndarray, demo_every_s:
                  rng: np.random.Generator, fresh: bool = True) -> Iterator[tuple[str, np.ndarray]]:
     """("scene" | "demo", block) until `total_samples`: scenes (each new, or with `fresh=False` the first one
     again and again), and a whole demo pass `demo_every_s` after the start and after each pass. Every block is
-    a whole number of chunks."""
-    demo = demo[: len(demo) // chunk * chunk]  # demo passes then start at the same phase of the chunking
+    a whole number of chunks.
+
+    A demo pass is the demo between DEMO_GAP_S of digital silence: the recognizer then enters every pass in the
+    same state (the street before it is forgotten), so every pass must give exactly the same detections."""
+    gap = np.zeros(round(DEMO_GAP_S * SAMPLE_RATE) // chunk * chunk, np.float32)
+    demo = np.concatenate([gap, demo[: len(demo) // chunk * chunk], gap])  # same phase of the chunking each pass
     scene_n = round(SCENE_S * SAMPLE_RATE) // chunk * chunk
     scene = street_scene(scene_n / SAMPLE_RATE, SAMPLE_RATE, rng)[:scene_n]
     done, next_demo = 0, demo_every_s * SAMPLE_RATE
@@ -113,7 +119,11 @@ def soak(minutes: float = 180.0, chunk_ms: float = 100.0, model: str | None = No
     rss["growth_since_warmup_mb"] = round(rss["end_mb"] - rss["after_warmup_mb"], 2)
     rss["peak_mb"] = rss_mb("VmHWM")
     audio_s = total / SAMPLE_RATE
-    per_pass = [[d.label for d in detections if s <= (d.start_s + d.end_s) / 2 < e + 1.0] for s, e in passes]
+    in_pass = [[d for d in detections if s <= (d.start_s + d.end_s) / 2 < e] for s, e in passes]
+    per_pass = [[(d.label, d.score, round(d.start_s - s, 3), round(d.end_s - s, 3)) for d in p]
+                for p, (s, _) in zip(in_pass, passes)]
+    street_h = (audio_s - sum(e - s for s, e in passes)) / 3600
+    n_street = len(detections) - sum(len(p) for p in in_pass)
     return {
         "audio_minutes": round(audio_s / 60, 2),
         "chunk_ms": chunk_ms,
@@ -128,6 +138,8 @@ def soak(minutes: float = 180.0, chunk_ms: float = 100.0, model: str | None = No
         "latency_wall": {"first": _percentiles_ms(wall[:edge]), "last": _percentiles_ms(wall[-edge:])},
         "latency_cpu": {"first": _percentiles_ms(cpu[:edge]), "last": _percentiles_ms(cpu[-edge:])},
         "n_detections": len(detections),
+        "street_detections": n_street,
+        "street_detections_per_hour": round(n_street / street_h, 1) if street_h else None,
         "demo_passes": len(passes),
         "detections_per_demo_pass": per_pass,
         "demo_passes_identical": all(p == per_pass[0] for p in per_pass),
@@ -165,8 +177,10 @@ def main() -> int:
     for name, lat in (("wall", lw), ("CPU", lc)):
         print(f"latency per {args.chunk_ms:g} ms chunk ({name}): first 10 % p50 {lat['first']['p50_ms']} ms, "
               f"p99 {lat['first']['p99_ms']} ms; last 10 % p50 {lat['last']['p50_ms']} ms, p99 {lat['last']['p99_ms']} ms")
-    print(f"detections: {r['n_detections']}; {r['demo_passes']} demo passes, labels identical in every pass: "
-          f"{r['demo_passes_identical']} ({r['detections_per_demo_pass'][0] if r['demo_passes'] else []})")
+    first = [label for label, *_ in r["detections_per_demo_pass"][0]] if r["demo_passes"] else []
+    print(f"detections: {r['n_detections']}; in the {r['demo_passes']} demo passes {first} — identical (label, "
+          f"score, times) in every pass: {r['demo_passes_identical']}; in the synthesized street (no words): "
+          f"{r['street_detections']}, {r['street_detections_per_hour']} per hour")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
     return 0
