@@ -62,8 +62,8 @@ def to_float32(samples: np.ndarray | torch.Tensor, what: str = "audio") -> np.nd
         if not np.isfinite(out).all():
             bad = int(np.flatnonzero(~np.isfinite(out))[0])
             raise ValueError(f"{what}: sample {bad} is NaN or infinite; clean the signal (e.g. np.nan_to_num) first")
-        if not (out.flags.c_contiguous and out.flags.writeable):
-            out = out.copy()  # torch.from_numpy refuses negative strides and warns on read-only buffers
+        if not (out.flags.c_contiguous and out.flags.writeable) or out.strides[0] < 0:  # a 1-sample view is
+            out = out.copy()  # "contiguous" yet torch.from_numpy refuses its negative stride; read-only: it warns
         return out
     raise ValueError(
         f"{what}: unsupported sample dtype {dtype}; use float32 in [-1, 1] or int16 PCM"

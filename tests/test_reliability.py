@@ -130,6 +130,7 @@ def test_a_refused_chunk_leaves_the_stream_as_it_was(model):
 def test_single_samples_empty_chunks_and_a_one_sample_stream():
     rec = Recognizer(_loud_model())
     assert rec.feed(np.zeros(0, np.int16)) == [] and rec.feed(np.array([0.5], np.float32)) == []
+    assert rec.feed(np.array([0.1, 0.2], np.float32)[::-1][:1]) == []  # "contiguous", but a negative stride
     assert rec.flush() == []
     x = _bursts([0.5], total_s=1.5)
     pieces = [x[i : i + 1] for i in range(len(x))]
