@@ -68,7 +68,7 @@ def check_chunk(chunk: np.ndarray | torch.Tensor, what: str = "Recognizer.feed")
             f"{what}: float samples far beyond [-1, 1] (max |x| = {float(np.abs(samples).max()):.1f}) look like "
             "integer PCM stored as float; pass the int16 array itself or divide by 32768"
         )
-    return np.ascontiguousarray(samples)  # torch.from_numpy refuses negative strides
+    return samples
 
 
 class StreamBank:
