@@ -95,6 +95,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_words(args: argparse.Namespace) -> int:
+    from .custom import WordsConfig, check_config, load_words_config, train_words
+
+    overrides = {"out": args.out, "epochs": args.epochs, "work_dir": args.work_dir, "base_model": args.base_model}
+    if args.negative:
+        overrides["negatives"] = tuple(args.negative)
+    try:
+        if args.config:
+            if args.phrases:
+                overrides["phrases"] = tuple(args.phrases)
+            cfg = load_words_config(args.config, overrides)
+        else:
+            if args.out is None:
+                raise ValueError("--out is required (where the new model goes), e.g. --out my_model.pt")
+            cfg = check_config(WordsConfig(phrases=tuple(args.phrases),
+                                           **{k: v for k, v in overrides.items() if v is not None}))
+        report = train_words(cfg, base=Path("."), device=args.device, progress=True)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"drsn-asr: {e}", file=sys.stderr)
+        return 1
+    held = report["held_out_voices"]
+    print(f"wrote {report['model']}: labels {', '.join(report['labels'])}")
+    print(f"corpus {report['clips']} clips from {report['renderings']} renderings ({report['corpus_s'] / 60:.1f} min), "
+          f"training {report['train_s'] / 60:.1f} min")
+    if not held["n_clips"]:
+        print("held-out TTS voices: none (too few voices for a held-out share); evaluate on your own recordings "
+              "with drsn-asr evaluate")
+        return 0
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.1%}"
+
+    print(f"held-out TTS voices ({held['n_clips']} clips): keyword accuracy {pct(held['keyword_accuracy'])}, "
+          f"rejection of other words {pct(held['unknown_rejection'])}")
+    for label, recall in held["per_class"].items():
+        print(f"  {label:>20s}  {recall:.1%}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -395,6 +434,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=None, help="override out_dir")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train-words", help="a model for your own commands, trained from text",
+                       description="Speak each phrase with every installed TTS voice (plus their parts, your "
+                                   "negatives and common words as non-commands), add street noise and fine-tune the "
+                                   "default model on them. Phrases must fit in 1 s. Reruns resume.")
+    p.add_argument("phrases", nargs="*", help='commands, e.g. "lights on" "lights off" "computer"')
+    p.add_argument("--out", default=None, help="checkpoint to write (required unless the config names one)")
+    p.add_argument("--config", default=None, help="YAML with the keys of drsn_asr.custom.WordsConfig")
+    p.add_argument("--negative", action="append", default=[],
+                   help="a word or phrase that must NOT trigger (a near-miss of yours); repeatable")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 5)")
+    p.add_argument("--base-model", default=None, help="model to start from (default: the shipped default)")
+    p.add_argument("--work-dir", default=None, help="corpus, cache and checkpoints (default runs/words)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_cmd_train_words)
 
     p = sub.add_parser("evaluate", help="accuracy on a folder of labelled clips",
                        description="Evaluate on DIR/<word>/<clip>.wav (Speech Commands layout). Clips of words "

@@ -29,6 +29,7 @@ class FeatureConfig:
     f_min_hz: float = 20.0
     f_max_hz: float = 7600.0
     log_floor: float = 1e-6
+    remove_dc_offset: bool = False  # subtract each frame's mean before windowing (Kaldi's remove_dc_offset)
 
     @property
     def window_samples(self) -> int:

@@ -78,16 +78,39 @@ def read_fsdd(root: str | Path, speakers: Iterable[str] | None = None) -> list[E
     return out
 
 
-def read_sentences(root: str | Path, window_s: float = 1.0, hop_s: float = 0.5, part: tuple[float, float] = (0, 1)) -> list[Example]:
+def sentence_labels(root: str | Path) -> dict[str, str]:
+    """Recording stem → the words its `label.json` knows it contains (intent slot values, lower case).
+
+    The command-sentences recordings come with intent/slot labels, not full transcripts: the slot values
+    ("iced coffee", "double shot") are the content words. `label.json` sits in `root` or its parent.
+    """
+    import json
+
+    root = Path(root)
+    for candidate in (root / "label.json", root.parent / "label.json"):
+        if candidate.is_file():
+            labels = json.loads(candidate.read_text())
+            return {Path(name).stem: " ".join(" ".join(str(v).lower().split()) for v in entry.get("slots", {}).values())
+                    for name, entry in labels.items()}
+    raise FileNotFoundError(f"no label.json in {root} or {root.parent}: cannot tell which sentences contain a word")
+
+
+def read_sentences(root: str | Path, window_s: float = 1.0, hop_s: float = 0.5, part: tuple[float, float] = (0, 1),
+                   exclude_words: Iterable[str] = ()) -> list[Example]:
     """Real non-keyword speech: each sentence cut into windows (`offset_s`), as `_unknown_` examples.
 
     `part` selects recordings by a stable hash of their name, so train and test never share a recording.
+    Recordings whose labels mention any of `exclude_words` are left out (they may contain a keyword).
     """
     import soundfile as sf
 
+    exclude = {w.lower() for w in exclude_words}
+    labels = sentence_labels(root) if exclude else {}
     out = []
     for path in sorted(Path(root).glob("*.flac")):
         if not part[0] <= stable_fraction(path.name) < part[1]:
+            continue
+        if exclude and exclude & set(labels.get(path.stem, "").split()):
             continue
         duration_s = sf.info(str(path)).duration
         n = max(1, int((duration_s - window_s) / hop_s) + 1)

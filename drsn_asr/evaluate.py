@@ -41,6 +41,8 @@ def expected_label(word: str, labels: list[str]) -> str:
     """What a clip of `word` should be recognized as by a model with `labels`."""
     if word == LABEL_SILENCE:
         return LABEL_SILENCE
+    if word not in labels and word.replace("_", " ") in labels:  # folder "lights_on" holds the phrase "lights on"
+        word = word.replace("_", " ")
     return word if word in labels and word != LABEL_UNKNOWN else LABEL_UNKNOWN
 
 

@@ -8,6 +8,7 @@ inside the file: ONNX `metadata_props` (keys below), TorchScript extra file `drs
 
 The frontend, for anyone who feeds features instead (all settings are in `feature_config`):
     frame i   = samples [i·hop, i·hop + window)           no centre padding; 1 s → 98 frames of 25 ms, hop 10 ms
+    frame    -= mean(frame)                                only when remove_dc_offset is true
     spectrum  = |rfft(frame · periodic Hann(window), n_fft)|²
     log-mel   = ln(spectrum @ mel_filterbank + log_floor)  Slaney-normalised, Slaney-scale filters, f_min..f_max
 An exported model scores one window; streaming (a window every `hop_ms`, smoothing, thresholds) is the
@@ -73,7 +74,7 @@ def metadata(model: LoadedModel) -> dict[str, str]:
         "input": f"{INPUT_NAME}: float32 [batch, {window_samples}] mono audio in [-1, 1] at "
                  f"{model.features.sample_rate} Hz",
         "output": f"{OUTPUT_NAME}: float32 [batch, {len(model.labels)}] class probabilities in the order of 'labels'",
-        "frontend": "frame i = samples [i*hop, i*hop+window); |rfft(frame * periodic hann(window), n_fft)|^2; "
+        "frontend": "frame i = samples [i*hop, i*hop+window); minus its mean if remove_dc_offset; |rfft(frame * periodic hann(window), n_fft)|^2; "
                     "@ slaney mel filterbank (f_min_hz..f_max_hz, n_mels); ln(x + log_floor)",
         "source": model.source,
         "training": json.dumps(model.training, default=str),

@@ -36,6 +36,10 @@ class LogMel(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         c = self.config
         frames = audio.unfold(-1, c.window_samples, c.hop_samples)  # (..., n_frames, window)
+        if c.remove_dc_offset:
+            # A DC offset (cheap mics, un-high-passed sound cards) leaks through the window's side lobes into
+            # the low mel bands; removing it per frame keeps the frontend frame-local, so streaming stays exact.
+            frames = frames - frames.mean(dim=-1, keepdim=True)
         spectrum = torch.fft.rfft(frames * self.window, n=c.n_fft)
         power = spectrum.real.square() + spectrum.imag.square()
         mel = power @ self.fbank  # (..., n_frames, n_mels)

@@ -62,6 +62,7 @@ class DataConfig:
     sentences_train_part: tuple[float, float] = (0.0, 0.8)
     sentences_validation_part: tuple[float, float] = (0.8, 0.9)
     sentences_as_unknown: bool = True  # False: real sentences only feed the babble noise, not the _unknown_ class
+    sentences_exclude: tuple[str, ...] = ()  # leave out sentences whose labels mention these words (keywords)
     speech_commands_dir: str | None = None  # Google Speech Commands root: uses its own split lists
     noise_files: tuple[str, ...] = ()
     noise_kinds: tuple[str, ...] = ("car_horn", "traffic_passby", "engine", "road_rumble", "babble")
@@ -109,6 +110,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     out_dir: str = "runs/default"
+    init_from: str | None = None  # start from this model's weights (shipped name or checkpoint path): fine-tuning
 
 
 def load_train_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -149,8 +151,8 @@ def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
         train += read_fsdd(_resolve(cfg.fsdd_dir, base), cfg.fsdd_train_speakers)
     if cfg.sentences_dir and cfg.sentences_as_unknown:
         root = _resolve(cfg.sentences_dir, base)
-        train += read_sentences(root, part=cfg.sentences_train_part)
-        validation += read_sentences(root, part=cfg.sentences_validation_part)
+        train += read_sentences(root, part=cfg.sentences_train_part, exclude_words=cfg.sentences_exclude)
+        validation += read_sentences(root, part=cfg.sentences_validation_part, exclude_words=cfg.sentences_exclude)
     if cfg.speech_commands_dir:
         root = _resolve(cfg.speech_commands_dir, base)
         train += read_speech_commands(root, "train")
@@ -209,6 +211,7 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
     n_samples = round(cfg.model.window_s * SAMPLE_RATE)
     out: dict[str, Any] = {"labels": labels}
     negatives: list[np.ndarray] = []
+    tts_negatives: list[np.ndarray] = []  # babble of synthetic talkers when there is no real speech
     for split, exs in examples.items():
         clips, rms, ys, copies = [], [], [], 1 if split == "validation" else 1 + cfg.data.augment_copies
         for ex in tqdm(exs, desc=f"preparing {split}", disable=not progress, mininterval=2):
@@ -218,6 +221,9 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
                 audio = audio[start : start + n_samples]
                 if split == "train" and len(negatives) < 400 and np.sqrt(np.mean(audio**2)) > 1e-3:
                     negatives.append(audio)
+            elif split == "train" and ex.source == "tts" and len(tts_negatives) < 400:
+                if label_for(ex.word, cfg.data.vocabulary) == LABEL_UNKNOWN:
+                    tts_negatives.append(audio)
             for copy in range(copies if ex.source == "tts" else 1 if ex.source == "sentences" else min(2, copies)):
                 x = audio if copy == 0 else augment.random_augment(audio, SAMPLE_RATE, rng, cfg.augment)
                 x = fit_window(x.astype(np.float32, copy=False), n_samples, rng)
@@ -232,15 +238,17 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
         rms += [0.0] * n_silence
         ys += [index[LABEL_SILENCE]] * n_silence
         out[split] = {
-            "speech": torch.from_numpy(np.stack(clips)),
+            "speech": torch.from_numpy(np.stack(clips)) if clips else torch.zeros(0, n_samples, dtype=torch.int16),
             "rms": torch.tensor(rms, dtype=torch.float32),
             "labels": torch.tensor(ys, dtype=torch.long),
         }
     if not negatives and cfg.data.sentences_dir:  # babble from real sentences even when they are not examples
-        for ex in read_sentences(_resolve(cfg.data.sentences_dir, base), part=cfg.data.sentences_train_part)[::4][:400]:
+        root = _resolve(cfg.data.sentences_dir, base)
+        for ex in read_sentences(root, part=cfg.data.sentences_train_part, exclude_words=cfg.data.sentences_exclude)[::4][:400]:
             audio = load_example(ex)
             if np.sqrt(np.mean(audio**2)) > 1e-3:
                 negatives.append(audio)
+    negatives = negatives or tts_negatives
     out["noise"] = _noise_pool(cfg.data, base, negatives, cfg.optim.seed)
     with atomic_write(cache) as tmp:  # a run stopped mid-write must not leave a cache that looks complete
         torch.save(out, tmp)
@@ -271,6 +279,29 @@ def _sampling_weights(labels: torch.Tensor, names: list[str], cfg: OptimConfig) 
     share[names.index(LABEL_UNKNOWN)] = cfg.unknown_weight
     share[names.index(LABEL_SILENCE)] = cfg.silence_weight
     return (share / counts)[labels]
+
+
+def initialise_from(net: KeywordNet, labels: list[str], base_name: str) -> None:
+    """Copy a trained model's weights into `net`: the whole backbone, and the classifier rows of shared labels.
+
+    The base must have the same architecture and frontend. Rows of labels the base lacks (new commands) keep
+    their fresh initialisation; `_unknown_` and `_silence_` start from what the base learned.
+    """
+    from .checkpoint import load_model
+
+    base = load_model(base_name, device="cpu")
+    if base.net.config != net.config or base.features != net.features:
+        raise ValueError(f"init_from={base_name!r}: its architecture or frontend differs from the recipe's "
+                         "model/features sections; copy them from the base model's checkpoint")
+    state = {k: v for k, v in base.net.state_dict().items() if not k.startswith("fc.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) == {"fc.weight", "fc.bias"}, (missing, unexpected)
+    with torch.no_grad():
+        for i, label in enumerate(labels):
+            if label in base.labels:
+                j = base.labels.index(label)
+                net.fc.weight[i] = base.net.fc.weight[j]
+                net.fc.bias[i] = base.net.fc.bias[j]
 
 
 def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
@@ -319,7 +350,10 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     val_mix = NoisyBatches(va["speech"], va["rms"], data["noise"], (0.0, 20.0), 0.2)
 
     frontend = LogMel(cfg.features).to(dev)
-    net = KeywordNet(cfg.model, cfg.features, len(names)).to(dev)
+    net = KeywordNet(cfg.model, cfg.features, len(names))
+    if cfg.init_from:
+        initialise_from(net, names, cfg.init_from)
+    net = net.to(dev)
     model: nn.Module = net
     if distributed:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -380,7 +414,7 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
         log.info("epoch %d: %s", epoch + 1, entry)
         if progress:
             print(json.dumps(entry), flush=True)
-        if val_acc > best:
+        if val_acc > best or not len(va["labels"]):  # no validation set (tiny corpora): keep the latest
             best = val_acc
             save_checkpoint(out_dir / "best.pt", net, names, {**meta, "epoch": epoch + 1, "validation_accuracy": val_acc})
         save_checkpoint(last, net, names, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,

@@ -46,8 +46,14 @@ def test_shipped_configs_parse():
     from drsn_asr.train import load_train_config
 
     configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
-    train_configs = [p for p in configs if p.name != "corpus.yaml"]
+    from drsn_asr.custom import load_words_config
+
+    train_configs = [p for p in configs if p.name != "corpus.yaml" and not p.name.startswith("words_")]
     assert train_configs
     for path in train_configs:
         cfg = load_train_config(path)
         assert cfg.model.block in ("drsn_cw", "drsn_cs", "resnet", "se_resnet")
+    words_configs = [p for p in configs if p.name.startswith("words_")]
+    assert words_configs
+    for path in words_configs:
+        assert load_words_config(path).phrases

@@ -80,3 +80,18 @@ def test_runs_on_gpu_and_matches_cpu():
     cpu = LogMel()(x)
     gpu = LogMel().cuda()(x.cuda()).cpu()
     assert torch.allclose(cpu, gpu, atol=1e-3)
+
+
+def test_remove_dc_offset_makes_features_blind_to_a_constant_and_stays_streamable():
+    x = _audio()
+    plain = LogMel(FeatureConfig())
+    blind = LogMel(FeatureConfig(remove_dc_offset=True))
+    offset = x + 0.05
+    # Without removal the offset leaks through the window into the lowest bands; with it, nothing changes.
+    assert (plain(offset) - plain(x))[:3].abs().max() > 0.5
+    assert torch.allclose(blind(offset), blind(x), atol=1e-3)
+    # Removal only touches the lowest bands of offset-free audio (each frame's mean is tiny there).
+    assert (blind(x) - plain(x))[10:].abs().max() < 1e-2
+    stream = StreamingLogMel(blind)
+    pieces = [stream.feed(chunk) for chunk in torch.split(offset, 777)]
+    assert torch.allclose(torch.cat(pieces, dim=1), blind(offset), atol=1e-5)

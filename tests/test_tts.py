@@ -1,28 +1,15 @@
 """TTS engines and the corpus builder, on whatever engines are installed here."""
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from drsn_asr import corpus as build_corpus
 from drsn_asr import tts
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_builder():
-    spec = importlib.util.spec_from_file_location("build_corpus", REPO / "pipelines" / "build_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-build_corpus = _load_builder()
 
 
 def _first_voice(engine: str) -> tts.Voice:
