@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML with the keys of drsn_asr.custom.WordsConfig")
     p.add_argument("--negative", action="append", default=[],
                    help="a word or phrase that must NOT trigger (a near-miss of yours); repeatable")
-    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 5)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 12)")
     p.add_argument("--base-model", default=None, help="model to start from (default: the shipped default)")
     p.add_argument("--work-dir", default=None, help="corpus, cache and checkpoints (default runs/words)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ class WordsConfig:
     piper_renderings: int = 40
     common_word_share: float = 0.25  # share of renderings that also speak each common word
     sentences_dir: str | None = "../shared/data/command-sentences/clean"  # real non-keyword speech; skipped if absent
-    epochs: int = 5
+    epochs: int = 12  # held-out voices: 92.9% after 5 epochs, 97.3% after 12 (8 coffee orders)
     lr: float = 1e-3  # peak learning rate (the base model trained at 3e-3 from scratch)
     max_phrase_s: float = 1.0  # longest phrase after trimming; longer renderings are sped up (≤1.3×) or dropped
     seed: int = 0
@@ -211,8 +212,6 @@ def held_out_report(checkpoint: Path, corpus_dir: Path, recipe: TrainConfig) -> 
 
 def train_words(cfg: WordsConfig, base: Path = Path("."), device: str | None = None, progress: bool = True) -> dict:
     """Build the corpus, fine-tune, write `cfg.out`; returns a report (held-out accuracy, corpus counts, timing)."""
-    import time
-
     cfg = check_config(cfg)
     t0 = time.monotonic()
     recipe = train_config(cfg, base)

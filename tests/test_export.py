@@ -76,24 +76,27 @@ def test_onnx_takes_raw_audio_and_matches_torch_on_real_audio(model, exported, w
 
 
 def test_onnx_parity_holds_with_sharp_outputs(model, exported, windows, tmp_path):
-    """The placeholder's probabilities barely depend on the input; scaling the last layer makes them depend
-    strongly on every upstream value (frontend included), so a mismatch anywhere would show."""
-    scale = 30.0
+    """Scaling the last layer makes the probabilities depend strongly on every upstream value (frontend included),
+    so a mismatch anywhere would show. The scale is the largest of a few that does not saturate the softmax
+    (an untrained model needs a large one, a trained one is sharp already)."""
     proto = onnx.load(str(exported / "model.onnx"))
     by_name = {t.name: t for t in proto.graph.initializer}
     if not {"net.fc.weight", "net.fc.bias"} <= set(by_name):
         pytest.skip("the exporter renamed the classifier's weights")
+    for scale in (30.0, 10.0, 3.0, 1.0):
+        torch_model = AudioClassifier(model)
+        with torch.no_grad():
+            torch_model.net.fc.weight *= scale
+            torch_model.net.fc.bias *= scale
+            expected = torch_model(torch.from_numpy(windows)).numpy()
+        if np.std(expected.max(axis=1)) > 1e-3:
+            break
+    assert np.std(expected.max(axis=1)) > 1e-3  # outputs do vary
     for name in ("net.fc.weight", "net.fc.bias"):
         scaled = onnx.numpy_helper.to_array(by_name[name]) * np.float32(scale)
         by_name[name].CopyFrom(onnx.numpy_helper.from_array(scaled, name))
     onnx.save(proto, str(tmp_path / "sharp.onnx"))
-    torch_model = AudioClassifier(model)
-    with torch.no_grad():
-        torch_model.net.fc.weight *= scale
-        torch_model.net.fc.bias *= scale
-        expected = torch_model(torch.from_numpy(windows)).numpy()
     got = run_exported(tmp_path / "sharp.onnx", windows)
-    assert expected.max(axis=1).min() > 0 and np.std(expected[:, :].max(axis=1)) > 1e-3  # outputs do vary
     assert np.abs(got - expected).max() <= PARITY_TOL
 
 

@@ -17,6 +17,12 @@ from drsn_asr.checkpoint import read_checkpoint
 CLI = [sys.executable, "-m", "drsn_asr.cli"]
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C handled as usual, even when the tests run from a shell's background job (which starts
+    every child with SIGINT ignored, so Python would not turn it into KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # ---- Ctrl-C during training ----------------------------------------------------------------------------------
 def _epochs_printed(text):
     return [json.loads(line)["epoch"] for line in text.splitlines() if line.startswith("{")]
@@ -26,7 +32,8 @@ def test_ctrl_c_during_training_then_resume_loses_and_repeats_no_epoch(tmp_path)
     recipe = _tiny_recipe(tmp_path, epochs=200)
     run_dir = tmp_path / "run"
     with open(tmp_path / "stderr1", "w") as err:
-        proc = subprocess.Popen([*CLI, "train", "--config", str(recipe)], stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen([*CLI, "train", "--config", str(recipe)], stdout=subprocess.PIPE, stderr=err, text=True,
+                                preexec_fn=_default_sigint)
         try:
             first = proc.stdout.readline()  # the first epoch's line: its checkpoint follows
             assert first.startswith("{"), (tmp_path / "stderr1").read_text()[-2000:]
@@ -68,7 +75,7 @@ def test_ctrl_c_during_listen_stops_cleanly_with_a_summary(tmp_path):
     try:
         with open(tmp_path / "stderr", "w+") as err:
             proc = subprocess.Popen([*CLI, "listen", "--device", "pulse"], env=daemon.env, stdout=subprocess.PIPE,
-                                    stderr=err, text=True)
+                                    stderr=err, text=True, preexec_fn=_default_sigint)
             try:
                 deadline = time.monotonic() + 60
                 while "listening on" not in (tmp_path / "stderr").read_text() and time.monotonic() < deadline:
