@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -91,7 +92,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["out_dir"] = args.out_dir
     cfg = load_train_config(args.config, overrides)
     best = train(cfg, base=Path("."), device=args.device, progress=True)
-    print(f"best checkpoint: {best}")
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one line, not one per process
+        print(f"best checkpoint: {best}")
     return 0
 
 

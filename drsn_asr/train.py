@@ -374,7 +374,8 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
         log.info("resuming from %s at epoch %d", last, start_epoch)
     weights = _sampling_weights(tr["labels"], names, cfg.optim)
     shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
-    meta = {"config": to_dict(cfg), "n_parameters": count_parameters(net), "n_train": len(tr["labels"])}
+    meta = {"config": to_dict(cfg), "n_parameters": count_parameters(net), "n_train": len(tr["labels"]),
+            "world_size": int(os.environ.get("WORLD_SIZE", 1))}
     for epoch in range(start_epoch, cfg.optim.epochs):
         generator = torch.Generator().manual_seed(cfg.optim.seed * 1000 + epoch)
         order = torch.multinomial(weights, steps_per_epoch * cfg.optim.batch_size, replacement=True, generator=generator)
@@ -421,6 +422,7 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
                         best_accuracy=best, history=history)
     if distributed:
         torch.distributed.destroy_process_group()
-    with atomic_write(out_dir / "history.json") as tmp:
-        tmp.write_text(json.dumps(history, indent=1))
+    if rank == 0:  # the other ranks keep no history
+        with atomic_write(out_dir / "history.json") as tmp:
+            tmp.write_text(json.dumps(history, indent=1))
     return out_dir / "best.pt"

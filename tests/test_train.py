@@ -74,6 +74,28 @@ def test_training_learns_writes_checkpoints_and_resumes(tmp_path):
     assert max(h["validation_accuracy"] for h in history) > 0.6  # tones are easy: it must have learned
 
 
+def test_torchrun_trains_with_distributed_data_parallel_on_cpu(tmp_path):
+    """Two processes under torchrun (gloo backend on the CPU): one history, one set of checkpoints, one summary."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun, "torchrun comes with torch"
+    recipe = _tiny_recipe(tmp_path, epochs=3)
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "drsn_asr.cli", "train",
+                        "--config", str(recipe)], capture_output=True, text=True, timeout=180,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("best checkpoint:") == 1
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    state = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 3 and state["training"]["world_size"] == 2
+    assert load_model(tmp_path / "run" / "best.pt", device="cpu").labels[:2] == ["yes", "no"]
+
+
 def test_config_errors_name_the_key(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("optim:\n  epoch: 3\n")
