@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,6 @@ def sentence_labels(root: str | Path) -> dict[str, str]:
     The command-sentences recordings come with intent/slot labels, not full transcripts: the slot values
     ("iced coffee", "double shot") are the content words. `label.json` sits in `root` or its parent.
     """
-    import json
-
     root = Path(root)
     for candidate in (root / "label.json", root.parent / "label.json"):
         if candidate.is_file():
