@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf

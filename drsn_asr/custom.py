@@ -27,13 +27,13 @@ from typing import Any
 
 from . import corpus
 from .audio import read_audio
-from .checkpoint import load_model
+from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, from_dict, load_yaml
 from .data import read_tts_corpus, stable_fraction
 from .evaluate import Prediction, classify_clip, expected_label, summarize
 from .features import LogMel
 from .fileio import atomic_write
-from .train import TrainConfig, train
+from .train import TrainConfig, _resolve, train
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +143,13 @@ def corpus_config(cfg: WordsConfig) -> corpus.CorpusConfig:
 def run_dir(cfg: WordsConfig, base: Path = Path(".")) -> Path:
     """`work_dir/<key>`: one folder per (phrases, negatives, base model, seed), so a rerun resumes its own run."""
     key = hashlib.sha1(json.dumps([cfg.phrases, cfg.negatives, cfg.base_model, cfg.seed]).encode()).hexdigest()[:10]
-    work = Path(cfg.work_dir) if Path(cfg.work_dir).is_absolute() else base / cfg.work_dir
-    return work / key
+    return _resolve(cfg.work_dir, base) / key
 
 
 def _existing(paths: tuple[str, ...], base: Path) -> tuple[str, ...]:
     out = []
     for p in paths:
-        path = Path(p) if Path(p).is_absolute() else base / p
+        path = _resolve(p, base)
         if path.is_file():
             out.append(str(path))
         else:
@@ -165,7 +164,7 @@ def train_config(cfg: WordsConfig, base: Path = Path(".")) -> TrainConfig:
     base_cfg = from_dict(TrainConfig, recipe) if recipe else TrainConfig()
     work = run_dir(cfg, base)
     sentences = cfg.sentences_dir
-    if sentences and not (Path(sentences) if Path(sentences).is_absolute() else base / sentences).is_dir():
+    if sentences and not _resolve(sentences, base).is_dir():
         log.warning("sentences_dir %s is not here: no real non-keyword speech in training", sentences)
         sentences = None
     data = dataclasses.replace(
@@ -196,9 +195,8 @@ def _check_corpus(cfg: WordsConfig, rows: list[dict], n_renderings: int) -> None
                              f"{cfg.max_phrase_s:g} s window; use a shorter phrase (two or three short words)")
 
 
-def held_out_report(checkpoint: Path, corpus_dir: Path, recipe: TrainConfig) -> dict[str, Any]:
+def held_out_report(model: LoadedModel, corpus_dir: Path, recipe: TrainConfig) -> dict[str, Any]:
     """Accuracy on the TTS voices kept out of training and validation (clean clips, the streaming rule)."""
-    model = load_model(checkpoint, device="cpu")
     frontend = LogMel(model.features)
     lo = recipe.data.validation_voice_fraction
     hi = lo + recipe.data.test_voice_fraction
@@ -229,10 +227,11 @@ def train_words(cfg: WordsConfig, base: Path = Path("."), device: str | None = N
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out) as tmp:
         shutil.copyfile(best, tmp)
-    report = held_out_report(out, corpus_dir, recipe)
+    model = load_model(out, device="cpu")
+    report = held_out_report(model, corpus_dir, recipe)
     summary = {
         "model": str(out),
-        "labels": load_model(out, device="cpu").labels,
+        "labels": model.labels,
         "renderings": len(jobs),
         "clips": len(rows),
         "corpus_s": round(t_corpus, 1),

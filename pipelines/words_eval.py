@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr import Recognizer, load_model  # noqa: E402
+from drsn_asr import load_model, transcribe  # noqa: E402
 from drsn_asr.audio import SAMPLE_RATE, read_audio  # noqa: E402
 from drsn_asr.augment import active_rms  # noqa: E402
 from drsn_asr.config import LABEL_SILENCE, LABEL_UNKNOWN  # noqa: E402
@@ -37,14 +37,6 @@ from drsn_asr.noise import street_scene  # noqa: E402
 SHARED = REPO.parent / "shared" / "data"
 SENTENCES = SHARED / "command-sentences" / "clean"
 NOISE_KINDS = ["car_horn", "traffic_passby", "engine", "siren", "road_rumble", "wind"]
-
-
-def detect(model, audio: np.ndarray, threshold: float) -> list:
-    found = []
-    rec = Recognizer(model, on_detection=found.append, threshold=threshold)
-    rec.feed(audio.astype(np.float32))
-    rec.flush()
-    return found
 
 
 def real_recordings(model, snr_db: float | None, seed: int, threshold: float) -> dict:
@@ -68,7 +60,7 @@ def real_recordings(model, snr_db: float | None, seed: int, threshold: float) ->
         for p in said:
             present[p] += 1
         seen = set()
-        for d in detect(model, audio, threshold):
+        for d in transcribe(audio.astype(np.float32), model=model, threshold=threshold):
             if d.label in said and d.label not in seen:
                 seen.add(d.label)
                 hits[d.label] += 1
@@ -100,7 +92,7 @@ def long_street(model, minutes: float, seed: int, threshold: float) -> dict:
         parts.append(scene)
         seconds += 10.0
     audio = np.concatenate(parts)
-    found = detect(model, audio, threshold)
+    found = transcribe(audio.astype(np.float32), model=model, threshold=threshold)
     return {"audio_s": round(seconds, 1), "false_accepts": len(found),
             "false_accepts_per_hour": round(len(found) / seconds * 3600, 2),
             "labels": sorted({d.label for d in found})}
