@@ -62,6 +62,7 @@ class ModelConfig:
     reduction: int = 4  # hidden width of the threshold/SE FC = channels // reduction
     dropout: float = 0.1
     window_s: float = 1.0
+    relative_input: bool = False  # second input channel: log-mel minus its per-band mean over the window
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_KINDS:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import KeywordNet, Shrinkage, SqueezeExcite
+from .model import KeywordNet, Shrinkage, SqueezeExcite, stem_input
 
 CHANNELS_LAST = torch.channels_last
 
@@ -90,13 +90,14 @@ class FoldedNet:
         self.input_bn = tuple(t.view(1, -1, 1, 1) for t in _bn_affine(net.input_bn))
         self.stem = net.stem.weight.detach()
         self.stem_stride = net.stem.stride
+        self.relative_input = net.config.relative_input
         self.units = [_Unit(u) for u in net.units]
         self.head_bn = tuple(t.view(1, -1, 1, 1) for t in _bn_affine(net.head_bn))
         self.fc = (net.fc.weight.detach(), net.fc.bias.detach())
 
     def __call__(self, logmel: torch.Tensor) -> torch.Tensor:
         scale, shift = self.input_bn
-        x = F.conv2d(logmel.unsqueeze(1) * scale + shift, self.stem, None, self.stem_stride, 1)
+        x = F.conv2d(stem_input(logmel, self.relative_input) * scale + shift, self.stem, None, self.stem_stride, 1)
         x = x.contiguous(memory_format=CHANNELS_LAST)  # oneDNN's fast path for the small 3x3 convs that follow
         for unit in self.units:
             x = unit(x)

@@ -111,8 +111,9 @@ class KeywordNet(nn.Module):
         self.config = config
         self.features = features
         self.n_classes = n_classes
-        self.input_bn = nn.BatchNorm2d(1)  # log-mel values sit around -14..5: normalise before the stem
-        self.stem = nn.Conv2d(1, config.stem_channels, 3, stride=config.stem_stride, padding=1, bias=False)
+        in_channels = 2 if config.relative_input else 1
+        self.input_bn = nn.BatchNorm2d(in_channels)  # log-mel values sit around -14..5: normalise before the stem
+        self.stem = nn.Conv2d(in_channels, config.stem_channels, 3, stride=config.stem_stride, padding=1, bias=False)
         units: list[nn.Module] = []
         channels = config.stem_channels
         for out_channels, n_blocks, stride in zip(config.stage_channels, config.stage_blocks, config.stage_strides):
@@ -131,10 +132,19 @@ class KeywordNet(nn.Module):
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         """Log-mel (B, n_mels, n_frames) → class logits (B, n_classes)."""
-        x = self.stem(self.input_bn(logmel.unsqueeze(1)))
+        x = self.stem(self.input_bn(stem_input(logmel, self.config.relative_input)))
         x = self.units(x)
         x = F.relu(self.head_bn(x)).mean(dim=(2, 3))
         return self.fc(self.dropout(x))
+
+
+def stem_input(logmel: torch.Tensor, relative: bool) -> torch.Tensor:
+    """(B, n_mels, n_frames) → (B, 1 or 2, n_mels, n_frames): the log-mel, and with `relative` also the log-mel
+    minus each band's mean over the window. That second view is blind to the input level, to the channel's
+    colouring (a telephone band) and to the level of noise that is steady over the window; the first keeps
+    the absolute levels that tell speech from silence."""
+    x = logmel.unsqueeze(1)
+    return torch.cat([x, x - x.mean(dim=3, keepdim=True)], dim=1) if relative else x
 
 
 def count_parameters(model: nn.Module) -> int:

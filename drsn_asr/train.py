@@ -70,6 +70,7 @@ class DataConfig:
     validation_voice_fraction: float = 0.1  # TTS voices with hash in [0, this) validate
     test_voice_fraction: float = 0.1  # ... and in [validation, validation + this) are never used: the test set
     augment_copies: int = 2  # augmented copies of each TTS clip, besides the clean one
+    real_augment_copies: int = 1  # augmented copies of each real keyword clip (FSDD, Speech Commands)
     silence_fraction: float = 0.08  # silence examples as a fraction of all examples
     max_examples_per_word: int = 100000
     cache_dir: str = "data/cache"
@@ -183,7 +184,7 @@ def _noise_pool(cfg: DataConfig, base: Path, sentences: list[np.ndarray], seed: 
     synth_s = max(0.0, cfg.noise_pool_s - sum(len(p) for p in parts) / SAMPLE_RATE)
     scene_s = 10.0
     kinds = list(cfg.noise_kinds)
-    for _ in range(int(synth_s / scene_s)):
+    for _ in range(math.ceil(synth_s / scene_s)):  # a pool shorter than one scene still gets one
         parts.append(noise.street_scene(scene_s, SAMPLE_RATE, rng, kinds=kinds, speech=sentences))
     return torch.from_numpy(np.concatenate(parts).astype(np.float16))
 
@@ -213,7 +214,8 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
     negatives: list[np.ndarray] = []
     tts_negatives: list[np.ndarray] = []  # babble of synthetic talkers when there is no real speech
     for split, exs in examples.items():
-        clips, rms, ys, copies = [], [], [], 1 if split == "validation" else 1 + cfg.data.augment_copies
+        clips, rms, ys = [], [], []
+        copies = {"tts": 1 + cfg.data.augment_copies, "sentences": 1}  # any other source is real keyword speech
         for ex in tqdm(exs, desc=f"preparing {split}", disable=not progress, mininterval=2):
             audio = read_audio(ex.path)
             if ex.offset_s:
@@ -224,7 +226,7 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
             elif split == "train" and ex.source == "tts" and len(tts_negatives) < 400:
                 if label_for(ex.word, cfg.data.vocabulary) == LABEL_UNKNOWN:
                     tts_negatives.append(audio)
-            for copy in range(copies if ex.source == "tts" else 1 if ex.source == "sentences" else min(2, copies)):
+            for copy in range(1 if split == "validation" else copies.get(ex.source, 1 + cfg.data.real_augment_copies)):
                 x = audio if copy == 0 else augment.random_augment(audio, SAMPLE_RATE, rng, cfg.augment)
                 x = fit_window(x.astype(np.float32, copy=False), n_samples, rng)
                 peak = float(np.abs(x).max(initial=0.0))

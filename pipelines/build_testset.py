@@ -50,7 +50,8 @@ def main() -> None:
         target = out / "real" / ex.word / Path(ex.path).name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ex.path, target)  # kept at 8 kHz: evaluate resamples, as it would for a user
-    sentences = read_sentences(SHARED / "command-sentences" / "clean", hop_s=1.0, part=(0.9, 1.0))
+    sentences = read_sentences(SHARED / "command-sentences" / "clean", hop_s=1.0, part=(0.9, 1.0),
+                               exclude_words=cfg.vocabulary)  # "eight ounce" is no _unknown_
     (out / "real" / "sentence").mkdir(parents=True, exist_ok=True)
     for i, ex in enumerate(sentences):
         write_audio(out / "real" / "sentence" / f"{ex.group}_{i}.wav", load_example(ex))

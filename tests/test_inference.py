@@ -22,8 +22,9 @@ def _net(block, **config):
 
 @pytest.mark.parametrize("block", BLOCK_KINDS)
 @pytest.mark.parametrize("strides", [(2, 2, 2), (1, 2, 2)])
-def test_folded_equals_module(block, strides):
-    net = _net(block, stage_strides=strides)
+@pytest.mark.parametrize("relative_input", [False, True])
+def test_folded_equals_module(block, strides, relative_input):
+    net = _net(block, stage_strides=strides, relative_input=relative_input)
     x = torch.randn(3, 40, net.window_frames) * 3 - 5
     with torch.no_grad():
         expected = net(x)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from drsn_asr.config import FeatureConfig, ModelConfig
-from drsn_asr.model import KeywordNet, ResidualUnit, Shrinkage, SqueezeExcite, Threshold, count_parameters, soft_threshold
+from drsn_asr.model import (KeywordNet, ResidualUnit, Shrinkage, SqueezeExcite, Threshold, count_parameters, soft_threshold,
+                            stem_input)
 
 
 def _trained_like_threshold(channels, per_channel, seed=0):
@@ -145,3 +146,16 @@ def test_training_step_reduces_loss():
 def test_unknown_block_names_the_choices():
     with pytest.raises(ValueError, match="drsn_cw"):
         ModelConfig(block="drsn")
+
+
+def test_relative_input_channel_ignores_level_and_steady_colouring_but_keeps_the_absolute_one():
+    torch.manual_seed(0)
+    logmel = torch.randn(2, 40, 98)
+    colouring = torch.linspace(-8, 3, 40)[None, :, None]  # a gain per band, steady over the window (channel, hum)
+    plain, shifted = stem_input(logmel, True), stem_input(logmel + colouring + 4.0, True)
+    assert plain.shape == (2, 2, 40, 98)
+    assert torch.allclose(plain[:, 1], shifted[:, 1], atol=1e-5)
+    assert torch.allclose(shifted[:, 0] - plain[:, 0], (colouring + 4.0).expand(2, 40, 98)[:, :, :])
+    assert stem_input(logmel, False).shape == (2, 1, 40, 98)
+    net = KeywordNet(ModelConfig(relative_input=True), FeatureConfig(), 22).eval()
+    assert net.stem.in_channels == 2 and net(logmel).shape == (2, 22)

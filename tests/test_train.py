@@ -111,3 +111,54 @@ def test_spec_augment_masks_bands_and_frames():
     assert changed.any()
     per_example = changed.float().mean(dim=(1, 2))
     assert (per_example <= (6 * 98 + 10 * 40) / (40 * 98) + 1e-6).all()
+
+
+def test_real_keyword_clips_get_their_own_augmented_copies_and_keyword_sentences_are_not_unknown(tmp_path):
+    """Real FSDD digits: 1 + real_augment_copies examples each; a sentence whose labels hold a keyword
+    ("eight ounce") is no `_unknown_` example, the others are."""
+    import json as json_
+    import shutil
+
+    from drsn_asr.train import prepare_data
+
+    fsdd = tmp_path / "fsdd"
+    fsdd.mkdir()
+    for name in ("8_jackson_0.wav", "1_jackson_0.wav", "3_nicolas_1.wav"):
+        shutil.copyfile(SHARED / "fsdd" / "recordings" / name, fsdd / name)
+    sentences = tmp_path / "sentences"
+    sentences.mkdir()
+    labels = json_.loads((SHARED / "command-sentences" / "label.json").read_text())
+    eight = next(k for k, v in labels.items() if "eight ounce" in v["slots"].values())
+    other = next(k for k, v in labels.items() if not any(w in " ".join(v["slots"].values()).split()
+                                                        for w in ("eight", "one", "three")))
+    for key in (eight, other):
+        shutil.copyfile(SHARED / "command-sentences" / "clean" / key.replace(".wav", ".flac"),
+                        sentences / key.replace(".wav", ".flac"))
+    (sentences / "label.json").write_text(json_.dumps({k: labels[k] for k in (eight, other)}))
+    recipe = tmp_path / "real.yaml"
+    recipe.write_text(
+        f"""
+data:
+  vocabulary: ["one", "three", "eight"]
+  tts_dir: null
+  fsdd_dir: {fsdd}
+  fsdd_train_speakers: [jackson, nicolas]
+  sentences_dir: {sentences}
+  sentences_train_part: [0.0, 1.0]
+  sentences_exclude: ["one", "three", "eight"]
+  noise_kinds: [road_rumble]
+  noise_pool_s: 5.0
+  real_augment_copies: 3
+  silence_fraction: 0.0
+  cache_dir: {tmp_path / 'cache'}
+"""
+    )
+    data = prepare_data(load_train_config(recipe), tmp_path, progress=False)
+    names, y = data["labels"], data["train"]["labels"]
+    for word in ("one", "three", "eight"):
+        assert int((y == names.index(word)).sum()) == 4
+    import soundfile as sf
+    other_s = sf.info(str(sentences / other.replace(".wav", ".flac"))).duration
+    assert int((y == names.index("_unknown_")).sum()) == max(1, int((other_s - 1.0) / 0.5) + 1)
+    speech = data["train"]["speech"][y == names.index("eight")].float()
+    assert len({round(float(s.abs().sum()), 1) for s in speech}) == 4  # the copies differ from the original
