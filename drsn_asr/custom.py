@@ -176,8 +176,8 @@ def train_config(cfg: WordsConfig, base: Path = Path(".")) -> TrainConfig:
         sentences_dir=sentences,
         sentences_as_unknown=sentences is not None,
         sentences_validation_part=(0.0, 0.0),  # validate on held-out voices only; real sentences ≥ 0.8 stay unseen
-        # Only slot words are known for the sentences, so a recording that might say a phrase is left out.
-        sentences_exclude=tuple(sorted({w for p in cfg.phrases for w in p.split()})),
+        # Only slot words are known for the sentences: a recording whose slots hold a word of a phrase is left
+        # out (train.sentence_exclusions does it for every vocabulary).
         noise_files=_existing(base_cfg.data.noise_files, base),
         cache_dir=str(work / "cache"),
     )

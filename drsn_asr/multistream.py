@@ -196,14 +196,12 @@ class MultiStreamRecognizer:
     def flush(self, streams: Iterable[Hashable] | None = None) -> dict[Hashable, list[Detection]]:
         """End of stream for the given streams (all when None): push half a window of silence through each so
         its last word is classified. The streams stay open; `remove_stream` them when done."""
-        c = self.model.features
-        tail = np.zeros(round(self.model.net.config.window_s * c.sample_rate / 2), np.float32)
-        samples = {}
-        for stream in list(self._slots) if streams is None else streams:
-            self._slot(stream)
-            head = self._resamplers[stream].flush() if stream in self._resamplers else tail[:0]
-            samples[stream] = np.concatenate([head, tail])
-        return self._feed_arrays(samples)
+        streams = list(self._slots) if streams is None else list(dict.fromkeys(streams))
+        slots = np.array([self._slot(stream) for stream in streams], np.int64)
+        if len(slots) == 0:
+            return {}
+        heads = [self._resamplers[s].flush() if s in self._resamplers else np.zeros(0, np.float32) for s in streams]
+        return self._collect(self._bank.flush(slots, heads))
 
     # -- internals -------------------------------------------------------------------------------------------
     def _slot(self, stream: Hashable) -> int:

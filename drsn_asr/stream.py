@@ -102,6 +102,7 @@ class StreamBank:
         self.pending_len = np.zeros(0, np.int64)
         self.tail = torch.zeros(0, c.n_mels, self.window_frames - 1, device=self.device)
         self.n_frames = np.zeros(0, np.int64)
+        self.n_samples = np.zeros(0, np.int64)  # stream samples consumed per slot (flush's padding excluded)
         self.grow(capacity)
         self.refresh_model()
 
@@ -120,6 +121,7 @@ class StreamBank:
             self.tail = torch.cat([self.tail, self.tail.new_zeros(extra, *self.tail.shape[1:])])
         self.pending_len = np.concatenate([self.pending_len, np.zeros(extra, np.int64)])
         self.n_frames = np.concatenate([self.n_frames, np.zeros(extra, np.int64)])
+        self.n_samples = np.concatenate([self.n_samples, np.zeros(extra, np.int64)])
         self.rule.grow(capacity)
         self.capacity = capacity
         self._all_slots = np.arange(capacity)
@@ -132,6 +134,7 @@ class StreamBank:
         with torch.inference_mode():
             self.tail[torch.from_numpy(slots).to(self.device)] = self.silence_value
         self.n_frames[slots] = 0
+        self.n_samples[slots] = 0
         self.rule.reset(slots)
 
     def time_s(self, slot: int) -> float:
@@ -152,8 +155,10 @@ class StreamBank:
         step = self.step_samples(len(slots))
         with torch.inference_mode():  # state tensors are inference tensors: no autograd bookkeeping per op
             if lengths is None and n_samples <= step:  # the common live case: one step, every row full
+                self.n_samples[slots] += n_samples
                 return self._step(slots, audio, np.full(len(slots), n_samples, np.int64)) if n_samples else []
             lengths = np.full(len(slots), n_samples, np.int64) if lengths is None else np.asarray(lengths, np.int64)
+            self.n_samples[slots] += lengths
             out: list[tuple[int, Detection]] = []
             for start in range(0, n_samples, step):
                 taken = np.clip(lengths - start, 0, step)
@@ -165,6 +170,22 @@ class StreamBank:
                     piece = piece[torch.from_numpy(rows)]
                 out += self._step(slots[rows], piece, taken[rows])
         return out
+
+    def flush(self, slots: np.ndarray, heads: list[np.ndarray]) -> list[tuple[int, Detection]]:
+        """End of stream for `slots`: feed each its last samples (`heads`, e.g. a resampler's remainder), then
+        half a window of silence so that its last word is classified. A word located partly in that padding
+        still ends with the stream: detections are clipped to each stream's end."""
+        slots = np.asarray(slots, np.int64)
+        pad = round(self.model.net.config.window_s * self.sample_rate / 2)
+        lengths = np.array([len(h) for h in heads], np.int64) + pad
+        block = np.zeros((len(slots), int(lengths.max(initial=pad))), np.float32)
+        for row, head in enumerate(heads):
+            block[row, : len(head)] = head
+        end_s = dict(zip(slots.tolist(), ((self.n_samples[slots] + lengths - pad) / self.sample_rate).tolist()))
+        found = self.feed(slots, torch.from_numpy(block), lengths)
+        self.n_samples[slots] -= pad
+        return [(slot, dataclasses.replace(d, start_s=min(d.start_s, end_s[slot]), end_s=min(d.end_s, end_s[slot])))
+                for slot, d in found]
 
     def _step(self, slots: np.ndarray, piece: torch.Tensor, taken: np.ndarray) -> list[tuple[int, Detection]]:
         if piece.device != self.device or piece.dtype != torch.float32:
@@ -347,7 +368,6 @@ class Recognizer:
         """Forget all state: buffered audio, frames, smoothing, hold-offs and the stream clock."""
         if self._resampler is not None:
             self._resampler.reset()
-        self._n_samples = 0  # real samples consumed, at the model's rate (flush's padding excluded)
         self._bank.reset(self._slot)
         self._bank.refresh_model()
 
@@ -375,21 +395,15 @@ class Recognizer:
 
     def flush(self) -> list[Detection]:
         """End of stream: push half a window of silence through so the last word is classified; emit it."""
-        samples = self._resampler.flush() if self._resampler is not None else np.zeros(0, np.float32)
-        c = self.model.features
-        end_s = (self._n_samples + len(samples)) / c.sample_rate
-        tail = np.zeros(round(self.model.net.config.window_s * c.sample_rate / 2), np.float32)
-        return self._consume(np.concatenate([samples, tail]), end_s=end_s)
+        head = self._resampler.flush() if self._resampler is not None else np.zeros(0, np.float32)
+        return self._emit_all([d for _, d in self._bank.flush(self._slot, [head])])
 
-    def _consume(self, samples: np.ndarray, end_s: float | None = None) -> list[Detection]:
+    def _consume(self, samples: np.ndarray) -> list[Detection]:
         if samples.size == 0:
             return []
-        self._n_samples += len(samples)
-        detections = [d for _, d in self._bank.feed(self._slot, torch.from_numpy(samples)[None])]
-        if end_s is not None:  # a word located partly in flush's silence padding still ends with the stream
-            detections = [
-                dataclasses.replace(d, start_s=min(d.start_s, end_s), end_s=min(d.end_s, end_s)) for d in detections
-            ]
+        return self._emit_all([d for _, d in self._bank.feed(self._slot, torch.from_numpy(samples)[None])])
+
+    def _emit_all(self, detections: list[Detection]) -> list[Detection]:
         for detection in detections:
             self._emit(detection)
         return detections

@@ -62,7 +62,7 @@ class DataConfig:
     sentences_train_part: tuple[float, float] = (0.0, 0.8)
     sentences_validation_part: tuple[float, float] = (0.8, 0.9)
     sentences_as_unknown: bool = True  # False: real sentences only feed the babble noise, not the _unknown_ class
-    sentences_exclude: tuple[str, ...] = ()  # leave out sentences whose labels mention these words (keywords)
+    sentences_exclude: tuple[str, ...] = ()  # leave out sentences whose labels mention these words, besides the vocabulary's
     speech_commands_dir: str | None = None  # Google Speech Commands root: uses its own split lists
     noise_files: tuple[str, ...] = ()
     noise_kinds: tuple[str, ...] = ("car_horn", "traffic_passby", "engine", "road_rumble", "babble")
@@ -137,6 +137,12 @@ def _resolve(path: str | None, base: Path) -> Path | None:
     return p if p.is_absolute() else (base / p)
 
 
+def sentence_exclusions(cfg: DataConfig) -> tuple[str, ...]:
+    """Words whose sentences are no `_unknown_` examples: every word of the vocabulary (a real sentence that says
+    "eight ounce" holds a real "eight"), plus `sentences_exclude`."""
+    return tuple(sorted({w for phrase in cfg.vocabulary for w in phrase.split()} | set(cfg.sentences_exclude)))
+
+
 def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
     """Train and validation examples from every configured source, split by voice/speaker/recording."""
     train: list[Example] = []
@@ -151,9 +157,9 @@ def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
     if cfg.fsdd_dir:
         train += read_fsdd(_resolve(cfg.fsdd_dir, base), cfg.fsdd_train_speakers)
     if cfg.sentences_dir and cfg.sentences_as_unknown:
-        root = _resolve(cfg.sentences_dir, base)
-        train += read_sentences(root, part=cfg.sentences_train_part, exclude_words=cfg.sentences_exclude)
-        validation += read_sentences(root, part=cfg.sentences_validation_part, exclude_words=cfg.sentences_exclude)
+        root, exclude = _resolve(cfg.sentences_dir, base), sentence_exclusions(cfg)
+        train += read_sentences(root, part=cfg.sentences_train_part, exclude_words=exclude)
+        validation += read_sentences(root, part=cfg.sentences_validation_part, exclude_words=exclude)
     if cfg.speech_commands_dir:
         root = _resolve(cfg.speech_commands_dir, base)
         train += read_speech_commands(root, "train")
@@ -246,7 +252,7 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
         }
     if not negatives and cfg.data.sentences_dir:  # babble from real sentences even when they are not examples
         root = _resolve(cfg.data.sentences_dir, base)
-        for ex in read_sentences(root, part=cfg.data.sentences_train_part, exclude_words=cfg.data.sentences_exclude)[::4][:400]:
+        for ex in read_sentences(root, part=cfg.data.sentences_train_part, exclude_words=sentence_exclusions(cfg.data))[::4][:400]:
             audio = load_example(ex)
             if np.sqrt(np.mean(audio**2)) > 1e-3:
                 negatives.append(audio)

@@ -1,12 +1,16 @@
 """The seed's claim, tested: DRSN-CW vs DRSN-CS vs plain ResNet vs SE-ResNet, same data, budget and seed.
 
-    python pipelines/ablation.py [--config configs/default.yaml] [--parallel 2] [--skip-train]
+    python pipelines/ablation.py [--config configs/default.yaml] [--parallel 2] [--epochs N] [--skip-train]
+    python pipelines/ablation.py --tag 30_epochs --blocks resnet se_resnet --use drsn_cw=runs/default/best.pt
 
-1. trains the four backbones from one recipe (only `model.block` differs), `--parallel` at a time, each on
-   `threads` CPU threads (or the GPU when there is one), into runs/ablation/<block>/;
-2. copies each best checkpoint to models/ablation/<block>.pt;
-3. evaluates all four on the held-out real test set (pipelines/build_testset.py) clean and with held-out
-   noise at 20, 10, 5, 0, -5 dB, and writes docs/ablation.md (table) and docs/ablation_snr.png (plot).
+1. trains the backbones (`--blocks`, default all four) from one recipe (only `model.block` differs),
+   `--parallel` at a time, each on `threads` CPU threads (or the GPU when there is one), into
+   runs/ablation[_TAG]/<block>/; `--use BLOCK=CHECKPOINT` takes an already trained one instead (it must come
+   from the same recipe: the shipped default, say);
+2. copies each best checkpoint to models/ablation[/TAG]/<block>.pt;
+3. evaluates every checkpoint in that folder on the held-out real test set (pipelines/build_testset.py) clean
+   and with held-out noise at 20, 10, 5, 0, -5 dB, and writes docs/ablation[_TAG].md (table),
+   docs/ablation[_TAG].json and docs/ablation[_TAG]_plots/ (accuracy vs SNR, confusion matrices).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,26 +35,39 @@ BLOCKS = ("drsn_cw", "drsn_cs", "resnet", "se_resnet")
 SNRS_DB = [20.0, 10.0, 5.0, 0.0, -5.0]
 
 
-def train_all(config: Path, parallel: int, threads: int, epochs: int | None) -> None:
+def train_all(config: Path, blocks: list[str], runs: str, parallel: int, threads: int, epochs: int | None) -> None:
     prepare_data(load_train_config(config), REPO)  # build the shared cache once, before the runs race for it
-    pending = list(BLOCKS)
+    pending = list(blocks)
     running: list[tuple[str, subprocess.Popen]] = []
     while pending or running:
         while pending and len(running) < parallel:
             block = pending.pop(0)
-            log = open(REPO / "runs" / f"ablation_{block}.log", "w")
+            log = open(REPO / "runs" / f"{runs}_{block}.log", "w")
             cmd = [sys.executable, "-c", (
                 "import sys; from pathlib import Path; from drsn_asr.train import load_train_config, train; "
                 f"cfg = load_train_config({str(config)!r}, {{'model': {{'block': {block!r}}}, "
                 f"'optim': {{'threads': {threads}{', ' + repr('epochs') + ': ' + str(epochs) if epochs else ''}}}, "
-                f"'out_dir': 'runs/ablation/{block}'}}); train(cfg, Path({str(REPO)!r}), progress=True)")]
+                f"'out_dir': 'runs/{runs}/{block}'}}); train(cfg, Path({str(REPO)!r}), progress=True)")]
             running.append((block, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)))
-            print(f"training {block} (log: runs/ablation_{block}.log)", flush=True)
+            print(f"training {block} (log: runs/{runs}_{block}.log)", flush=True)
         block, proc = running[0]
         if proc.wait() != 0:
-            raise SystemExit(f"training {block} failed: see runs/ablation_{block}.log")
+            raise SystemExit(f"training {block} failed: see runs/{runs}_{block}.log")
         running.pop(0)
         print(f"trained {block}", flush=True)
+
+
+def _evaluate(model: Path, testset: Path, threads: int) -> dict:
+    """The held-out real test set, clean and at every SNR, without the per-clip predictions."""
+    import torch
+
+    torch.set_num_threads(threads)
+    result = evaluate(testset / "real", model=str(model), noise_dir=testset / "noise", snrs_db=SNRS_DB, seed=0,
+                      device="cpu")
+    result.pop("predictions")
+    for r in result.get("by_snr", {}).values():
+        r.pop("predictions", None)
+    return result
 
 
 def main() -> None:
@@ -58,41 +76,56 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs for all four")
-    parser.add_argument("--skip-train", action="store_true", help="only evaluate models/ablation/*.pt")
+    parser.add_argument("--blocks", nargs="+", choices=BLOCKS, default=list(BLOCKS), help="backbones to train")
+    parser.add_argument("--use", action="append", default=[], metavar="BLOCK=CHECKPOINT",
+                        help="take this trained checkpoint for BLOCK instead of training it")
+    parser.add_argument("--tag", default="", help="name of this comparison: models/ablation/TAG, docs/ablation_TAG.md")
+    parser.add_argument("--skip-train", action="store_true", help="only evaluate the checkpoints already there")
     parser.add_argument("--testset", default=str(REPO / "data" / "testset"))
     args = parser.parse_args()
+    suffix = f"_{args.tag}" if args.tag else ""
+    runs, models = f"ablation{suffix}", REPO / "models" / "ablation" / args.tag
+    used = dict(u.split("=", 1) for u in args.use)
     (REPO / "runs").mkdir(exist_ok=True)
+    models.mkdir(parents=True, exist_ok=True)
     if not args.skip_train:
-        train_all(Path(args.config), args.parallel, args.threads, args.epochs)
-        (REPO / "models" / "ablation").mkdir(parents=True, exist_ok=True)
-        for block in BLOCKS:
-            shutil.copyfile(REPO / "runs" / "ablation" / block / "best.pt", REPO / "models" / "ablation" / f"{block}.pt")
-    results = {}
-    for block in BLOCKS:
-        model = REPO / "models" / "ablation" / f"{block}.pt"
-        result = evaluate(Path(args.testset) / "real", model=str(model), noise_dir=Path(args.testset) / "noise",
-                          snrs_db=SNRS_DB, seed=0, device="cpu")
-        results[block] = {k: v for k, v in result.items() if k != "predictions"}
-        for r in results[block].get("by_snr", {}).values():
-            r.pop("predictions", None)
+        to_train = [b for b in args.blocks if b not in used]
+        train_all(Path(args.config), to_train, runs, args.parallel, args.threads, args.epochs)
+        for block in to_train:
+            shutil.copyfile(REPO / "runs" / runs / block / "best.pt", models / f"{block}.pt")
+    for block, checkpoint in used.items():
+        shutil.copyfile(checkpoint, models / f"{block}.pt")
+    present = [b for b in BLOCKS if (models / f"{b}.pt").is_file()]
+    with ProcessPoolExecutor(args.parallel) as pool:
+        jobs = [pool.submit(_evaluate, models / f"{b}.pt", Path(args.testset), args.threads) for b in present]
+        results = {block: job.result() for block, job in zip(present, jobs)}
+    for block, result in results.items():
         print(f"evaluated {block}: clean keyword accuracy {result['keyword_accuracy']:.3f}", flush=True)
     docs = REPO / "docs"
     docs.mkdir(exist_ok=True)
-    (docs / "ablation.json").write_text(json.dumps(results, indent=1))
-    plot_dir = docs / "ablation_plots"
-    plot_results(results, plot_dir)
+    (docs / f"ablation{suffix}.json").write_text(json.dumps(results, indent=1))
+    plot_results(results, docs / f"ablation{suffix}_plots")
     table = snr_table(results)
-    (docs / "ablation.md").write_text(
+    if "drsn_cw" in results and "resnet" in results:
+        cw, plain = results["drsn_cw"], results["resnet"]
+        gaps = [cw["keyword_accuracy"] - plain["keyword_accuracy"]] + [
+            cw["by_snr"][s]["keyword_accuracy"] - plain["by_snr"][s]["keyword_accuracy"] for s in cw["by_snr"]]
+        table += "\n| DRSN-CW − ResNet (points) | " + " | ".join(f"{100 * g:+.1f}" for g in gaps) + " | |"
+    epochs = args.epochs or load_train_config(args.config).optim.epochs
+    config = Path(args.config).resolve()
+    command = "python pipelines/ablation.py " + " ".join(sys.argv[1:])
+    (docs / f"ablation{suffix}.md").write_text(
         "# Ablation: does shrinkage help in street noise?\n\n"
-        "Four backbones trained from `configs/default.yaml` with only `model.block` changed (same data, budget,\n"
+        f"Backbones trained from `{config.relative_to(REPO) if config.is_relative_to(REPO) else config}` "
+        f"for {epochs} epochs with only `model.block` changed (same data, budget,\n"
         "seed), evaluated on a held-out real speaker (FSDD theo digits; held-out command sentences as\n"
         "`_unknown_`; `_silence_` clips of held-out noise), clean and with held-out noise (kitchen, running tap,\n"
         "synthesized sirens and wind — none of it in training) mixed at each SNR on the active speech.\n\n"
         "Keyword accuracy (and unknown rejection, clean):\n\n" + table + "\n\n"
-        "![accuracy vs SNR](ablation_plots/accuracy_vs_snr.png)\n\n"
-        "Produced by:\n\n```sh\npython pipelines/build_testset.py\npython pipelines/ablation.py\n```\n"
+        f"![accuracy vs SNR](ablation{suffix}_plots/accuracy_vs_snr.png)\n\n"
+        f"Produced by:\n\n```sh\npython pipelines/build_testset.py\n{command}\n```\n"
         "Re-run the evaluation of any one model with\n"
-        "`drsn-asr evaluate data/testset/real --model models/ablation/drsn_cw.pt --noise-dir data/testset/noise "
+        f"`drsn-asr evaluate data/testset/real --model {models.relative_to(REPO)}/drsn_cw.pt --noise-dir data/testset/noise "
         "--snr 20,10,5,0,-5 --seed 0`.\n"
     )
     print(table)
