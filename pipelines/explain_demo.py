@@ -7,7 +7,8 @@ The recording (7 s at 16 kHz), all of it licensed or synthesized:
     a digit at 1.3 s, clean (FSDD, speaker theo: held out from training; CC BY-SA 4.0);
     a car-horn honk from 2.8 s alone (drsn_asr.noise.car_horn, 6 dB above the speech);
     another digit at 4.8 s with a second honk over it.
---compare defaults to models/ablation/resnet.pt (the plain ResNet of the ablation) when that file exists.
+--compare defaults to models/ablation/30_epochs/resnet.pt (the plain ResNet trained with the default's recipe)
+when that file exists.
 Prints, per shrinkage unit, mean τ and the zeroed share in horn-only, speech-only and quiet windows.
 """
 
@@ -37,6 +38,7 @@ FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
 HELD_OUT_SPEAKERS = ("theo",)
 TOTAL_S = 7.0
 SPEECH_RMS = 0.05  # active RMS of each digit; a horn honk is noise.TARGET_RMS = 0.1 (+6 dB)
+COMPARE = "models/ablation/30_epochs/resnet.pt"
 RUMBLE_RMS = 0.0025  # -26 dB re the speech: a quiet street, so silence is not digital zero
 WORDS_AT_S = (1.3, 4.8)
 HORNS_AT_S = (2.7, 4.6)  # the first alone, the second over the second digit
@@ -85,13 +87,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "docs" / "explain_demo.png"), help=".png or .html")
     parser.add_argument("--model", default="default", help="shipped model name or checkpoint path")
-    parser.add_argument("--compare", default=None, help="second model (default: models/ablation/resnet.pt if present)")
+    parser.add_argument("--compare", default=None, help=f"second model (default: {COMPARE} if present)")
     parser.add_argument("--audio-out", default=None, help="also write the recording here (wav/flac)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     compare_model = args.compare
-    if compare_model is None and (REPO / "models" / "ablation" / "resnet.pt").is_file():
-        compare_model = str(REPO / "models" / "ablation" / "resnet.pt")
+    if compare_model is None and (REPO / COMPARE).is_file():
+        compare_model = str(REPO / COMPARE)
     audio, words, honks = make_recording(np.random.default_rng(args.seed))
     if args.audio_out:
         write_audio(args.audio_out, audio)
@@ -103,7 +105,7 @@ def main() -> None:
     title = (f"Held-out digits {said}; car horn {honks[0][0]:.1f}–{honks[0][1]:.1f} s (alone) and "
              f"{honks[1][0]:.1f}–{honks[1][1]:.1f} s (over the second digit)")
     out = save_report(expl, args.out, compare=compare, title=title)
-    print(f"wrote {out}" + ("" if compare else " (no --compare: models/ablation/resnet.pt not found)"))
+    print(f"wrote {out}" + ("" if compare else f" (no --compare: {COMPARE} not found)"))
     horn = _overlaps(expl.times_s, expl.window_s, honks)
     speech = _overlaps(expl.times_s, expl.window_s, [(a, b) for _, a, b in words]) & ~horn
     quiet = ~horn & ~speech & (expl.times_s >= expl.window_s)
