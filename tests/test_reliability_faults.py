@@ -81,7 +81,7 @@ def test_ctrl_c_during_listen_stops_cleanly_with_a_summary(tmp_path):
                 while "listening on" not in (tmp_path / "stderr").read_text() and time.monotonic() < deadline:
                     assert proc.poll() is None, (tmp_path / "stderr").read_text()
                     time.sleep(0.05)
-                time.sleep(1.0)  # a second of capture
+                time.sleep(2.0)  # capture (PulseAudio's first blocks can take most of a second on a busy 2-core box)
                 proc.send_signal(signal.SIGINT)
                 proc.communicate(timeout=10)
             finally:
