@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs for all four")
+    parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs for every backbone trained")
     parser.add_argument("--blocks", nargs="+", choices=BLOCKS, default=list(BLOCKS), help="backbones to train")
     parser.add_argument("--use", action="append", default=[], metavar="BLOCK=CHECKPOINT",
                         help="take this trained checkpoint for BLOCK instead of training it")

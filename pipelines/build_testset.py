@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from drsn_asr import noise  # noqa: E402
 from drsn_asr.audio import SAMPLE_RATE, read_audio, write_audio  # noqa: E402
 from drsn_asr.data import load_example, read_fsdd, read_sentences, read_tts_corpus, stable_fraction  # noqa: E402
-from drsn_asr.train import DataConfig  # noqa: E402
+from drsn_asr.train import DataConfig, sentence_exclusions  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 TEST_SPEAKERS = ("theo",)
@@ -51,7 +51,7 @@ def main() -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ex.path, target)  # kept at 8 kHz: evaluate resamples, as it would for a user
     sentences = read_sentences(SHARED / "command-sentences" / "clean", hop_s=1.0, part=(0.9, 1.0),
-                               exclude_words=cfg.vocabulary)  # "eight ounce" is no _unknown_
+                               exclude_words=sentence_exclusions(cfg))  # "eight ounce" is no _unknown_
     (out / "real" / "sentence").mkdir(parents=True, exist_ok=True)
     for i, ex in enumerate(sentences):
         write_audio(out / "real" / "sentence" / f"{ex.group}_{i}.wav", load_example(ex))

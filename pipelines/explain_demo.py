@@ -38,10 +38,10 @@ FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
 HELD_OUT_SPEAKERS = ("theo",)
 TOTAL_S = 7.0
 SPEECH_RMS = 0.05  # active RMS of each digit; a horn honk is noise.TARGET_RMS = 0.1 (+6 dB)
-COMPARE = "models/ablation/30_epochs/resnet.pt"
 RUMBLE_RMS = 0.0025  # -26 dB re the speech: a quiet street, so silence is not digital zero
 WORDS_AT_S = (1.3, 4.8)
 HORNS_AT_S = (2.7, 4.6)  # the first alone, the second over the second digit
+COMPARE = "models/ablation/30_epochs/resnet.pt"  # the plain ResNet trained with the default's recipe
 HONK_S = 0.6
 
 
