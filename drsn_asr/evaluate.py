@@ -102,6 +102,15 @@ def summarize(predictions: list[Prediction], labels: list[str]) -> dict[str, Any
     }
 
 
+def _per_noise(predictions: list[Prediction], names: list[str]) -> dict[str, float]:
+    """Keyword accuracy of the keyword clips, grouped by the noise recording each was mixed with."""
+    hits: dict[str, list[bool]] = {}
+    for p, name in zip(predictions, names):
+        if p.label not in (LABEL_UNKNOWN, LABEL_SILENCE):
+            hits.setdefault(name, []).append(p.label == p.predicted)
+    return {name: sum(h) / len(h) for name, h in sorted(hits.items())}
+
+
 def noise_files(noise_dir: str | Path) -> list[Path]:
     """Every audio file under `noise_dir`, sorted (so a seed picks the same noise on every machine)."""
     files = sorted(p for p in Path(noise_dir).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
@@ -122,14 +131,17 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a model on DIR; with `noise_dir` and `snrs_db`, also once per SNR with noise mixed in.
 
-    Returns the clean result (keys of `summarize`) plus `by_snr` {snr: result} when noise is given.
+    Returns the clean result (keys of `summarize`) plus `by_snr` {snr: result} when noise is given; each of
+    those also has `per_noise` {noise file stem: keyword accuracy of the keyword clips mixed with it}.
     """
     loaded = load_model(model, device=device)
     frontend = LogMel(loaded.features).to(loaded.device)
     examples: list[Example] = read_labelled_dir(data_dir)
-    noises = [read_audio(p) for p in noise_files(noise_dir)] if noise_dir else []
+    noise_paths = noise_files(noise_dir) if noise_dir else []
+    noises, noise_names = [read_audio(p) for p in noise_paths], [p.stem for p in noise_paths]
     conditions: list[float | None] = [None] + (list(snrs_db or []) if noises else [])
     results: dict[Any, list[Prediction]] = {c: [] for c in conditions}
+    mixed_with: dict[Any, list[str]] = {c: [] for c in conditions}  # noise file stem of each prediction
     for i, ex in enumerate(examples):
         audio = read_audio(ex.path)
         expected = expected_label(ex.word, loaded.labels)
@@ -137,7 +149,9 @@ def evaluate(
             x = audio
             if snr is not None:
                 rng = np.random.default_rng([seed, i, int(snr * 10) + 1000])
-                source = noises[int(rng.integers(len(noises)))]
+                which = int(rng.integers(len(noises)))
+                source = noises[which]
+                mixed_with[snr].append(noise_names[which])
                 start = int(rng.integers(0, max(1, len(source) - len(audio))))
                 segment = np.resize(source[start:], len(audio))
                 if active_rms(audio, SAMPLE_RATE) > 0:
@@ -152,4 +166,6 @@ def evaluate(
     out["model"] = loaded.source
     if len(conditions) > 1:
         out["by_snr"] = {str(snr): summarize(results[snr], loaded.labels) for snr in conditions[1:]}
+        for snr in conditions[1:]:
+            out["by_snr"][str(snr)]["per_noise"] = _per_noise(results[snr], mixed_with[snr])
     return out

@@ -1,0 +1,36 @@
+"""drsn_asr.evaluate with noise mixed in: the per-noise breakdown adds up to the SNR's keyword accuracy."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from drsn_asr.evaluate import evaluate
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_per_noise_keyword_accuracy_adds_up_to_the_snrs(tmp_path):
+    clips = tmp_path / "clips"
+    for digit, word in ((3, "three"), (7, "seven")):
+        (clips / word).mkdir(parents=True)
+        for take in range(6):
+            name = f"{digit}_theo_{take}.wav"
+            shutil.copyfile(SHARED / "fsdd" / "recordings" / name, clips / word / name)
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    for name in ("running_tap.wav", "white_noise.wav"):
+        shutil.copyfile(SHARED / "speech-commands-noise" / name, noise / name)
+    result = evaluate(clips, noise_dir=noise, snrs_db=[0.0], seed=0, device="cpu")
+    at_0 = result["by_snr"]["0.0"]
+    per_noise = at_0["per_noise"]
+    assert set(per_noise) <= {"running_tap", "white_noise"} and per_noise
+    assert all(0.0 <= v <= 1.0 for v in per_noise.values())
+    assert "per_noise" not in result  # clean audio was mixed with nothing
+    # weighting each noise's accuracy by its clip count gives back the SNR's keyword accuracy; clip i's noise is
+    # the seeded draw evaluate documents (sorted files, rng([seed, i, snr * 10 + 1000]))
+    names = ["running_tap", "white_noise"]
+    drawn = [names[int(np.random.default_rng([0, i, 1000]).integers(2))] for i in range(12)]
+    assert set(drawn) == set(per_noise)
+    total = sum(per_noise[name] for name in drawn) / len(drawn)
+    assert abs(total - at_0["keyword_accuracy"]) < 1e-9
