@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from drsn_asr.evaluate import evaluate
 
@@ -11,6 +12,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_per_noise_keyword_accuracy_adds_up_to_the_snrs(tmp_path):
+    if not SHARED.is_dir():
+        pytest.skip("shared/data is not beside this checkout")
     clips = tmp_path / "clips"
     for digit, word in ((3, "three"), (7, "seven")):
         (clips / word).mkdir(parents=True)
