@@ -37,7 +37,7 @@ from .audio import read_audio
 from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, to_dict
 from .features import LogMel
-from .inference import inference_forward
+from .inference import inference_forward, onnxruntime_available
 from .model import KeywordNet, count_parameters
 from .multistream import MultiStreamRecognizer
 from .stream import DecisionRule, Recognizer, check_chunk
@@ -107,9 +107,10 @@ def _state_bytes(rec: Recognizer) -> int:
     return sum(a.nbytes for a in arrays if isinstance(a, (np.ndarray, torch.Tensor)) and len(a) == bank.capacity)
 
 
-def live_stream(model: LoadedModel, audio: np.ndarray, chunk: int) -> dict[str, Any]:
-    """Feed `audio` in `chunk`-sample pieces through a Recognizer; wall and CPU time, per-feed latency."""
-    rec = Recognizer(model)
+def live_stream(model: LoadedModel, audio: np.ndarray, chunk: int, **options: Any) -> dict[str, Any]:
+    """Feed `audio` in `chunk`-sample pieces through a Recognizer(model, **options); wall and CPU time, per-feed
+    latency."""
+    rec = Recognizer(model, **options)
     latencies, detections = [], []
     wall, cpu = time.perf_counter(), time.thread_time()
     for start in range(0, len(audio), chunk):
@@ -163,9 +164,11 @@ class _PocketSphinx:
 
 
 def paired_paths(model: LoadedModel, audio: np.ndarray, chunk: int) -> dict[str, dict[str, float]]:
-    """The Recognizer, the naive path and PocketSphinx fed the same chunks in turn, hop by hop, so that all
-    three see the same machine conditions; wall and CPU time of each, as real-time factors."""
-    paths: dict[str, Any] = {"incremental": Recognizer(model), "naive": _NaivePath(model)}
+    """The Recognizer, the same on the torch backend, the naive path and PocketSphinx fed the same chunks in
+    turn, hop by hop, so that all see the same machine conditions; wall and CPU time of each, as real-time
+    factors."""
+    paths: dict[str, Any] = {"incremental": Recognizer(model), "torch_backend": Recognizer(model, backend="torch"),
+                             "naive": _NaivePath(model)}
     try:
         paths["pocketsphinx"] = _PocketSphinx()
     except ImportError:
@@ -188,11 +191,16 @@ def paired_paths(model: LoadedModel, audio: np.ndarray, chunk: int) -> dict[str,
 
 
 def forward_speedup(model: LoadedModel, batch: int, repeats: int) -> dict[str, float]:
-    """Time per window of the model as an nn.Module and in its folded inference form, at one batch size."""
+    """Time per window of the model as an nn.Module, folded (torch) and on ONNX Runtime (when installed), at one
+    batch size."""
     x = torch.randn(batch, model.features.n_mels, model.net.window_frames, device=model.device)
+    forwards = [("module", model.net), ("folded", inference_forward(model.net, "torch"))]
+    if onnxruntime_available():
+        onnx = inference_forward(model.net, "onnxruntime")
+        forwards.append(("onnxruntime", lambda windows: onnx.probs(windows.numpy())))
     out = {}
     with torch.inference_mode():
-        for name, forward in (("module", model.net), ("folded", inference_forward(model.net))):
+        for name, forward in forwards:
             forward(x)
             n = max(3, 64 // batch)
             runs = []
@@ -362,7 +370,8 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
                   "parameters": count_parameters(cpu_model.net),
                   "note": str(cpu_model.training.get("note", ""))},
         "audio": {"seconds": audio_s, "source": f"{DEMO} tiled, plus synthesized street noise"},
-        "settings": {"quick": quick, "repeats": repeats, "hop_ms": hop_ms, "chunk_samples": hop},
+        "settings": {"quick": quick, "repeats": repeats, "hop_ms": hop_ms, "chunk_samples": hop,
+                     "backend": type(Recognizer(cpu_model)._bank.forward).__name__},
         "figures": {},
         "ratios": {},
     }
@@ -393,17 +402,26 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
         fig["rtf_paired_incremental"] = _figure(median("incremental", "rtf"), "", "Recognizer, in the paired run")
         fig["rtf_naive_cpu1"] = _figure(median("naive", "rtf"), "", "whole-window log-mel every hop, same model and rule")
         ratio["naive_over_incremental"] = median("naive", "rtf_cpu") / median("incremental", "rtf_cpu")
+        fig["rtf_torch_backend_cpu1"] = _figure(median("torch_backend", "rtf"), "", "Recognizer(backend='torch'), paired run")
+        ratio["torch_backend_over_default"] = median("torch_backend", "rtf_cpu") / median("incremental", "rtf_cpu")
         if "pocketsphinx" in paired[0]:
             fig["rtf_pocketsphinx"] = _figure(median("pocketsphinx", "rtf"), "", "en-us model, JSGF grammar of the 20 words")
             ratio["pocketsphinx_over_drsn"] = median("pocketsphinx", "rtf_cpu") / median("incremental", "rtf_cpu")
         else:
             fig["rtf_pocketsphinx"] = _figure(None, "", "skipped: pip install pocketsphinx (or drsn-asr[bench])")
-        say("model forward: nn.Module vs folded")
+        say("model forward: nn.Module vs folded vs ONNX Runtime")
         for batch in (1, 64):
             times = forward_speedup(cpu_model, batch, repeats)
             fig[f"forward_module_b{batch}_us"] = _figure(times["module"] * 1e6, "µs/window", f"nn.Module, batch {batch}")
             fig[f"forward_folded_b{batch}_us"] = _figure(times["folded"] * 1e6, "µs/window", f"FoldedNet, batch {batch}")
             ratio[f"forward_module_over_folded_b{batch}"] = times["module"] / times["folded"]
+            if "onnxruntime" in times:
+                fig[f"forward_onnx_b{batch}_us"] = _figure(times["onnxruntime"] * 1e6, "µs/window", f"OnnxNet, batch {batch}")
+                ratio[f"forward_folded_over_onnx_b{batch}"] = times["folded"] / times["onnxruntime"]
+        say("single stream, CPU, 1 thread, 100 ms hop")
+        slow = [live_stream(cpu_model, audio, hop, hop_ms=2 * hop_ms) for _ in range(repeats)]
+        fig["rtf_live_cpu1_hop2x"] = _figure(np.median([r["rtf_cpu"] for r in slow]), "",
+                                             f"Recognizer(hop_ms={2 * hop_ms:g}) fed {hop_ms:g} ms chunks; CPU time")
         ratio["rtf_over_target"] = rtf / TARGET_RTF
     finally:
         torch.set_num_threads(default_threads)
@@ -469,6 +487,10 @@ ROWS = [  # (figure, label, format)
     ("forward_folded_b1_us", "Model folded for inference, batch 1 (µs/window)", "{:.0f}"),
     ("forward_module_b64_us", "Baseline: model as nn.Module, batch 64 (µs/window)", "{:.0f}"),
     ("forward_folded_b64_us", "Model folded for inference, batch 64 (µs/window)", "{:.0f}"),
+    ("forward_onnx_b1_us", "Model on ONNX Runtime, batch 1 (µs/window)", "{:.0f}"),
+    ("forward_onnx_b64_us", "Model on ONNX Runtime, batch 64 (µs/window)", "{:.0f}"),
+    ("rtf_torch_backend_cpu1", "Paired run: Recognizer on the torch backend, RTF", "{:.4f}"),
+    ("rtf_live_cpu1_hop2x", "Real-time factor at twice the default hop, CPU time", "{:.4f}"),
     ("offline_cpu1_audio_h_per_h", "Offline transcription, CPU 1 thread (audio h per h)", "{:.0f}"),
     ("offline_cpu_audio_h_per_h", "Offline transcription, CPU all threads (audio h per h)", "{:.0f}"),
     ("offline_gpu_audio_h_per_h", "Offline transcription, GPU (audio h per h)", "{:.0f}"),
@@ -507,6 +529,9 @@ def format_report(result: dict[str, Any]) -> str:
         "pocketsphinx_over_drsn": "PocketSphinx ÷ drsn-asr (paired, CPU time)",
         "forward_module_over_folded_b1": "nn.Module ÷ folded, batch 1",
         "forward_module_over_folded_b64": "nn.Module ÷ folded, batch 64",
+        "forward_folded_over_onnx_b1": "folded ÷ ONNX Runtime, batch 1",
+        "forward_folded_over_onnx_b64": "folded ÷ ONNX Runtime, batch 64",
+        "torch_backend_over_default": "torch backend ÷ default backend (paired, CPU time)",
         "gpu_streams_over_target": f"GPU streams ÷ target {TARGET_GPU_STREAMS:,}",
         "multistream_over_separate_cpu": "32 Recognizers ÷ 1 MultiStream of 32 (CPU, 1 thread)",
     }

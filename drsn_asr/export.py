@@ -33,6 +33,7 @@ from .checkpoint import LoadedModel, load_model
 from .config import to_dict
 from .features import LogMel
 from .fileio import atomic_write
+from .inference import import_onnxruntime
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 20  # DFT with a dft_length input, needed for rfft with n_fft > window
@@ -155,9 +156,7 @@ def run_exported(path: str | os.PathLike, audio: np.ndarray) -> np.ndarray:
     path = Path(path)
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     if path.suffix == ".onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = import_onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run([OUTPUT_NAME], {INPUT_NAME: audio})[0]
     scripted = _load_torchscript(path)
     with torch.no_grad(), torch.jit.optimized_execution(False):  # one call: skip the profiling passes

@@ -1,4 +1,4 @@
-"""An inference-only form of KeywordNet: the same function, fewer and cheaper operations per window.
+"""Inference-only forms of KeywordNet: the same function, fewer and cheaper operations per window.
 
 At one thread and one window per hop the stream's cost is mostly per-operation overhead, not arithmetic
 (~5 M multiply-adds spread over ~90 small ops and ~40 module calls). `FoldedNet` keeps the arithmetic and
@@ -8,21 +8,26 @@ drops the overhead:
 - the remaining BatchNorms (before a ReLU, after an addition) become one precomputed scale and shift;
 - the forward is one straight-line function of tensors, with no module dispatch or hooks;
 - activations after the stem are channels-last, which sends the small 3x3 convs to oneDNN's faster kernels.
-Its outputs equal the module's up to float rounding (~1e-7 relative). Folding needs eval-mode statistics, so a
-network in training mode, or a subclass with a forward of its own, is used as it is.
+`OnnxNet` runs FoldedNet's graph in ONNX Runtime: one native call per batch of windows instead of ~90 torch
+dispatches. Outputs equal the module's up to float rounding (~1e-6 relative). Folding needs eval-mode
+statistics, so a network in training mode, or a subclass with a forward of its own, is used as it is.
 
-Measured at 1 thread (docs/performance.md): 1.65× faster than the module per window at batch 1, 1.3× at
-batch 64. Tried and not kept: TorchScript trace+freeze (about the same gain, but deprecated in this torch),
-torch.compile (about the same gain after a minute of compiling), channels_last on the module alone (less
-gain), bfloat16 on the CPU (no gain at batch 1; faster at batch 16, but scores move by ~1e-3).
+Measured at 1 thread (docs/performance.md): FoldedNet 1.65× faster than the module per window at batch 1, 1.3×
+at batch 64; OnnxNet a further ~2.2× at batch 1. Tried and not kept: TorchScript trace+freeze (about FoldedNet's
+gain, but deprecated in this torch), torch.compile (about the same gain after a minute of compiling),
+channels_last on the module alone (less gain), bfloat16 on the CPU (no gain at batch 1; faster at batch 16, but
+scores move by ~1e-3).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import threading
 import weakref
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +35,7 @@ from torch import nn
 from .model import KeywordNet, Shrinkage, SqueezeExcite, stem_input
 
 CHANNELS_LAST = torch.channels_last
+ONNX_OPSET, ONNX_IR_VERSION = 17, 8  # ReduceMean with an axes attribute; IR 8 loads in every onnxruntime >= 1.14
 
 
 def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,6 +100,7 @@ class FoldedNet:
         self.units = [_Unit(u) for u in net.units]
         self.head_bn = tuple(t.view(1, -1, 1, 1) for t in _bn_affine(net.head_bn))
         self.fc = (net.fc.weight.detach(), net.fc.bias.detach())
+        self.n_mels = net.features.n_mels
 
     def __call__(self, logmel: torch.Tensor) -> torch.Tensor:
         scale, shift = self.input_bn
@@ -105,8 +112,113 @@ class FoldedNet:
         return F.linear(torch.relu(x * scale + shift).mean(dim=(2, 3)), *self.fc)
 
 
-_cache: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, FoldedNet]] = weakref.WeakKeyDictionary()
+class OnnxNet:
+    """FoldedNet's graph run by ONNX Runtime on the CPU: the same arithmetic in one call instead of ~90 torch ops.
+
+    At one window per hop the torch forward is mostly per-operation dispatch; ONNX Runtime runs the whole graph
+    in one native call, with its own fused conv kernels (measured in docs/performance.md). The graph is built
+    node by node from the folded weights (no tracing, so it takes milliseconds and always matches FoldedNet).
+    Call it with a torch tensor for logits (`forward`'s contract), or use `probs` with numpy arrays.
+    """
+
+    def __init__(self, folded: FoldedNet, threads: int):
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not burn CPU
+        self.session = ort.InferenceSession(_onnx_graph(folded).SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"])
+
+    def probs(self, logmel: np.ndarray) -> np.ndarray:
+        """Log-mel (B, n_mels, n_frames) float32 → softmax posteriors (B, n_classes) float32."""
+        return self.session.run(["probs"], {"logmel": np.ascontiguousarray(logmel, np.float32)})[0]
+
+    def __call__(self, logmel: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(logmel.detach().cpu().numpy(), np.float32)
+        return torch.from_numpy(self.session.run(["logits"], {"logmel": x})[0])
+
+
+def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, weights = [], []
+    counter = iter(range(1 << 30))
+
+    def const(value: torch.Tensor | np.ndarray) -> str:
+        name = f"w{next(counter)}"
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        weights.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(kind: str, *inputs: str, **attributes) -> str:
+        name = f"t{next(counter)}"
+        nodes.append(helper.make_node(kind, list(inputs), [name], **attributes))
+        return name
+
+    def affine(x: str, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> str:
+        return op("Add", op("Mul", x, const(scale_shift[0])), const(scale_shift[1]))
+
+    def conv(x: str, weight: torch.Tensor, bias: torch.Tensor | None, stride, pad: int) -> str:
+        inputs = [x, const(weight.contiguous())] + ([const(bias)] if bias is not None else [])
+        return op("Conv", *inputs, strides=list(stride), pads=[pad] * 4, kernel_shape=list(weight.shape[2:]))
+
+    def linear(x: str, weight_bias: tuple[torch.Tensor, torch.Tensor]) -> str:
+        return op("Gemm", x, const(weight_bias[0]), const(weight_bias[1]), transB=1)
+
+    def channel_vector(x: str) -> str:  # (B, C) → (B, C, 1, 1)
+        return op("Unsqueeze", x, const(np.array([2, 3], np.int64)))
+
+    x = op("Unsqueeze", "logmel", const(np.array([1], np.int64)))
+    if folded.relative_input:
+        x = op("Concat", x, op("Sub", x, op("ReduceMean", x, axes=[3], keepdims=1)), axis=1)
+    x = conv(affine(x, folded.input_bn), folded.stem, None, folded.stem_stride, 1)
+    for unit in folded.units:
+        r = conv(op("Relu", affine(x, unit.bn1)), *unit.conv1, unit.stride, 1)
+        r = conv(op("Relu", r), unit.conv2, None, (1, 1), 1)
+        if unit.kind == "shrink":
+            magnitude = op("Abs", r)
+            abs_mean = op("ReduceMean", magnitude, axes=[2, 3], keepdims=0)
+            alpha = op("Sigmoid", linear(op("Relu", linear(abs_mean, unit.fc1)), unit.fc2))
+            scale = abs_mean if unit.per_channel else op("ReduceMean", abs_mean, axes=[1], keepdims=1)
+            tau = channel_vector(op("Mul", alpha, scale))
+            r = op("Mul", op("Sign", r), op("Relu", op("Sub", magnitude, tau)))
+        elif unit.kind == "se":
+            pooled = op("ReduceMean", r, axes=[2, 3], keepdims=0)
+            r = op("Mul", r, channel_vector(op("Sigmoid", linear(op("Relu", linear(pooled, unit.fc1)), unit.fc2))))
+        x = op("Add", r, x if unit.shortcut is None else conv(x, *unit.shortcut, unit.stride, 0))
+    pooled = op("ReduceMean", op("Relu", affine(x, folded.head_bn)), axes=[2, 3], keepdims=0)
+    nodes.append(helper.make_node("Gemm", [pooled, const(folded.fc[0]), const(folded.fc[1])], ["logits"], transB=1))
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+    n_classes = folded.fc[0].shape[0]
+    graph = helper.make_graph(
+        nodes, "keyword_net",
+        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["batch", folded.n_mels, "frames"])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", n_classes]) for name in ("logits", "probs")],
+        weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], ir_version=ONNX_IR_VERSION)
+
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Callable]]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+
+
+def import_onnxruntime():  # -> the onnxruntime module
+    """onnxruntime with its telemetry off: left on, importing it writes a device id under ~/.cache/Microsoft.
+    (A user who sets ORT_DISABLE_TELEMETRY, or imports onnxruntime first, keeps their choice.)"""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
+def onnxruntime_available() -> bool:
+    """Whether the onnxruntime backend can run here (packages onnx and onnxruntime installed)."""
+    return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 
 
 def _signature(net: nn.Module) -> tuple:
@@ -114,19 +226,32 @@ def _signature(net: nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype) for t in (*net.parameters(), *net.buffers()))
 
 
-def inference_forward(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def inference_forward(net: nn.Module, backend: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
     """The fastest exact-up-to-rounding forward of `net` for inference, from its weights as they are now.
 
-    A plain KeywordNet in eval mode gets a FoldedNet, cached per network (rebuilt when its weights change);
-    anything else is returned as it is. Thread-safe.
+    A plain KeywordNet in eval mode gets an OnnxNet on the CPU when `backend` is "onnxruntime", or "auto" and
+    onnxruntime is installed; a FoldedNet otherwise ("torch", or on a GPU). The ONNX Runtime session uses as
+    many threads as torch does when it is made. Cached per network and backend (rebuilt when the weights or
+    torch's thread count change); anything else is returned as it is. Thread-safe.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    on_cpu = next(net.parameters()).device.type == "cpu"
+    if backend == "onnxruntime" and not onnxruntime_available():
+        raise ValueError("backend='onnxruntime' needs the onnx and onnxruntime packages: pip install 'drsn-asr[fast]'")
+    if backend == "onnxruntime" and not on_cpu:
+        raise ValueError("backend='onnxruntime' runs on the CPU; load the model with device='cpu' or use backend='torch'")
     if type(net) is not KeywordNet or net.training:
         return net
-    signature = _signature(net)
+    use_onnx = on_cpu and (backend == "onnxruntime" or (backend == "auto" and onnxruntime_available()))
+    kind, threads = ("onnxruntime" if use_onnx else "torch"), torch.get_num_threads()
+    signature = (*_signature(net), threads if use_onnx else 0)
     with _lock:
-        cached = _cache.get(net)
+        built = _cache.setdefault(net, {})
+        cached = built.get(kind)
         if cached is None or cached[0] != signature:
             with torch.no_grad():
-                cached = (signature, FoldedNet(net))
-            _cache[net] = cached
+                folded = FoldedNet(net)
+                cached = (signature, OnnxNet(folded, threads) if use_onnx else folded)
+            built[kind] = cached
     return cached[1]

@@ -45,7 +45,8 @@ class MultiStreamRecognizer:
         device: "cpu", "cuda" or None (CUDA when available).
         max_batch_windows: windows per forward pass (default 256 on CPU, 4096 on CUDA).
         autocast: None (float32: exactly the Recognizer's decisions) or "float16"/"bfloat16" to run the
-            forward pass in that precision (faster on GPUs; scores then differ by ~1e-3).
+            forward pass in that precision (faster on GPUs; scores then differ by ~1e-3; runs on torch).
+        backend: "auto", "torch" or "onnxruntime", as for `stream.Recognizer`.
         **detector_options: fields of DetectorConfig (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms).
 
     Not thread-safe: call it from one thread (a server's inference thread) and hand results back.
@@ -58,6 +59,7 @@ class MultiStreamRecognizer:
         device: str | torch.device | None = None,
         max_batch_windows: int | None = None,
         autocast: str | None = None,
+        backend: str = "auto",
         **detector_options: Any,
     ):
         self.model = load_model(model, device=device)
@@ -74,7 +76,7 @@ class MultiStreamRecognizer:
         if not isinstance(max_batch_windows, int) or max_batch_windows < 1:
             raise ValueError(f"max_batch_windows must be a positive int, got {max_batch_windows!r}")
         self._bank = StreamBank(self.model, self.config, capacity=0, max_batch_windows=max_batch_windows,
-                                autocast_dtype=AUTOCAST_DTYPES.get(autocast))
+                                autocast_dtype=AUTOCAST_DTYPES.get(autocast), backend=backend)
         self._slots: dict[Hashable, int] = {}  # stream → slot, in the order streams were added
         self._keys: list[Hashable | None] = []  # slot → stream (None: free)
         self._free: list[int] = []

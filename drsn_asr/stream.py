@@ -82,8 +82,10 @@ class StreamBank:
     """
 
     def __init__(self, model: LoadedModel, config: DetectorConfig, capacity: int = 1,
-                 max_batch_windows: int = MAX_BATCH_WINDOWS, autocast_dtype: torch.dtype | None = None):
+                 max_batch_windows: int = MAX_BATCH_WINDOWS, autocast_dtype: torch.dtype | None = None,
+                 backend: str = "auto"):
         self.model = model
+        self.backend = "torch" if autocast_dtype is not None and backend == "auto" else backend  # autocast is torch's
         self.config = config
         self.labels = model.labels
         c = self.features = model.features
@@ -108,7 +110,8 @@ class StreamBank:
 
     def refresh_model(self) -> None:
         """Take the model's weights as they are now (they are folded for inference once, not per hop)."""
-        self.forward = inference_forward(self.model.net)
+        self.forward = inference_forward(self.model.net, self.backend)
+        self._probs = getattr(self.forward, "probs", None)  # a backend that gives posteriors as numpy directly
 
     def grow(self, capacity: int) -> None:
         """Make room for `capacity` slots; new slots start reset."""
@@ -289,6 +292,8 @@ class StreamBank:
 
     def _classify(self, windows: torch.Tensor) -> np.ndarray:
         """Posteriors (n_windows, n_classes) as float32 on the CPU."""
+        if self._probs is not None:
+            return self._probs(windows.numpy())
         with self._autocast():
             if len(windows) <= self.max_batch_windows:
                 return torch.softmax(self.forward(windows).float(), dim=1).cpu().numpy()
@@ -333,6 +338,8 @@ class Recognizer:
         on_detection: called with each Detection as it happens; exceptions it raises are logged, not raised.
         sample_rate: rate of the audio you will feed; other than the model's rate it is resampled.
         device: "cpu", "cuda" or None (CUDA when available).
+        backend: how the network runs: "auto" (ONNX Runtime on the CPU when it is installed, torch otherwise),
+            "torch", or "onnxruntime". Both give the same posteriors up to float rounding (~1e-6).
         **detector_options: fields of DetectorConfig (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms).
 
     Not thread-safe: use one Recognizer per stream (they may share one LoadedModel). The model's weights are
@@ -346,6 +353,7 @@ class Recognizer:
         on_detection: Callable[[Detection], Any] | None = None,
         sample_rate: int = 16000,
         device: str | torch.device | None = None,
+        backend: str = "auto",
         **detector_options: Any,
     ):
         self.model = load_model(model, device=device)
@@ -360,7 +368,7 @@ class Recognizer:
         if unknown:
             raise ValueError(f"thresholds for unknown labels {sorted(unknown)}; the model's labels are {self.labels}")
         self._resampler = StreamResampler(sample_rate, features.sample_rate) if sample_rate != features.sample_rate else None
-        self._bank = StreamBank(self.model, self.config, capacity=1)
+        self._bank = StreamBank(self.model, self.config, capacity=1, backend=backend)
         self._slot = np.zeros(1, np.int64)
         self.reset()
 

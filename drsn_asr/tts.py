@@ -180,7 +180,9 @@ def _scheme_string(text: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _piper_model(model_path: str):
-    import onnxruntime
+    from .inference import import_onnxruntime
+
+    onnxruntime = import_onnxruntime()  # before piper imports it, so that its telemetry stays off
     from piper import PiperVoice
 
     voice = PiperVoice.load(model_path)

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
-import onnxruntime
-import soundfile
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # else importing onnxruntime writes a device id under ~/.cache
+import onnxruntime  # noqa: E402
+import soundfile  # noqa: E402
 
 HOP_S = 0.05  # one classification every 50 ms
 SMOOTH_WINDOWS = 3  # average the probabilities of the last 3 windows (150 ms)

@@ -1,10 +1,12 @@
-"""FoldedNet computes what KeywordNet computes (BatchNorms folded, straight-line forward), for every block kind."""
+"""FoldedNet and OnnxNet compute what KeywordNet computes (BatchNorms folded, straight-line forward / one ONNX
+Runtime graph), for every block kind; `inference_forward` picks the backend asked for."""
 
+import numpy as np
 import pytest
 import torch
 
 from drsn_asr.config import BLOCK_KINDS, FeatureConfig, ModelConfig
-from drsn_asr.inference import FoldedNet, inference_forward
+from drsn_asr.inference import FoldedNet, OnnxNet, inference_forward, onnxruntime_available
 from drsn_asr.model import KeywordNet
 
 
@@ -30,6 +32,32 @@ def test_folded_equals_module(block, strides, relative_input):
         expected = net(x)
         got = FoldedNet(net)(x)
     assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+
+
+@pytest.mark.parametrize("block", BLOCK_KINDS)
+@pytest.mark.parametrize("relative_input", [False, True])
+def test_onnx_equals_module(block, relative_input):
+    net = _net(block, stage_strides=(1, 2, 2), relative_input=relative_input)
+    x = torch.randn(3, 40, net.window_frames) * 3 - 5
+    with torch.no_grad():
+        expected = net(x)
+        onnx = OnnxNet(FoldedNet(net), threads=1)
+        got = onnx(x)
+        probs = onnx.probs(x.numpy())
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+    assert np.allclose(probs, torch.softmax(expected, dim=1).numpy(), atol=1e-5)
+    assert np.allclose(onnx.probs(x[:1].numpy()), probs[:1], atol=1e-6)  # batch 1, the live case, too
+
+
+def test_backend_choice():
+    net = _net("drsn_cw")
+    assert isinstance(inference_forward(net, "torch"), FoldedNet)
+    auto = inference_forward(net)
+    assert isinstance(auto, OnnxNet if onnxruntime_available() else FoldedNet)
+    assert isinstance(inference_forward(net, "onnxruntime"), OnnxNet)
+    assert inference_forward(net, "onnxruntime") is inference_forward(net, "onnxruntime")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        inference_forward(net, "tensorrt")
 
 
 def test_cached_per_network_and_rebuilt_when_weights_change():
