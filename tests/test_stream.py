@@ -173,3 +173,26 @@ def test_scores_exposed_for_meters():
     rec.feed(_bursts([0.2], total_s=1.0))
     assert set(rec.scores) == set(LABELS)
     assert abs(sum(rec.scores.values()) - 1) < 1e-4
+
+
+def test_torch_and_onnxruntime_backends_make_the_same_detections():
+    from pathlib import Path
+
+    from drsn_asr.audio import read_audio
+
+    x = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # 30 s of speech in the street
+    model = drsn_asr.load_model(device="cpu")
+    found = {}
+    for backend in ("torch", "onnxruntime"):
+        rec = Recognizer(model, backend=backend, threshold=0.3)
+        found[backend] = _feed_in_chunks(rec, x, [800])  # 50 ms chunks, as from a microphone
+        assert rec.scores != {} and rec.n_classifications > 500
+    torch_dets, onnx_dets = found["torch"], found["onnxruntime"]
+    assert len(torch_dets) >= 10
+    assert [(d.label, d.start_s, d.end_s) for d in onnx_dets] == [(d.label, d.start_s, d.end_s) for d in torch_dets]
+    assert max(abs(a.score - b.score) for a, b in zip(onnx_dets, torch_dets)) < 1e-3
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Recognizer(drsn_asr.load_model(device="cpu"), backend="tensorrt")
