@@ -58,6 +58,7 @@ class DataConfig:
     tts_dir: str | None = "data/corpus/tts"
     fsdd_dir: str | None = "../shared/data/fsdd/recordings"
     fsdd_train_speakers: tuple[str, ...] = ("jackson", "nicolas")
+    fsdd_validation_speakers: tuple[str, ...] = ()  # real speakers whose digits validate (never trained on)
     sentences_dir: str | None = "../shared/data/command-sentences/clean"
     sentences_train_part: tuple[float, float] = (0.0, 0.8)
     sentences_validation_part: tuple[float, float] = (0.8, 0.9)
@@ -145,6 +146,10 @@ def sentence_exclusions(cfg: DataConfig) -> tuple[str, ...]:
 
 def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
     """Train and validation examples from every configured source, split by voice/speaker/recording."""
+    both = sorted(set(cfg.fsdd_train_speakers) & set(cfg.fsdd_validation_speakers))
+    if both:
+        raise ValueError(f"data.fsdd_validation_speakers {both} are also in data.fsdd_train_speakers: a speaker "
+                         "validates only if never trained on; take them out of one list")
     train: list[Example] = []
     validation: list[Example] = []
     if cfg.tts_dir:
@@ -156,6 +161,8 @@ def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
                 train.append(ex)
     if cfg.fsdd_dir:
         train += read_fsdd(_resolve(cfg.fsdd_dir, base), cfg.fsdd_train_speakers)
+        if cfg.fsdd_validation_speakers:
+            validation += read_fsdd(_resolve(cfg.fsdd_dir, base), cfg.fsdd_validation_speakers)
     if cfg.sentences_dir and cfg.sentences_as_unknown:
         root, exclude = _resolve(cfg.sentences_dir, base), sentence_exclusions(cfg)
         train += read_sentences(root, part=cfg.sentences_train_part, exclude_words=exclude)

@@ -163,3 +163,18 @@ data:
     assert int((y == names.index("_unknown_")).sum()) == max(1, int((other_s - 1.0) / 0.5) + 1)
     speech = data["train"]["speech"][y == names.index("eight")].float()
     assert len({round(float(s.abs().sum()), 1) for s in speech}) == 4  # the copies differ from the original
+
+
+def test_a_real_speaker_can_validate_but_not_also_train(tmp_path):
+    if not SHARED.is_dir():
+        pytest.skip("shared/data is not beside this checkout")
+    from drsn_asr.train import DataConfig, collect_examples
+
+    cfg = DataConfig(tts_dir=None, sentences_dir=None, fsdd_dir=str(SHARED / "fsdd" / "recordings"),
+                     fsdd_train_speakers=("jackson", "nicolas"), fsdd_validation_speakers=("lucas",))
+    examples = collect_examples(cfg, tmp_path)
+    assert {ex.group for ex in examples["train"]} == {"jackson", "nicolas"}
+    assert {ex.group for ex in examples["validation"]} == {"lucas"} and len(examples["validation"]) == 500
+    with pytest.raises(ValueError, match="also in data.fsdd_train_speakers"):
+        collect_examples(DataConfig(fsdd_dir=cfg.fsdd_dir, fsdd_train_speakers=("lucas",),
+                                    fsdd_validation_speakers=("lucas",)), tmp_path)
