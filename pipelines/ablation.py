@@ -10,7 +10,8 @@
 2. copies each best checkpoint to models/ablation[/TAG]/<block>.pt;
 3. evaluates every checkpoint in that folder on the held-out real test set (pipelines/build_testset.py) clean
    and with held-out noise at 20, 10, 5, 0, -5 dB, and writes docs/ablation[_TAG].md (table),
-   docs/ablation[_TAG].json and docs/ablation[_TAG]_plots/ (accuracy vs SNR, confusion matrices).
+   docs/ablation[_TAG].json and docs/ablation[_TAG]_plots/ (accuracy vs SNR, confusion matrices); whatever
+   the report holds from the ANALYSIS_MARKER line on (the written analysis) is kept.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from drsn_asr.train import load_train_config, prepare_data  # noqa: E402
 
 BLOCKS = ("drsn_cw", "drsn_cs", "resnet", "se_resnet")
 SNRS_DB = [20.0, 10.0, 5.0, 0.0, -5.0]
+ANALYSIS_MARKER = "<!-- analysis: written by hand, kept when pipelines/ablation.py regenerates the part above -->"
 
 
 def train_all(config: Path, blocks: list[str], runs: str, parallel: int, threads: int, epochs: int | None) -> None:
@@ -114,7 +116,11 @@ def main() -> None:
     epochs = args.epochs or load_train_config(args.config).optim.epochs
     config = Path(args.config).resolve()
     command = "python pipelines/ablation.py " + " ".join(sys.argv[1:])
-    (docs / f"ablation{suffix}.md").write_text(
+    report = docs / f"ablation{suffix}.md"
+    kept = ""  # the analysis written by hand below the marker survives a re-run
+    if report.is_file() and ANALYSIS_MARKER in report.read_text():
+        kept = "\n" + report.read_text()[report.read_text().index(ANALYSIS_MARKER):]
+    report.write_text(
         "# Ablation: does shrinkage help in street noise?\n\n"
         f"Backbones trained from `{config.relative_to(REPO) if config.is_relative_to(REPO) else config}` "
         f"for {epochs} epochs with only `model.block` changed (same data, budget,\n"
@@ -126,7 +132,7 @@ def main() -> None:
         f"Produced by:\n\n```sh\npython pipelines/build_testset.py\n{command}\n```\n"
         "Re-run the evaluation of any one model with\n"
         f"`drsn-asr evaluate data/testset/real --model {models.relative_to(REPO)}/drsn_cw.pt --noise-dir data/testset/noise "
-        "--snr 20,10,5,0,-5 --seed 0`.\n"
+        "--snr 20,10,5,0,-5 --seed 0`.\n" + kept
     )
     print(table)
 
