@@ -16,6 +16,7 @@ same voice's isolated rendering to the end of the phrase (see `cut_after_carrier
 fails the isolated rendering is used. Measured on 15 words x 16 voices, the cut succeeded for
 all of them, and the cut words last 0.6-1.5x (typically 0.9x) their isolated renderings.
 
+Hibari (a small neural voice, in-process like Piper) gets its rate from its own speed input.
 All engines are deterministic except Piper, whose sampling noise is drawn inside the ONNX graph
 without a seed: its waveforms differ slightly from run to run.
 """
@@ -45,7 +46,7 @@ PAD_MS = 30  # silence kept on each side after trimming
 RELEASE_MS = 150  # how far after the last loud frame a final stop's release burst is looked for
 RELEASE_DB = 6.0  # ... and how much weaker than TRIM_DB it may be (synth noise floors sit ~-50 dB)
 
-ENGINES = ("espeak", "flite", "festival", "pico", "piper")
+ENGINES = ("espeak", "flite", "festival", "pico", "piper", "hibari")
 
 # From /usr/share/doc/<package>/copyright (Debian bookworm) and the Piper voice MODEL_CARD.
 LICENCES = {
@@ -60,7 +61,11 @@ LICENCES = {
     "pico": "Apache-2.0 (SVOX Pico engine); language data claims Apache-2.0 without source, "
     "redistributable (Debian non-free)",
     "piper": "CC0 (en_US-joe-medium voice, NabuCasa voice-datasets); piper-tts engine GPL-3.0",
+    "hibari": "Apache-2.0 (hibari-tts 0.2.1 and its bundled voice 'heart', distilled from Kokoro-82M af_heart, "
+    "Apache-2.0; lexicons from misaki, Apache-2.0)",
 }
+PACKAGES = {"piper": "piper", "hibari": "hibari"}  # engines that are Python packages: their import names
+HIBARI_VOICE = "heart"  # the one voice inside the hibari-tts wheel; its others download on first use (offline: fail)
 
 
 @dataclass(frozen=True)
@@ -134,20 +139,25 @@ def _piper_voices() -> list[Voice]:
     return voices
 
 
+def _hibari_voices() -> list[Voice]:
+    if importlib.util.find_spec("hibari") is None:
+        return []
+    return [Voice("hibari", HIBARI_VOICE, LICENCES["hibari"], HIBARI_VOICE, False, 24000)]
+
+
 _REQUIRES = {"espeak": "espeak-ng", "flite": "flite", "festival": "festival", "pico": "pico2wave",
-             "piper": None}
+             "piper": "pip install piper-tts", "hibari": "pip install hibari-tts"}
 _DISCOVER = {"espeak": _espeak_voices, "flite": _flite_voices, "festival": _festival_voices,
-             "pico": _pico_voices, "piper": _piper_voices}
+             "pico": _pico_voices, "piper": _piper_voices, "hibari": _hibari_voices}
 
 
 def engine_available(engine: str) -> bool:
-    """True if `engine`'s program (or Python package, for piper) is installed."""
+    """True if `engine`'s program (or Python package, for piper and hibari) is installed."""
     if engine not in _REQUIRES:
         raise ValueError(f"unknown TTS engine {engine!r}; known: {', '.join(ENGINES)}")
-    program = _REQUIRES[engine]
-    if program is None:
-        return importlib.util.find_spec("piper") is not None
-    return shutil.which(program) is not None
+    if engine in PACKAGES:
+        return importlib.util.find_spec(PACKAGES[engine]) is not None
+    return shutil.which(_REQUIRES[engine]) is not None
 
 
 def list_voices(engines: list[str] | tuple[str, ...] | None = None) -> tuple[list[Voice], list[str]]:
@@ -156,7 +166,7 @@ def list_voices(engines: list[str] | tuple[str, ...] | None = None) -> tuple[lis
     notes: list[str] = []
     for engine in engines or ENGINES:
         if not engine_available(engine):
-            notes.append(f"{engine}: not installed ({_REQUIRES[engine] or 'pip install piper-tts'})")
+            notes.append(f"{engine}: not installed ({_REQUIRES[engine]})")
             continue
         found = _DISCOVER[engine]()
         if not found:
@@ -195,9 +205,22 @@ def _piper_model(model_path: str):
     return voice
 
 
+@functools.lru_cache(maxsize=1)
+def _hibari_model():
+    from .inference import import_onnxruntime
+
+    import_onnxruntime()  # before hibari imports it, so that its telemetry stays off
+    from hibari import Hibari
+
+    return Hibari(voice=HIBARI_VOICE, threads=1)  # one thread per process, as for Piper
+
+
 def _render(voice: Voice, texts: list[str], stretch: float, pitch: float,
             tmp: Path) -> list[tuple[np.ndarray, int]]:
     """Render each text; `stretch` > 1 = slower. Returns (float audio, sample rate) pairs."""
+    if voice.engine == "hibari":  # deterministic: its noise component is seeded
+        model = _hibari_model()
+        return [(np.asarray(model(text, speed=1.0 / stretch, seed=0), np.float32), 24000) for text in texts]
     if voice.engine == "piper":
         from piper import SynthesisConfig
 
