@@ -24,6 +24,7 @@ from .checkpoint import LoadedModel, load_model
 from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
 from .data import AUDIO_SUFFIXES, Example, read_labelled_dir
 from .features import LogMel
+from .inference import inference_forward
 
 
 SILENT_CLIP_NOISE_RMS = 0.01
@@ -63,7 +64,7 @@ def classify_clip(model: LoadedModel, frontend: LogMel, audio: np.ndarray, detec
     window_samples = round(model.net.config.window_s * SAMPLE_RATE)
     hop_samples = round(detector.hop_ms * SAMPLE_RATE / 1000)
     windows = torch.from_numpy(clip_windows(audio, window_samples, hop_samples)).to(model.device)
-    probs = torch.softmax(model.net(frontend(windows)), dim=1).float().cpu()
+    probs = torch.softmax(inference_forward(model.net)(frontend(windows)), dim=1).float().cpu()  # the stream's forward
     n_smooth = max(1, min(len(probs), round(detector.smoothing_ms / detector.hop_ms)))
     smoothed = probs.unfold(0, n_smooth, 1).mean(dim=2)  # (n_positions, n_classes)
     labels = model.labels
