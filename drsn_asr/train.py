@@ -203,7 +203,8 @@ def _noise_pool(cfg: DataConfig, base: Path, sentences: list[np.ndarray], seed: 
 
 
 def _cache_key(cfg: TrainConfig, examples: dict[str, list[Example]]) -> str:
-    h = hashlib.sha1(json.dumps([to_dict(cfg.data), to_dict(cfg.augment)], sort_keys=True).encode())
+    # optim.seed draws the augmentation and the noise pool: a cache of one seed is not another's
+    h = hashlib.sha1(json.dumps([to_dict(cfg.data), to_dict(cfg.augment), cfg.optim.seed], sort_keys=True).encode())
     for split in sorted(examples):
         for ex in examples[split]:
             h.update(f"{ex.path}|{ex.offset_s}|{ex.word}".encode())

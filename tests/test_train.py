@@ -178,3 +178,16 @@ def test_a_real_speaker_can_validate_but_not_also_train(tmp_path):
     with pytest.raises(ValueError, match="also in data.fsdd_train_speakers"):
         collect_examples(DataConfig(fsdd_dir=cfg.fsdd_dir, fsdd_train_speakers=("lucas",),
                                     fsdd_validation_speakers=("lucas",)), tmp_path)
+
+
+def test_the_example_cache_is_keyed_by_the_seed_that_drew_it(tmp_path):
+    """optim.seed draws the augmented copies and the noise pool: another seed must not reuse that cache."""
+    from drsn_asr.train import prepare_data
+
+    recipe = _tiny_recipe(tmp_path, epochs=1)
+    seed0 = prepare_data(load_train_config(recipe), tmp_path, progress=False)
+    again = prepare_data(load_train_config(recipe), tmp_path, progress=False)
+    seed1 = prepare_data(load_train_config(recipe, {"optim": {"seed": 1}}), tmp_path, progress=False)
+    assert torch.equal(seed0["noise"], again["noise"])
+    assert not torch.equal(seed0["noise"], seed1["noise"])
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
