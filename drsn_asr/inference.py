@@ -12,8 +12,8 @@ drops the overhead:
 dispatches. Outputs equal the module's up to float rounding (~1e-6 relative). Folding needs eval-mode
 statistics, so a network in training mode, or a subclass with a forward of its own, is used as it is.
 
-Measured at 1 thread (docs/performance.md): FoldedNet 1.65× faster than the module per window at batch 1, 1.3×
-at batch 64; OnnxNet a further ~2.2× at batch 1. Tried and not kept: TorchScript trace+freeze (about FoldedNet's
+Measured at 1 thread (docs/performance.md): FoldedNet 2.0× faster than the module per window at batch 1, 1.2×
+at batch 64; OnnxNet a further 2.2× at batch 1 (about even at batch 64). Tried and not kept: TorchScript trace+freeze (about FoldedNet's
 gain, but deprecated in this torch), torch.compile (about the same gain after a minute of compiling),
 channels_last on the module alone (less gain), bfloat16 on the CPU (no gain at batch 1; faster at batch 16, but
 scores move by ~1e-3).
@@ -236,7 +236,8 @@ def inference_forward(net: nn.Module, backend: str = "auto") -> Callable[[torch.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    on_cpu = next(net.parameters()).device.type == "cpu"
+    first = next(net.parameters(), None)
+    on_cpu = first is None or first.device.type == "cpu"
     if backend == "onnxruntime" and not onnxruntime_available():
         raise ValueError("backend='onnxruntime' needs the onnx and onnxruntime packages: pip install 'drsn-asr[fast]'")
     if backend == "onnxruntime" and not on_cpu:

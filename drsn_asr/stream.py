@@ -85,7 +85,9 @@ class StreamBank:
                  max_batch_windows: int = MAX_BATCH_WINDOWS, autocast_dtype: torch.dtype | None = None,
                  backend: str = "auto"):
         self.model = model
-        self.backend = "torch" if autocast_dtype is not None and backend == "auto" else backend  # autocast is torch's
+        if autocast_dtype is not None and backend == "onnxruntime":
+            raise ValueError("autocast runs on the torch backend: use backend='torch' (or 'auto') with it")
+        self.backend = "torch" if autocast_dtype is not None else backend  # autocast is torch's
         self.config = config
         self.labels = model.labels
         c = self.features = model.features

@@ -193,6 +193,10 @@ def test_torch_and_onnxruntime_backends_make_the_same_detections():
     assert max(abs(a.score - b.score) for a, b in zip(onnx_dets, torch_dets)) < 1e-3
 
 
-def test_unknown_backend_is_refused():
+def test_unknown_backend_and_autocast_on_onnxruntime_are_refused():
+    from drsn_asr.multistream import MultiStreamRecognizer
+
     with pytest.raises(ValueError, match="backend must be one of"):
         Recognizer(drsn_asr.load_model(device="cpu"), backend="tensorrt")
+    with pytest.raises(ValueError, match="autocast runs on the torch backend"):
+        MultiStreamRecognizer(drsn_asr.load_model(device="cpu"), autocast="bfloat16", backend="onnxruntime")
