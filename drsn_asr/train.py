@@ -160,9 +160,10 @@ def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
             elif h >= cfg.validation_voice_fraction + cfg.test_voice_fraction:
                 train.append(ex)
     if cfg.fsdd_dir:
-        train += read_fsdd(_resolve(cfg.fsdd_dir, base), cfg.fsdd_train_speakers)
+        root = _resolve(cfg.fsdd_dir, base)
+        train += read_fsdd(root, cfg.fsdd_train_speakers)
         if cfg.fsdd_validation_speakers:
-            validation += read_fsdd(_resolve(cfg.fsdd_dir, base), cfg.fsdd_validation_speakers)
+            validation += read_fsdd(root, cfg.fsdd_validation_speakers)
     if cfg.sentences_dir and cfg.sentences_as_unknown:
         root, exclude = _resolve(cfg.sentences_dir, base), sentence_exclusions(cfg)
         train += read_sentences(root, part=cfg.sentences_train_part, exclude_words=exclude)

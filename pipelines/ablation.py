@@ -118,14 +118,14 @@ def main() -> None:
         gaps = [cw["keyword_accuracy"] - plain["keyword_accuracy"]] + [
             cw["by_snr"][s]["keyword_accuracy"] - plain["by_snr"][s]["keyword_accuracy"] for s in cw["by_snr"]]
         table += "\n| DRSN-CW − ResNet (points) | " + " | ".join(f"{100 * g:+.1f}" for g in gaps) + " | |"
-    epochs = args.epochs or load_train_config(args.config).optim.epochs
-    seed = args.seed if args.seed is not None else load_train_config(args.config).optim.seed
+    recipe = load_train_config(args.config).optim
+    epochs = args.epochs or recipe.epochs
+    seed = args.seed if args.seed is not None else recipe.seed
     config = Path(args.config).resolve()
     command = "python pipelines/ablation.py " + " ".join(sys.argv[1:])
     report = docs / f"ablation{suffix}.md"
-    kept = ""  # the analysis written by hand below the marker survives a re-run
-    if report.is_file() and ANALYSIS_MARKER in report.read_text():
-        kept = "\n" + report.read_text()[report.read_text().index(ANALYSIS_MARKER):]
+    previous = report.read_text() if report.is_file() else ""
+    kept = "\n" + previous[previous.index(ANALYSIS_MARKER):] if ANALYSIS_MARKER in previous else ""  # hand-written
     report.write_text(
         "# Ablation: does shrinkage help in street noise?\n\n"
         f"Backbones trained from `{config.relative_to(REPO) if config.is_relative_to(REPO) else config}` "
