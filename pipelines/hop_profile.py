@@ -1,0 +1,115 @@
+"""Where a live hop's time goes, and what cheaper networks would cost (the figures behind docs/performance.md's
+"Why the target RTF ≤ 0.005 is not reached").
+
+    python pipelines/hop_profile.py [--seconds 60]
+
+At one thread, feeds the street demo (tiled to `--seconds`) to a Recognizer in 50 ms chunks and reports, per hop:
+- the whole `feed`, and the time inside the network, the log-mel frontend and the decision rule (timers around
+  those calls; the rest is bookkeeping);
+- the same stream with the network replaced by constant posteriors: what a free model would leave;
+then the batch-1 forward time on ONNX Runtime of the default architecture and of cheaper, untrained ones.
+Timers add a little overhead of their own; a loaded machine inflates every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from drsn_asr import Recognizer, load_model  # noqa: E402
+from drsn_asr.audio import read_audio  # noqa: E402
+from drsn_asr.decision import DecisionRule  # noqa: E402
+from drsn_asr.features import LogMel  # noqa: E402
+from drsn_asr.inference import FoldedNet, OnnxNet  # noqa: E402
+from drsn_asr.model import KeywordNet, count_parameters  # noqa: E402
+from drsn_asr.stream import StreamBank  # noqa: E402
+
+CHUNK = 800  # 50 ms, one hop
+CANDIDATES = {  # name: ModelConfig fields changed from the shipped default's architecture
+    "default": {},
+    "without the relative input": {"relative_input": False},
+    "stem 8, stages [16, 24, 32]": {"stem_channels": 8, "stage_channels": (16, 24, 32)},
+}
+
+
+def _timed(owner: type, name: str, totals: dict[str, float]) -> None:
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - t
+
+    setattr(owner, name, wrapper)
+
+
+def per_hop_us(rec: Recognizer, audio: np.ndarray, probs=None) -> float:
+    """CPU time of one `feed` of a 50 ms chunk, averaged over the audio (µs); `probs` replaces the network."""
+    rec.reset()  # (also takes the network afresh)
+    if probs is not None:
+        rec._bank._probs = probs
+    t = time.thread_time()
+    for start in range(0, len(audio), CHUNK):
+        rec.feed(audio[start : start + CHUNK])
+    return (time.thread_time() - t) / (len(audio) / CHUNK) * 1e6
+
+
+def forward_us(forward, x: np.ndarray, n: int = 300) -> float:
+    """Best of 5 runs of `n` batch-1 forwards (µs each)."""
+    runs = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            forward(x)
+        runs.append((time.perf_counter() - t) / n * 1e6)
+    return min(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    demo = read_audio(REPO / "drsn_asr" / "assets" / "street_demo.flac")
+    audio = np.tile(demo, int(np.ceil(args.seconds * 16000 / len(demo))))[: int(args.seconds * 16000)]
+    rec = Recognizer(load_model(device="cpu"))
+    n_hops = len(audio) / CHUNK
+
+    whole = per_hop_us(rec, audio)
+    totals: dict[str, float] = {}
+    for owner, name in ((StreamBank, "_classify"), (LogMel, "forward"), (DecisionRule, "step")):
+        _timed(owner, name, totals)
+    timed = per_hop_us(rec, audio)
+    parts = {name: totals.get(name, 0.0) / n_hops * 1e6 for name in ("_classify", "forward", "step")}
+    constant = np.full((1, len(rec.labels)), 1 / len(rec.labels), np.float32)
+    free_model = per_hop_us(rec, audio, probs=lambda windows: np.repeat(constant, len(windows), axis=0))
+
+    print(f"per 50 ms hop, CPU 1 thread ({args.seconds:.0f} s of audio, {type(rec._bank.forward).__name__}):")
+    print(f"  whole feed               {whole:6.0f} µs   (with timers: {timed:.0f})")
+    print(f"  network                  {parts['_classify']:6.0f} µs")
+    print(f"  log-mel of the new frames{parts['forward']:6.0f} µs")
+    print(f"  decision rule            {parts['step']:6.0f} µs")
+    print(f"  the rest (bookkeeping)   {timed - sum(parts.values()):6.0f} µs")
+    print(f"  network replaced by a constant: {free_model:.0f} µs per hop")
+    print("forward on ONNX Runtime, batch 1 (untrained weights: the cost, not the accuracy):")
+    shipped = rec.model.net
+    x = np.random.default_rng(0).standard_normal((1, shipped.features.n_mels, shipped.window_frames)).astype(np.float32)
+    for name, fields in CANDIDATES.items():
+        net = KeywordNet(dataclasses.replace(shipped.config, **fields), shipped.features, len(rec.labels)).eval()
+        onnx = OnnxNet(FoldedNet(net), threads=1)
+        print(f"  {name:28s} {count_parameters(net):7,d} parameters  {forward_us(onnx.probs, x):5.0f} µs")
+
+
+if __name__ == "__main__":
+    main()
