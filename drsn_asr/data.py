@@ -182,6 +182,10 @@ def load_example(ex: Example, window_s: float = 1.0, rng: np.random.Generator | 
     return fit_window(audio, n, rng)
 
 
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x.square().mean(dim=1).sqrt().clamp_min(1e-8)
+
+
 class NoisyBatches:
     """Mix noise into clean 1 s examples at random SNRs, on the fly, batched in torch.
 
@@ -189,6 +193,8 @@ class NoisyBatches:
     augment.active_rms), so leading and trailing silence do not dilute it. Silence examples (zero speech)
     get noise at a random absolute level. Then the whole mix gets a random gain (`gain_range_db`), clipped to
     full scale: real input levels vary by tens of dB, and a log-mel model that never heard quiet speech fails on it.
+    With `p_second_noise`, a share of examples gets a second, independent noise segment added to the first, at
+    `second_noise_db` relative to it, before the SNR is set: a street rarely has one source at a time.
     """
 
     def __init__(
@@ -200,19 +206,32 @@ class NoisyBatches:
         p_clean: float,
         silence_level_range_db: tuple[float, float] = (-50.0, -10.0),
         gain_range_db: tuple[float, float] = (0.0, 0.0),
+        p_second_noise: float = 0.0,
+        second_noise_db: tuple[float, float] = (-10.0, 0.0),
     ):
         self.speech, self.speech_rms, self.noise = speech, speech_rms, noise
         self.snr_range_db, self.p_clean = snr_range_db, p_clean
         self.silence_level_range_db = silence_level_range_db
         self.gain_range_db = gain_range_db
+        self.p_second_noise, self.second_noise_db = p_second_noise, second_noise_db
+
+    def _segments(self, b: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        starts = torch.randint(0, len(self.noise) - n, (b,), generator=generator)
+        return self.noise[starts[:, None] + torch.arange(n)[None, :]].float()
 
     def mix(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Noisy float32 audio (B, n_samples) for the examples at `index`."""
         speech = self.speech[index].float() / 32768.0
         b, n = speech.shape
-        starts = torch.randint(0, len(self.noise) - n, (b,), generator=generator)
-        noise = self.noise[starts[:, None] + torch.arange(n)[None, :]].float()
-        noise_rms = noise.square().mean(dim=1).sqrt().clamp_min(1e-8)
+        noise = self._segments(b, n, generator)
+        if self.p_second_noise > 0:  # drawn only when asked, so recipes without it keep their random stream
+            second = self._segments(b, n, generator)
+            lo, hi = self.second_noise_db
+            level_db = lo + (hi - lo) * torch.rand(b, generator=generator)
+            scale = _rms(noise) / _rms(second) * 10 ** (level_db / 20)
+            use = torch.rand(b, generator=generator) < self.p_second_noise
+            noise = noise + second * (scale * use)[:, None]
+        noise_rms = _rms(noise)
         lo, hi = self.snr_range_db
         snr_db = lo + (hi - lo) * torch.rand(b, generator=generator)
         rms = self.speech_rms[index].float()

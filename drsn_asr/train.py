@@ -7,6 +7,7 @@ Runs on CPU or GPU; under `torchrun` it trains with DistributedDataParallel.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -97,6 +98,9 @@ class OptimConfig:
     time_shift_ms: float = 100.0
     unknown_weight: float = 2.0  # share of unknown in a batch, relative to one keyword
     silence_weight: float = 1.0
+    p_second_noise: float = 0.0  # share of training examples with a second noise segment added to the first
+    second_noise_db: tuple[float, float] = (-10.0, 0.0)  # its level relative to the first
+    ema_decay: float = 0.0  # exponential moving average of the weights, validated and saved (0 = off)
     seed: int = 0
     threads: int = 0  # CPU threads for torch; 0 = torch's default
     amp: bool = True  # mixed precision on CUDA
@@ -321,6 +325,38 @@ def initialise_from(net: KeywordNet, labels: list[str], base_name: str) -> None:
                 net.fc.bias[i] = base.net.fc.bias[j]
 
 
+class WeightAverage:
+    """Exponential moving average of a network's weights and BatchNorm statistics (as timm's ModelEmaV2).
+
+    The averaged copy is what gets validated and saved: it smooths the epoch-to-epoch swings of the last weights.
+    The decay ramps up as (1 + n) / (10 + n) over the first updates, so the start-up weights fade quickly.
+    """
+
+    def __init__(self, net: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"optim.ema_decay must be in (0, 1) or 0 to turn it off, got {decay}")
+        self.module = copy.deepcopy(net).eval().requires_grad_(False)
+        self.decay, self.n_updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        """Move the average towards `net`'s current weights."""
+        self.n_updates += 1
+        decay = min(self.decay, (1 + self.n_updates) / (10 + self.n_updates))
+        for mine, theirs in zip(self.module.state_dict().values(), net.state_dict().values()):
+            if mine.dtype.is_floating_point:
+                mine.lerp_(theirs, 1.0 - decay)
+            else:  # BatchNorm's batch counter
+                mine.copy_(theirs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}, "n_updates": self.n_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        self.n_updates = int(state["n_updates"])
+
+
 def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -363,7 +399,8 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     names: list[str] = data["labels"]
     tr, va = data["train"], data["validation"]
     train_mix = NoisyBatches(tr["speech"], tr["rms"], data["noise"], cfg.optim.snr_range_db, cfg.optim.p_clean,
-                             gain_range_db=cfg.optim.gain_range_db)
+                             gain_range_db=cfg.optim.gain_range_db, p_second_noise=cfg.optim.p_second_noise,
+                             second_noise_db=cfg.optim.second_noise_db)
     val_mix = NoisyBatches(va["speech"], va["rms"], data["noise"], (0.0, 20.0), 0.2)
 
     frontend = LogMel(cfg.features).to(dev)
@@ -381,12 +418,18 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     use_amp = cfg.optim.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
+    ema = WeightAverage(net, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
     start_epoch, best, history = 0, -1.0, []
     last = out_dir / "last.pt"
     if last.is_file():
         state = read_checkpoint(last)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            if "ema" not in state:
+                raise ValueError(f"{last} was written without optim.ema_decay: resume with the recipe that wrote "
+                                 "it, or delete it to start again")
+            ema.load_state_dict(state["ema"])
         start_epoch, best, history = state["epoch"], state["best_accuracy"], list(state["history"])
         log.info("resuming from %s at epoch %d", last, start_epoch)
     weights = _sampling_weights(tr["labels"], names, cfg.optim)
@@ -419,13 +462,16 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update(net)
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         if rank != 0:
             continue
-        val_acc = evaluate_split(net, frontend, val_mix, va["labels"], dev, seed=1234)
+        kept = net if ema is None else ema.module  # the weights that are validated are the weights that are saved
+        val_acc = evaluate_split(kept, frontend, val_mix, va["labels"], dev, seed=1234)
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                  "validation_accuracy": val_acc, "seconds": time.time() - t0, "clips_per_s": seen / (time.time() - t0)}
         history.append(entry)
@@ -434,9 +480,9 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
             print(json.dumps(entry), flush=True)
         if val_acc > best or not len(va["labels"]):  # no validation set (tiny corpora): keep the latest
             best = val_acc
-            save_checkpoint(out_dir / "best.pt", net, names, {**meta, "epoch": epoch + 1, "validation_accuracy": val_acc})
+            save_checkpoint(out_dir / "best.pt", kept, names, {**meta, "epoch": epoch + 1, "validation_accuracy": val_acc})
         save_checkpoint(last, net, names, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,
-                        best_accuracy=best, history=history)
+                        best_accuracy=best, history=history, **({} if ema is None else {"ema": ema.state_dict()}))
     if distributed:
         torch.distributed.destroy_process_group()
     if rank == 0:  # the other ranks keep no history

@@ -108,3 +108,21 @@ def test_noisy_batches_hit_the_requested_snr():
     snr_db = 20 * torch.log10(rms[:2] / added[:2].square().mean(1).sqrt())
     assert torch.allclose(snr_db, torch.full((2,), 5.0), atol=0.05)
     assert (added[2:].square().mean(1) > 0).all()  # silence examples get noise at some level
+
+
+def test_a_second_noise_is_added_at_its_relative_level_and_only_when_asked():
+    n = 16000
+    speech = torch.zeros(4, n, dtype=torch.int16)
+    rms = torch.full((4,), 0.1)
+    first = torch.ones(2 * n) * 0.5  # a DC "noise" in the first half of the pool, a tone in the second
+    tone = torch.sin(torch.arange(2 * n) * 0.3)
+    pool = torch.cat([first, tone])
+    alone = NoisyBatches(speech, rms, pool, (0.0, 0.0), p_clean=0.0)
+    both = NoisyBatches(speech, rms, pool, (0.0, 0.0), p_clean=0.0, p_second_noise=1.0, second_noise_db=(0.0, 0.0))
+    a = alone.mix(torch.arange(4), torch.Generator().manual_seed(0))
+    b = both.mix(torch.arange(4), torch.Generator().manual_seed(0))
+    rms_of = lambda x: x.square().mean(1).sqrt()
+    assert torch.allclose(rms_of(a), rms, rtol=1e-3) and torch.allclose(rms_of(b), rms, rtol=1e-3)  # SNR kept
+    assert not torch.allclose(a, b)  # a second segment went in
+    none = NoisyBatches(speech, rms, pool, (0.0, 0.0), p_clean=0.0, p_second_noise=0.0)
+    assert torch.equal(none.mix(torch.arange(4), torch.Generator().manual_seed(0)), a)  # off: the same stream

@@ -9,7 +9,7 @@ import torch
 
 from drsn_asr.audio import write_audio
 from drsn_asr.checkpoint import load_model, read_checkpoint
-from drsn_asr.train import load_train_config, spec_augment, OptimConfig, train
+from drsn_asr.train import OptimConfig, WeightAverage, load_train_config, spec_augment, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -191,3 +191,29 @@ def test_the_example_cache_is_keyed_by_the_seed_that_drew_it(tmp_path):
     assert torch.equal(seed0["noise"], again["noise"])
     assert not torch.equal(seed0["noise"], seed1["noise"])
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+
+
+def test_weight_average_is_what_gets_validated_saved_and_resumed(tmp_path):
+    recipe = _tiny_recipe(tmp_path, epochs=2)
+    ema = {"optim": {"ema_decay": 0.9}}
+    best = train(load_train_config(recipe, ema), progress=False)
+    last = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["ema"]["n_updates"] > 0
+    saved = read_checkpoint(best)["model"]
+    averaged, raw = last["ema"]["model"], last["model"]
+    key = "fc.weight"
+    if read_checkpoint(best)["training"]["epoch"] == 2:  # the best epoch is the last: its weights are the average's
+        assert torch.equal(saved[key], averaged[key])
+    assert not torch.equal(averaged[key], raw[key])  # the average is not the last step's weights
+    n_updates = last["ema"]["n_updates"]
+    train(load_train_config(recipe, {"optim": {"ema_decay": 0.9, "epochs": 3}}), progress=False)
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["ema"]["n_updates"] == n_updates * 3 // 2  # continued
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        WeightAverage(torch.nn.Linear(2, 2), 1.5)
+
+
+def test_resuming_an_averaged_run_without_the_average_is_refused(tmp_path):
+    recipe = _tiny_recipe(tmp_path, epochs=1)
+    train(load_train_config(recipe), progress=False)
+    with pytest.raises(ValueError, match="without optim.ema_decay"):
+        train(load_train_config(recipe, {"optim": {"ema_decay": 0.99, "epochs": 2}}), progress=False)
