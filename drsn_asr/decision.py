@@ -77,11 +77,9 @@ class DecisionRule:
         count += 1
         self.n_classifications[slots] = count
         # oldest first: a stream's sum depends neither on the other streams nor on where the ring starts
-        oldest_first = (count[:, None] + np.arange(self.smooth_n)) % self.smooth_n
-        recent = np.take_along_axis(self.recent[slots], oldest_first[:, :, None], axis=1)
-        total = recent[:, 0]
+        total = self.recent[slots, count % self.smooth_n]
         for i in range(1, self.smooth_n):
-            total = total + recent[:, i]
+            total += self.recent[slots, (count + i) % self.smooth_n]
         smoothed = total / np.minimum(count, self.smooth_n).astype(np.float32)[:, None]
         self.scores[slots] = smoothed
         self.armed[slots] |= smoothed < self.half_thresholds
