@@ -214,6 +214,25 @@ class StreamBank:
         n_due = max(n_new - first + h - 1, 0) // h
         self.pending_len[index] = total - n_new * hop  # samples of frames not yet complete (< W)
         self.n_frames[index] = counted + n_new
+        rounds = [(None, first + r * h) for r in range(n_due)]
+        if self.device.type == "cpu":
+            # numpy on the CPU: the same operations with a fraction of torch's per-call overhead, which is most of
+            # a live hop's bookkeeping (the state tensors share their memory with these arrays)
+            pending, tail = self.pending.numpy(), self.tail.numpy()
+            buffer = np.concatenate([pending[index, :have], piece.numpy()[:, :taken]], axis=1)
+            pending[index, : total - n_new * hop] = buffer[:, n_new * hop :]  # (columns past pending_len: never read)
+            if n_new == 0:
+                return []
+            history = np.concatenate([tail[index], self.frontend.numpy(buffer[:, : (n_new - 1) * hop + W])], axis=2)
+            tail[index] = history[:, :, n_new:]
+            if n_due == 0:
+                return []
+            if n_due == 1:
+                windows = np.ascontiguousarray(history[:, :, first : first + T])
+            else:
+                columns = first + h * np.arange(n_due) + np.arange(T)[:, None]
+                windows = history[:, :, columns].transpose(3, 0, 1, 2).reshape(-1, history.shape[1], T)
+            return self._decide(slots, counted, rounds, torch.from_numpy(windows))
         rows = index if isinstance(index, slice) else torch.from_numpy(index).to(self.device)
         # 1. samples: the slots' pending samples followed by their new ones
         buffer = torch.cat([self.pending[rows, :have], piece[:, :taken]], dim=1)
@@ -231,7 +250,7 @@ class StreamBank:
         else:
             columns = torch.from_numpy(first + h * np.arange(n_due) + np.arange(T)[:, None]).to(self.device)
             windows = history[:, :, columns].permute(3, 0, 1, 2).reshape(-1, history.shape[1], T)
-        return self._decide(slots, counted, [(None, first + r * h) for r in range(n_due)], windows)
+        return self._decide(slots, counted, rounds, windows)
 
     def _step_ragged(self, slots: np.ndarray, index: slice | np.ndarray, piece: torch.Tensor, have: np.ndarray,
                      taken: np.ndarray, counted: np.ndarray) -> list[tuple[int, Detection]]:

@@ -95,3 +95,14 @@ def test_remove_dc_offset_makes_features_blind_to_a_constant_and_stays_streamabl
     stream = StreamingLogMel(blind)
     pieces = [stream.feed(chunk) for chunk in torch.split(offset, 777)]
     assert torch.allclose(torch.cat(pieces, dim=1), blind(offset), atol=1e-5)
+
+
+def test_numpy_log_mel_equals_the_torch_module():
+    frontend = LogMel(FeatureConfig())
+    rng = np.random.default_rng(3)
+    for shape in [(1199,), (2, 4000), (3, 1, 400)]:  # one hop, a batch, exactly one frame
+        audio = (0.1 * rng.standard_normal(shape) + 0.02).astype(np.float32)  # with a DC offset to remove
+        expected = frontend(torch.from_numpy(audio)).numpy()
+        got = frontend.numpy(audio)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=1e-4)
