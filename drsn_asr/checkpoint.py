@@ -13,13 +13,13 @@ import importlib.resources
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import FeatureConfig, ModelConfig, from_dict, to_dict
+from .config import DetectorConfig, FeatureConfig, ModelConfig, from_dict, to_dict
 from .fileio import atomic_write
 from .model import KeywordNet
 
@@ -30,13 +30,15 @@ DEFAULT_MODEL = "default"
 
 @dataclass
 class LoadedModel:
-    """A classifier in eval mode plus what it needs to be used: labels and frontend settings."""
+    """A classifier in eval mode plus what it needs to be used: labels, frontend settings, and the detector
+    settings chosen for it on validation data (`detector`; options given to a Recognizer take precedence)."""
 
     net: KeywordNet
     labels: list[str]
     features: FeatureConfig
     training: dict[str, Any]
     source: str
+    detector: dict[str, Any] = field(default_factory=dict)  # DetectorConfig fields the model recommends
 
     @property
     def device(self) -> torch.device:
@@ -80,6 +82,14 @@ def _check_archive(path: Path) -> None:
         raise ValueError(f"{path}: corrupt — record {bad} fails its CRC-32 check; re-download or re-train it")
 
 
+def save_model(path: str | os.PathLike, model: LoadedModel, **detector_settings: Any) -> None:
+    """Write a loaded model as a checkpoint; `detector_settings` (DetectorConfig fields, e.g. a threshold chosen on
+    validation data) join the settings it carries, and Recognizers made from the file use them by default."""
+    detector = {**model.detector, **detector_settings}
+    from_dict(DetectorConfig, detector, prefix="detector")
+    save_checkpoint(path, model.net, model.labels, model.training, detector=detector)
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """torch.load with weights_only=True; refuses pickles that would execute code, and truncated or corrupt files."""
     path = Path(path)
@@ -110,11 +120,13 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
         labels = list(state["labels"])
         net = KeywordNet(model_config, feature_config, len(labels))
         net.load_state_dict(state["model"])
+        detector = dict(state.get("detector", {}))
+        from_dict(DetectorConfig, detector, prefix="detector")  # a setting this version does not know is an error
     except (KeyError, TypeError, RuntimeError) as e:  # a missing entry, or weights that do not fit the config
         raise ValueError(f"{source}: not a usable drsn-asr checkpoint ({type(e).__name__}: {e}); "
                          "re-download or re-train it") from e
     net.eval()
-    return LoadedModel(net, labels, feature_config, dict(state.get("training", {})), source)
+    return LoadedModel(net, labels, feature_config, dict(state.get("training", {})), source, detector)
 
 
 def available_models() -> list[str]:

@@ -139,7 +139,6 @@ def _cmd_train_words(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .config import DetectorConfig
     from .evaluate import evaluate
     from .fileio import atomic_write
     from .report import plot_results, result_table, snr_table
@@ -148,7 +147,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if snrs and not args.noise_dir:
         print("drsn-asr: --snr needs --noise-dir (a folder of noise recordings)", file=sys.stderr)
         return 2
-    detector = DetectorConfig(threshold=args.threshold) if args.threshold is not None else DetectorConfig()
+    detector = {"threshold": args.threshold} if args.threshold is not None else None  # None: the model's own
     results = {}
     for model in args.model or [None]:
         bar = tqdm(total=0, desc=f"evaluating {model or 'default'}", unit="clip", disable=not sys.stderr.isatty())
@@ -424,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
-    p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed score")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
     p.add_argument("--hop-ms", type=float, default=None, help="classification hop in ms (default 50)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_transcribe)
@@ -462,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-dir", default=None, help="folder of noise recordings to mix in")
     p.add_argument("--snr", default=None, help="comma-separated SNRs in dB, e.g. 20,10,5,0,-5 (needs --noise-dir)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise choice and placement")
-    p.add_argument("--threshold", type=float, default=None, help="detection threshold (default: the detector's)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="detection threshold (default: the one the model carries, else 0.6)")
     p.add_argument("--plots", default=None, metavar="DIR", help="write accuracy-vs-SNR and confusion plots here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_evaluate)
@@ -473,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input device: index or part of its name (default: the system's default input)")
     p.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
     p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
-    p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed score")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(func=_cmd_listen)
@@ -485,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uri", default="tcp://127.0.0.1:10400",
                    help="tcp://HOST:PORT or unix://PATH (default: tcp://127.0.0.1:10400)")
     p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
-    p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed score")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_serve)
 

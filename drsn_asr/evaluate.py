@@ -25,6 +25,7 @@ from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
 from .data import AUDIO_SUFFIXES, Example, read_labelled_dir
 from .features import LogMel
 from .inference import inference_forward
+from .stream import detector_config
 
 
 SILENT_CLIP_NOISE_RMS = 0.01
@@ -127,15 +128,20 @@ def evaluate(
     snrs_db: list[float] | None = None,
     seed: int = 0,
     device: str | None = None,
-    detector: DetectorConfig = DetectorConfig(),
+    detector: DetectorConfig | dict[str, Any] | None = None,
     progress=None,
 ) -> dict[str, Any]:
     """Evaluate a model on DIR; with `noise_dir` and `snrs_db`, also once per SNR with noise mixed in.
+
+    `detector`: the decision settings (threshold, smoothing, hop) — None for those the model carries, as a
+    Recognizer would use them; a dict overrides some of them; a DetectorConfig replaces them all.
 
     Returns the clean result (keys of `summarize`) plus `by_snr` {snr: result} when noise is given; each of
     those also has `per_noise` {noise file stem: keyword accuracy of the keyword clips mixed with it}.
     """
     loaded = load_model(model, device=device)
+    if not isinstance(detector, DetectorConfig):
+        detector = detector_config(loaded, **(detector or {}))
     frontend = LogMel(loaded.features).to(loaded.device)
     examples: list[Example] = read_labelled_dir(data_dir)
     noise_paths = noise_files(noise_dir) if noise_dir else []
@@ -165,6 +171,7 @@ def evaluate(
             progress(i + 1, len(examples))
     out = summarize(results[None], loaded.labels)
     out["model"] = loaded.source
+    out["threshold"] = detector.threshold
     if len(conditions) > 1:
         out["by_snr"] = {str(snr): summarize(results[snr], loaded.labels) for snr in conditions[1:]}
         for snr in conditions[1:]:

@@ -153,7 +153,7 @@ def explain(
     net = loaded.net
     c = loaded.features
     rate = c.sample_rate
-    config = detector_config(**({} if hop_ms is None else {"hop_ms": hop_ms}), **detector_options)
+    config = detector_config(loaded, **({} if hop_ms is None else {"hop_ms": hop_ms}), **detector_options)
     if (start_s or 0.0) < 0 or end_s is not None and end_s <= (start_s or 0.0):
         raise ValueError(f"need 0 <= start_s < end_s, got start_s={start_s}, end_s={end_s}")
     if isinstance(audio_or_path, (str, os.PathLike)):

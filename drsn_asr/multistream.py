@@ -63,7 +63,7 @@ class MultiStreamRecognizer:
         **detector_options: Any,
     ):
         self.model = load_model(model, device=device)
-        self.config = detector_config(**detector_options)
+        self.config = detector_config(self.model, **detector_options)
         self.on_detection = on_detection
         self.labels = self.model.labels
         unknown = set(self.config.thresholds) - set(self.labels)

@@ -199,7 +199,7 @@ class KeywordServer:
         """A fresh Recognizer for one stream; keywords outside `names` (when given) never fire."""
         options = dict(self.detector_options)
         if names is not None:
-            base = detector_config(**self.detector_options).thresholds
+            base = detector_config(self.model, **self.detector_options).thresholds
             options["thresholds"] = {**base, **{k: NEVER for k in self.keywords if k not in names}}
         return Recognizer(self.model, sample_rate=sample_rate, **options)
 

@@ -55,9 +55,10 @@ class Detection:
     end_s: float
 
 
-def detector_config(**options: Any) -> DetectorConfig:
-    """DetectorConfig from keyword options (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms)."""
-    return from_dict(DetectorConfig, options)
+def detector_config(model: LoadedModel | None = None, **options: Any) -> DetectorConfig:
+    """DetectorConfig from keyword options (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms); what
+    they leave out comes from the settings `model` carries (`LoadedModel.detector`), then from the defaults."""
+    return from_dict(DetectorConfig, {**(model.detector if model is not None else {}), **options})
 
 
 def check_chunk(chunk: np.ndarray | torch.Tensor, what: str = "Recognizer.feed") -> np.ndarray:
@@ -378,7 +379,7 @@ class Recognizer:
         **detector_options: Any,
     ):
         self.model = load_model(model, device=device)
-        self.config = detector_config(**detector_options)
+        self.config = detector_config(self.model, **detector_options)
         self.on_detection = on_detection
         features = self.model.features
         if not isinstance(sample_rate, int) or sample_rate <= 0:

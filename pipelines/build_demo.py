@@ -39,19 +39,26 @@ def trim(audio: np.ndarray, floor_db: float = 35.0) -> np.ndarray:
 
 
 def make_recording(keywords: list[Example], sentence_paths: list[str], rng: np.random.Generator,
-                   gap_range_s: tuple[float, float] = (1.2, 2.2)) -> tuple[np.ndarray, list[dict]]:
-    """Speech items in random order with random gaps over a synthesized street; returns (audio, truth)."""
-    items = [("word", ex) for ex in keywords] + [("sentence", p) for p in sentence_paths]
+                   gap_range_s: tuple[float, float] = (1.2, 2.2), others: list[Example] = (),
+                   sirens: bool = True) -> tuple[np.ndarray, list[dict]]:
+    """Speech items in random order with random gaps over a synthesized street; returns (audio, truth).
+
+    `keywords` are labelled with their word; `sentence_paths` and `others` (single non-keyword words) are
+    `_unknown_`. `sirens=False` leaves out the sirens, a noise kind held out of training (for a validation
+    recording, which must not hold the test's noise)."""
+    items = ([("word", ex) for ex in keywords] + [("sentence", p) for p in sentence_paths]
+             + [("other", ex) for ex in others])
     speech, truth, t = [np.zeros(int(1.5 * SAMPLE_RATE), np.float32)], [], 1.5
     for i in rng.permutation(len(items)):
         kind, item = items[i]
-        audio = trim(read_audio(item.path if kind == "word" else item))
+        audio = trim(read_audio(item if kind == "sentence" else item.path))
         snr_db = float(rng.choice(SNRS_DB))
         audio = audio / max(active_rms(audio, SAMPLE_RATE), 1e-6) * STREET_LEVEL_RMS * 10 ** (snr_db / 20)
         speech.append(audio.astype(np.float32))
         end = t + len(audio) / SAMPLE_RATE
         truth.append({"label": item.word if kind == "word" else "_unknown_", "start_s": round(t, 3),
-                      "end_s": round(end, 3), "snr_db": snr_db, "speaker": item.group if kind == "word" else "sentence"})
+                      "end_s": round(end, 3), "snr_db": snr_db,
+                      "speaker": "sentence" if kind == "sentence" else item.group})
         gap = float(rng.uniform(*gap_range_s))
         speech.append(np.zeros(int(gap * SAMPLE_RATE), np.float32))
         t = end + gap
@@ -66,6 +73,8 @@ def make_recording(keywords: list[Example], sentence_paths: list[str], rng: np.r
         horn = noise.car_horn(2.0, SAMPLE_RATE, rng)
         at = int(rng.uniform(0, duration_s - 2.0) * SAMPLE_RATE)
         street[at : at + len(horn)] += horn / max(np.abs(horn).max(), 1e-6) * 0.3
+        if not sirens:
+            continue
         siren = noise.siren(min(8.0, duration_s / 3), SAMPLE_RATE, rng)
         at = int(rng.uniform(0, duration_s - len(siren) / SAMPLE_RATE) * SAMPLE_RATE)
         street[at : at + len(siren)] += siren / max(np.sqrt(np.mean(siren**2)), 1e-6) * 0.02
@@ -79,6 +88,26 @@ def held_out_speech(rng: np.random.Generator, n_words: int, n_sentences: int) ->
     sentence_files = sorted({ex.path for ex in read_sentences(SHARED / "command-sentences" / "clean", part=(0.9, 1.0))})
     words = [digits[i] for i in rng.choice(len(digits), n_words, replace=False)]
     return words, list(rng.choice(sentence_files, n_sentences, replace=False))
+
+
+def validation_speech(rng: np.random.Generator, n_words: int, n_others: int, n_sentences: int,
+                      recipe: Path = REPO / "configs" / "default.yaml") -> tuple[list[Example], list[Example], list[str]]:
+    """The recipe's validation split as a stream's speech: keywords and other words of the validation TTS
+    voices, and validation sentence recordings. Nothing here is trained on or in a test set, so detector
+    settings may be chosen on it."""
+    from drsn_asr.train import collect_examples, load_train_config
+
+    data = load_train_config(recipe).data
+    validation = collect_examples(data, REPO)["validation"]
+    spoken = [ex for ex in validation if ex.source != "sentences"]
+    keywords = [ex for ex in spoken if ex.word in data.vocabulary]
+    others = [ex for ex in spoken if ex.word not in data.vocabulary]
+    sentences = sorted({ex.path for ex in validation if ex.source == "sentences"})
+    if len(keywords) < n_words or len(others) < n_others or len(sentences) < n_sentences:
+        raise ValueError(f"the validation split of {recipe} has {len(keywords)} keyword clips, {len(others)} other "
+                         f"words and {len(sentences)} sentences; asked for {n_words}, {n_others}, {n_sentences}")
+    pick = lambda xs, n: [xs[i] for i in rng.choice(len(xs), n, replace=False)]  # noqa: E731
+    return pick(keywords, n_words), pick(others, n_others), list(rng.choice(sentences, n_sentences, replace=False))
 
 
 def main() -> None:

@@ -1,15 +1,20 @@
-"""Streaming evaluation on a long mixed street recording of held-out speech: detections vs ground truth.
+"""Streaming evaluation on a long mixed street recording: detections vs ground truth.
 
-    python pipelines/stream_eval.py [--model M] [--minutes 10] [--seed 11] [--json OUT]
+    python pipelines/stream_eval.py [--model M] [--minutes 10] [--seed 11] [--json OUT] [--split test]
 
-Builds (pipelines/build_demo.py) a recording of held-out real speakers' digits and held-out sentences over a
-synthesized street, feeds it to one Recognizer in 10 ms chunks as a live microphone would, and reports:
+Builds (pipelines/build_demo.py) a recording over a synthesized street, feeds it to one Recognizer in 10 ms chunks
+as a live microphone would, and reports the figures below. `--split test` (default): held-out real speakers'
+digits and held-out sentences, with sirens (a noise kind held out of training) among the traffic.
+`--split validation`: keywords and other words of the recipe's validation TTS voices and its validation
+sentences, street noise of the training kinds only: the recording on which detector settings may be chosen
+(`best_threshold_by_f1`), since nothing in it is trained on or tested on. Reported:
 - hits (right label near a spoken keyword), substitutions, misses, false alarms (and per hour of audio);
 - latency: stream time at which the callback fired minus the true end of the word (median, p90), plus the
   measured compute time per 10 ms chunk, which a live stream adds on top;
 - localisation error of start_s / end_s;
-- the operating curve: recall, substitutions and false alarms (on sentences / on noise alone) at each of
-  `--thresholds`.
+- the operating curve: recall, substitutions, false alarms (on sentences / on noise alone) and F1 at each of
+  `--thresholds` (precision = hits / all detections, recall = hits / keywords spoken), and the threshold of
+  the best F1.
 A detection belongs to a spoken item when their centres are within `--tolerance-s` (default 0.75 s).
 """
 
@@ -27,15 +32,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "pipelines"))
 
-from build_demo import held_out_speech, make_recording  # noqa: E402
+from build_demo import held_out_speech, make_recording, validation_speech  # noqa: E402
 
 from drsn_asr import Recognizer, load_model  # noqa: E402
+from drsn_asr.checkpoint import save_model  # noqa: E402
 
 CHUNK_SAMPLES = 160
 
 
 def score(detections: list[tuple], truth: list[dict], duration_s: float, tolerance_s: float) -> dict:
-    """Match (detection, emitted_at_s) pairs to ground-truth items; return the counts and timing figures."""
+    """Match (detection, emitted_at_s) pairs to ground-truth items; return the counts and timing figures.
+    `false_alarms_on_sentences` counts those on any non-keyword speech (in validation, other words too)."""
     used = set()
     hits, subs, false_alarms, on_speech, latencies, start_err, end_err = 0, 0, 0, 0, [], [], []
     for det, emitted_s in detections:
@@ -56,10 +63,12 @@ def score(detections: list[tuple], truth: list[dict], duration_s: float, toleran
         else:
             subs += 1
     n_keywords = sum(w["label"] != "_unknown_" for w in truth)
+    n_detections = hits + subs + false_alarms
+    f1 = 2 * hits / max(1, n_detections + n_keywords)  # = 2PR / (P + R)
     pct = lambda xs, q: round(float(np.percentile(xs, q)), 3) if xs else None  # noqa: E731
     return {
         "n_keywords": n_keywords, "hits": hits, "substitutions": subs, "misses": n_keywords - hits - subs,
-        "recall": round(hits / max(1, n_keywords), 4), "false_alarms": false_alarms,
+        "recall": round(hits / max(1, n_keywords), 4), "f1": round(f1, 4), "false_alarms": false_alarms,
         "false_alarms_on_sentences": on_speech, "false_alarms_on_noise": false_alarms - on_speech,
         "false_alarms_per_hour": round(false_alarms / duration_s * 3600, 2),
         "latency_s_median": pct(latencies, 50), "latency_s_p90": pct(latencies, 90),
@@ -76,7 +85,7 @@ def operating_curve(model, audio: np.ndarray, truth: list[dict], duration_s: flo
         rec = Recognizer(model, threshold=threshold)
         found = [d for start in range(0, len(audio), 16000) for d in rec.feed(audio[start : start + 16000])]
         r = score([(d, d.end_s) for d in found + rec.flush()], truth, duration_s, tolerance_s)
-        curve.append({"threshold": threshold, **{k: r[k] for k in ("recall", "substitutions", "false_alarms",
+        curve.append({"threshold": threshold, **{k: r[k] for k in ("recall", "f1", "substitutions", "false_alarms",
                       "false_alarms_per_hour", "false_alarms_on_sentences", "false_alarms_on_noise")}})
     return curve
 
@@ -90,11 +99,22 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9",
                         help="also score the recording at these detection thresholds (the operating curve)")
+    parser.add_argument("--split", choices=("test", "validation"), default="test",
+                        help="held-out test speech and noise, or the recipe's validation split (see above)")
+    parser.add_argument("--write-model", default=None, metavar="OUT.pt",
+                        help="with --split validation: write the model to OUT.pt carrying the best threshold by F1")
     args = parser.parse_args()
+    if args.write_model and args.split != "validation":
+        parser.error("--write-model chooses the threshold on the recording: only with --split validation")
     rng = np.random.default_rng(args.seed)
     n_items = int(args.minutes * 60 / 2.4)  # ~0.7 s of speech + ~1.7 s of gap each
-    words, sentences = held_out_speech(rng, int(n_items * 0.85), max(1, int(n_items * 0.15)))
-    audio, truth = make_recording(words, sentences, rng)
+    if args.split == "test":
+        words, sentences = held_out_speech(rng, int(n_items * 0.85), max(1, int(n_items * 0.15)))
+        audio, truth = make_recording(words, sentences, rng)
+    else:
+        words, others, sentences = validation_speech(rng, int(n_items * 0.7), int(n_items * 0.15),
+                                                     max(1, int(n_items * 0.15)))
+        audio, truth = make_recording(words, sentences, rng, others=others, sirens=False)
     duration_s = len(audio) / 16000
     model = load_model(args.model, device="cpu")
     detections = []
@@ -107,14 +127,18 @@ def main() -> None:
     rec.flush()
     result = score(detections, truth, duration_s, args.tolerance_s)
     result.update({
-        "model": model.source, "duration_s": round(duration_s, 1), "seed": args.seed,
+        "model": model.source, "split": args.split, "duration_s": round(duration_s, 1), "seed": args.seed,
         "compute_ms_per_10ms_chunk_median": round(1000 * float(np.median(compute_s)), 3),
         "compute_ms_per_10ms_chunk_p99": round(1000 * float(np.percentile(compute_s, 99)), 3),
         "real_time_factor": round(sum(compute_s) / duration_s, 4),
         "operating_curve": operating_curve(model, audio, truth, duration_s, args.tolerance_s,
                                            [float(t) for t in args.thresholds.split(",") if t]),
     })
+    result["best_threshold_by_f1"] = max(result["operating_curve"], key=lambda p: p["f1"])["threshold"]
     print(json.dumps(result, indent=1))
+    if args.write_model:
+        save_model(args.write_model, model, threshold=result["best_threshold_by_f1"])
+        print(f"wrote {args.write_model} (threshold {result['best_threshold_by_f1']})")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

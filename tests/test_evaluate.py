@@ -37,3 +37,31 @@ def test_per_noise_keyword_accuracy_adds_up_to_the_snrs(tmp_path):
     assert set(drawn) == set(per_noise)
     total = sum(per_noise[name] for name in drawn) / len(drawn)
     assert abs(total - at_0["keyword_accuracy"]) < 1e-9
+
+
+def test_a_model_carries_its_detector_settings_to_recognizers_and_evaluate(tmp_path):
+    import torch
+
+    from drsn_asr import Recognizer, load_model
+    from drsn_asr.audio import write_audio
+    from drsn_asr.checkpoint import read_checkpoint, save_model
+    from drsn_asr.multistream import MultiStreamRecognizer
+
+    path = tmp_path / "tuned.pt"
+    save_model(path, load_model(device="cpu"), threshold=0.93, smoothing_ms=100.0)
+    assert Recognizer(path, device="cpu").config.threshold == 0.93
+    assert Recognizer(path, device="cpu").config.smoothing_ms == 100.0
+    assert Recognizer(path, device="cpu", threshold=0.5).config.threshold == 0.5  # what the caller says wins
+    assert MultiStreamRecognizer(path, device="cpu").config.threshold == 0.93
+    assert Recognizer(device="cpu").config.threshold == load_model(device="cpu").detector.get("threshold", 0.6)
+    clips = tmp_path / "clips" / "yes"
+    clips.mkdir(parents=True)
+    write_audio(clips / "a.wav", np.zeros(16000, np.float32))
+    assert evaluate(tmp_path / "clips", model=str(path), device="cpu")["threshold"] == 0.93
+    assert evaluate(tmp_path / "clips", model=str(path), device="cpu", detector={"threshold": 0.7})["threshold"] == 0.7
+    # a setting this version does not know is refused at load, not ignored
+    state = read_checkpoint(path)
+    state["detector"]["sensitivity"] = 0.5
+    torch.save(state, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="sensitivity"):
+        load_model(tmp_path / "future.pt")

@@ -6,7 +6,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "pipelines"))
 
+from build_demo import make_recording  # noqa: E402
 from stream_eval import score  # noqa: E402
+
+from drsn_asr.audio import write_audio  # noqa: E402
+from drsn_asr.data import Example  # noqa: E402
 
 from drsn_asr.stream import Detection  # noqa: E402
 
@@ -31,3 +35,25 @@ def test_score_counts_each_kind_of_outcome():
     assert (r["false_alarms"], r["false_alarms_on_sentences"], r["false_alarms_on_noise"]) == (3, 1, 2)
     assert r["recall"] == round(1 / 3, 4) and r["false_alarms_per_hour"] == 600.0
     assert r["latency_s_median"] == 0.1
+    # F1: precision 1 hit of 5 detections, recall 1 of 3 keywords → 2PR / (P + R) = 0.25
+    assert r["f1"] == 0.25
+
+
+def test_a_validation_recording_labels_other_words_unknown_and_can_leave_sirens_out(tmp_path):
+    import numpy as np
+
+    t = np.arange(8000) / 16000
+    paths = {}
+    for name, hz in (("yes", 500), ("stock", 900)):
+        paths[name] = tmp_path / f"{name}.wav"
+        write_audio(paths[name], (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32))
+    keyword = Example(str(paths["yes"]), "yes", "flite/kal", "tts")
+    other = Example(str(paths["stock"]), "stock", "flite/kal", "tts")
+    recordings = {}
+    for sirens in (True, False):
+        audio, truth = make_recording([keyword], [], np.random.default_rng(0), others=[other], sirens=sirens)
+        assert sorted((w["label"], w["speaker"]) for w in truth) == [("_unknown_", "flite/kal"), ("yes", "flite/kal")]
+        recordings[sirens] = audio
+    # the speech is laid out first (same length); without sirens the street differs
+    assert len(recordings[True]) == len(recordings[False])
+    assert not np.allclose(recordings[True], recordings[False])
