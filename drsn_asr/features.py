@@ -33,7 +33,7 @@ class LogMel(nn.Module):
             mel_scale="slaney",
         )
         self.register_buffer("fbank", fbank, persistent=False)  # (n_freqs, n_mels)
-        self._numpy_constants: tuple[np.ndarray, np.ndarray] | None = None
+        self._numpy_window: np.ndarray | None = None
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -51,14 +51,15 @@ class LogMel(nn.Module):
         """`forward` in numpy for float32 audio (..., n_samples) on the CPU: the same frames to ~1e-6, with a
         fraction of torch's per-call overhead, which dominates for the few frames of one stream's hop."""
         c = self.config
-        if self._numpy_constants is None:
-            self._numpy_constants = (self.window.cpu().numpy(), self.fbank.cpu().numpy())
-        window, fbank = self._numpy_constants
+        if self._numpy_window is None:
+            self._numpy_window = self.window.cpu().numpy()
         frames = np.lib.stride_tricks.sliding_window_view(audio, c.window_samples, axis=-1)[..., :: c.hop_samples, :]
         if c.remove_dc_offset:
             frames = frames - frames.mean(axis=-1, keepdims=True)
-        spectrum = np.fft.rfft(frames * window, n=c.n_fft)
-        mel = (spectrum.real * spectrum.real + spectrum.imag * spectrum.imag) @ fbank
+        spectrum = np.fft.rfft(frames * self._numpy_window, n=c.n_fft)
+        power = torch.from_numpy(spectrum.real * spectrum.real + spectrum.imag * spectrum.imag)
+        # the product in torch: numpy's OpenBLAS would start threads of its own beside torch.set_num_threads
+        mel = (power @ self.fbank.cpu()).numpy()
         return np.log(mel + np.float32(c.log_floor)).swapaxes(-1, -2)
 
     @property
