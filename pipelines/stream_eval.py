@@ -7,14 +7,14 @@ as a live microphone would, and reports the figures below. `--split test` (defau
 digits and held-out sentences, with sirens (a noise kind held out of training) among the traffic.
 `--split validation`: keywords and other words of the recipe's validation TTS voices and its validation
 sentences, street noise of the training kinds only: the recording on which detector settings may be chosen
-(`best_threshold_by_f1`), since nothing in it is trained on or tested on. Reported:
+(`best_by_f1`, see `best_point`), since nothing in it is trained on or tested on. Reported:
 - hits (right label near a spoken keyword), substitutions, misses, false alarms (and per hour of audio);
 - latency: stream time at which the callback fired minus the true end of the word (median, p90), plus the
   measured compute time per 10 ms chunk, which a live stream adds on top;
 - localisation error of start_s / end_s;
 - the operating curve: recall, substitutions, false alarms (on sentences / on noise alone) and F1 at each of
-  `--thresholds` (precision = hits / all detections, recall = hits / keywords spoken), and the threshold of
-  the best F1.
+  `--thresholds` and `--hops-ms` (precision = hits / all detections, recall = hits / keywords spoken), and the
+  best point by F1.
 A detection belongs to a spoken item when their centres are within `--tolerance-s` (default 0.75 s).
 """
 
@@ -77,17 +77,27 @@ def score(detections: list[tuple], truth: list[dict], duration_s: float, toleran
 
 
 def operating_curve(model, audio: np.ndarray, truth: list[dict], duration_s: float, tolerance_s: float,
-                    thresholds: list[float]) -> list[dict]:
-    """Recall, substitutions and false alarms at each detection threshold (other options at their defaults).
-    Fed in 1 s blocks: the detections are the same as in 10 ms chunks, only the emission times (latency) are not."""
+                    thresholds: list[float], hops_ms: list[float]) -> list[dict]:
+    """Recall, F1, substitutions and false alarms at each hop and detection threshold (other options: the model's,
+    else the defaults). Fed in 1 s blocks: the detections are the same as in 10 ms chunks, only the emission
+    times (latency) are not."""
     curve = []
-    for threshold in thresholds:
-        rec = Recognizer(model, threshold=threshold)
-        found = [d for start in range(0, len(audio), 16000) for d in rec.feed(audio[start : start + 16000])]
-        r = score([(d, d.end_s) for d in found + rec.flush()], truth, duration_s, tolerance_s)
-        curve.append({"threshold": threshold, **{k: r[k] for k in ("recall", "f1", "substitutions", "false_alarms",
-                      "false_alarms_per_hour", "false_alarms_on_sentences", "false_alarms_on_noise")}})
+    for hop_ms in hops_ms:
+        for threshold in thresholds:
+            rec = Recognizer(model, threshold=threshold, hop_ms=hop_ms)
+            found = [d for start in range(0, len(audio), 16000) for d in rec.feed(audio[start : start + 16000])]
+            r = score([(d, d.end_s) for d in found + rec.flush()], truth, duration_s, tolerance_s)
+            curve.append({"hop_ms": hop_ms, "threshold": threshold, **{k: r[k] for k in (
+                "recall", "f1", "substitutions", "false_alarms", "false_alarms_per_hour", "false_alarms_on_sentences",
+                "false_alarms_on_noise")}})
     return curve
+
+
+def best_point(curve: list[dict], f1_tolerance: float = 0.01) -> dict:
+    """The point of highest F1; among those within `f1_tolerance` of it, the longest hop (the cheapest to run),
+    then the highest threshold (the fewest false alarms)."""
+    top = max(p["f1"] for p in curve)
+    return max((p for p in curve if p["f1"] >= top - f1_tolerance), key=lambda p: (p["hop_ms"], p["threshold"]))
 
 
 def main() -> None:
@@ -99,13 +109,15 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9",
                         help="also score the recording at these detection thresholds (the operating curve)")
+    parser.add_argument("--hops-ms", default=None,
+                        help="also sweep these classification hops, e.g. 50,80,100 (default: the model's hop only)")
     parser.add_argument("--split", choices=("test", "validation"), default="test",
                         help="held-out test speech and noise, or the recipe's validation split (see above)")
     parser.add_argument("--write-model", default=None, metavar="OUT.pt",
-                        help="with --split validation: write the model to OUT.pt carrying the best threshold by F1")
+                        help="with --split validation: write the model to OUT.pt carrying the best hop and threshold")
     args = parser.parse_args()
     if args.write_model and args.split != "validation":
-        parser.error("--write-model chooses the threshold on the recording: only with --split validation")
+        parser.error("--write-model chooses detector settings on the recording: only with --split validation")
     rng = np.random.default_rng(args.seed)
     n_items = int(args.minutes * 60 / 2.4)  # ~0.7 s of speech + ~1.7 s of gap each
     if args.split == "test":
@@ -131,14 +143,17 @@ def main() -> None:
         "compute_ms_per_10ms_chunk_median": round(1000 * float(np.median(compute_s)), 3),
         "compute_ms_per_10ms_chunk_p99": round(1000 * float(np.percentile(compute_s, 99)), 3),
         "real_time_factor": round(sum(compute_s) / duration_s, 4),
-        "operating_curve": operating_curve(model, audio, truth, duration_s, args.tolerance_s,
-                                           [float(t) for t in args.thresholds.split(",") if t]),
+        "hop_ms": rec.config.hop_ms, "threshold": rec.config.threshold,
+        "operating_curve": operating_curve(
+            model, audio, truth, duration_s, args.tolerance_s, [float(t) for t in args.thresholds.split(",") if t],
+            [float(h) for h in args.hops_ms.split(",") if h] if args.hops_ms else [rec.config.hop_ms]),
     })
-    result["best_threshold_by_f1"] = max(result["operating_curve"], key=lambda p: p["f1"])["threshold"]
+    best = best_point(result["operating_curve"])
+    result["best_by_f1"] = {"hop_ms": best["hop_ms"], "threshold": best["threshold"]}
     print(json.dumps(result, indent=1))
     if args.write_model:
-        save_model(args.write_model, model, threshold=result["best_threshold_by_f1"])
-        print(f"wrote {args.write_model} (threshold {result['best_threshold_by_f1']})")
+        save_model(args.write_model, model, **result["best_by_f1"])
+        print(f"wrote {args.write_model} (detector settings {result['best_by_f1']})")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

@@ -7,7 +7,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "pipelines"))
 
 from build_demo import make_recording  # noqa: E402
-from stream_eval import score  # noqa: E402
+from stream_eval import best_point, score  # noqa: E402
 
 from drsn_asr.audio import write_audio  # noqa: E402
 from drsn_asr.data import Example  # noqa: E402
@@ -57,3 +57,15 @@ def test_a_validation_recording_labels_other_words_unknown_and_can_leave_sirens_
     # the speech is laid out first (same length); without sirens the street differs
     assert len(recordings[True]) == len(recordings[False])
     assert not np.allclose(recordings[True], recordings[False])
+
+
+def test_the_best_point_is_the_top_f1_then_the_cheapest_hop_then_the_fewest_alarms():
+    curve = [
+        {"hop_ms": 50.0, "threshold": 0.6, "f1": 0.80},
+        {"hop_ms": 50.0, "threshold": 0.8, "f1": 0.86},
+        {"hop_ms": 80.0, "threshold": 0.7, "f1": 0.852},  # within 0.01 of the top, longer hop: chosen
+        {"hop_ms": 80.0, "threshold": 0.8, "f1": 0.84},   # longer hop too, but more than 0.01 below the top
+        {"hop_ms": 100.0, "threshold": 0.9, "f1": 0.70},
+    ]
+    assert best_point(curve) == curve[2]
+    assert best_point(curve, f1_tolerance=0.0) == curve[1]
