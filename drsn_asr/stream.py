@@ -79,7 +79,10 @@ class StreamBank:
     `window_frames - 1` log-mel frames, its frame count, and its DecisionRule row. A step appends new samples to
     any set of slots, computes their new frames in one batched log-mel, cuts every window that is due (one per
     `hop_ms` of frames), classifies all of them in batches of `max_batch_windows`, and applies the decision
-    rule in stream order. Tensors live on the model's device; bookkeeping and decisions on the CPU.
+    rule in stream order. Tensors live on the model's device; bookkeeping and decisions on the CPU. On a CPU
+    device, steps in which every stream advances alike (one stream; streams fed in lockstep) run in numpy on
+    the same memory: a live hop of one stream is a few small operations, and torch's per-call overhead was
+    most of their cost.
     """
 
     def __init__(self, model: LoadedModel, config: DetectorConfig, capacity: int = 1,
