@@ -217,3 +217,30 @@ def test_resuming_an_averaged_run_without_the_average_is_refused(tmp_path):
     train(load_train_config(recipe), progress=False)
     with pytest.raises(ValueError, match="without optim.ema_decay"):
         train(load_train_config(recipe, {"optim": {"ema_decay": 0.99, "epochs": 2}}), progress=False)
+
+
+def test_the_validation_score_counts_unknown_and_silence_alike_and_weighs_keywords_half():
+    from drsn_asr.data import NoisyBatches
+    from drsn_asr.features import LogMel
+    from drsn_asr.train import evaluate_split
+
+    names = ["yes", "no", "_unknown_", "_silence_"]
+    labels = torch.tensor([0, 1, 2, 2, 2, 2, 3, 3])  # 2 keywords, 6 others
+
+    class Always(torch.nn.Module):
+        def __init__(self, answers):
+            super().__init__()
+            self.answers = torch.tensor(answers)
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(self.answers[: len(x)], 4).float()
+
+    batches = NoisyBatches(torch.zeros(8, 16000, dtype=torch.int16), torch.zeros(8), torch.zeros(40000), (0, 0), 0.0)
+    frontend, cpu = LogMel(), torch.device("cpu")
+    right = evaluate_split(Always([0, 1, 2, 2, 2, 2, 3, 3]), frontend, batches, labels, names, cpu, seed=0)
+    swapped = evaluate_split(Always([0, 1, 3, 3, 3, 3, 2, 2]), frontend, batches, labels, names, cpu, seed=0)
+    assert right["accuracy"] == 1.0 and swapped["accuracy"] == 0.25
+    assert right["score"] == swapped["score"] == 1.0  # neither fires: the same to a user
+    fires = evaluate_split(Always([0, 0, 1, 2, 2, 2, 3, 3]), frontend, batches, labels, names, cpu, seed=0)
+    assert fires["keyword_accuracy"] == 0.5 and fires["rejection"] == pytest.approx(5 / 6)
+    assert fires["score"] == pytest.approx((0.5 + 5 / 6) / 2)
