@@ -357,6 +357,15 @@ class WeightAverage:
         self.n_updates = int(state["n_updates"])
 
 
+VALIDATION_SEED = 1234  # the validation noise: the same every epoch and in pipelines/validate.py
+
+
+def validation_batches(data: dict[str, Any]) -> NoisyBatches:
+    """The validation split of `prepare_data`'s output with noise at 0–20 dB, 20% left clean."""
+    va = data["validation"]
+    return NoisyBatches(va["speech"], va["rms"], data["noise"], (0.0, 20.0), 0.2)
+
+
 def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -418,7 +427,7 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     train_mix = NoisyBatches(tr["speech"], tr["rms"], data["noise"], cfg.optim.snr_range_db, cfg.optim.p_clean,
                              gain_range_db=cfg.optim.gain_range_db, p_second_noise=cfg.optim.p_second_noise,
                              second_noise_db=cfg.optim.second_noise_db)
-    val_mix = NoisyBatches(va["speech"], va["rms"], data["noise"], (0.0, 20.0), 0.2)
+    val_mix = validation_batches(data)
 
     frontend = LogMel(cfg.features).to(dev)
     net = KeywordNet(cfg.model, cfg.features, len(names))
@@ -489,7 +498,7 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
         if rank != 0:
             continue
         kept = net if ema is None else ema.module  # the weights that are validated are the weights that are saved
-        val = evaluate_split(kept, frontend, val_mix, va["labels"], names, dev, seed=1234)
+        val = evaluate_split(kept, frontend, val_mix, va["labels"], names, dev, seed=VALIDATION_SEED)
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                  **{f"validation_{k}": v for k, v in val.items()},
                  "seconds": time.time() - t0, "clips_per_s": seen / (time.time() - t0)}
