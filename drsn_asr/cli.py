@@ -147,7 +147,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if snrs and not args.noise_dir:
         print("drsn-asr: --snr needs --noise-dir (a folder of noise recordings)", file=sys.stderr)
         return 2
-    detector = {"threshold": args.threshold} if args.threshold is not None else None  # None: the model's own
+    detector = {k: v for k, v in (("threshold", args.threshold), ("hop_ms", args.hop_ms)) if v is not None}
     results = {}
     for model in args.model or [None]:
         bar = tqdm(total=0, desc=f"evaluating {model or 'default'}", unit="clip", disable=not sys.stderr.isatty())
@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     p.add_argument("--threshold", type=float, default=None,
                    help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
-    p.add_argument("--hop-ms", type=float, default=None, help="classification hop in ms (default 50)")
+    p.add_argument("--hop-ms", type=float, default=None, help="classification hop in ms (default: the model's, else 50)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_transcribe)
 
@@ -464,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise choice and placement")
     p.add_argument("--threshold", type=float, default=None,
                    help="detection threshold (default: the one the model carries, else 0.6)")
+    p.add_argument("--hop-ms", type=float, default=None,
+                   help="classification hop of the sliding-window rule (default: the model's, else 50)")
     p.add_argument("--plots", default=None, metavar="DIR", help="write accuracy-vs-SNR and confusion plots here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_evaluate)
@@ -511,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="report.png or report.html (default: FILE's stem + _explain.png)")
     p.add_argument("--start", type=float, default=None, metavar="S", help="start of the span in seconds (default 0)")
     p.add_argument("--end", type=float, default=None, metavar="E", help="end of the span in seconds (default: the end)")
-    p.add_argument("--hop-ms", type=float, default=None, help="one window every hop in ms (default 50)")
+    p.add_argument("--hop-ms", type=float, default=None, help="one window every hop in ms (default: the model's, else 50)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_explain)
 

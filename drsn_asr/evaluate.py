@@ -171,7 +171,7 @@ def evaluate(
             progress(i + 1, len(examples))
     out = summarize(results[None], loaded.labels)
     out["model"] = loaded.source
-    out["threshold"] = detector.threshold
+    out["threshold"], out["hop_ms"] = detector.threshold, detector.hop_ms
     if len(conditions) > 1:
         out["by_snr"] = {str(snr): summarize(results[snr], loaded.labels) for snr in conditions[1:]}
         for snr in conditions[1:]:

@@ -148,8 +148,9 @@ def main() -> None:
             model, audio, truth, duration_s, args.tolerance_s, [float(t) for t in args.thresholds.split(",") if t],
             [float(h) for h in args.hops_ms.split(",") if h] if args.hops_ms else [rec.config.hop_ms]),
     })
-    best = best_point(result["operating_curve"])
-    result["best_by_f1"] = {"hop_ms": best["hop_ms"], "threshold": best["threshold"]}
+    if args.split == "validation":  # (on the test split it would invite choosing settings on the test)
+        best = best_point(result["operating_curve"])
+        result["best_by_f1"] = {"hop_ms": best["hop_ms"], "threshold": best["threshold"]}
     print(json.dumps(result, indent=1))
     if args.write_model:
         save_model(args.write_model, model, **result["best_by_f1"])

@@ -21,7 +21,7 @@ from test_stream import _bursts, _loud_model  # a tiny real network: 'yes' while
 import drsn_asr
 from drsn_asr.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, read_audio, stream_audio, to_float32, write_audio
 from drsn_asr.checkpoint import load_model, read_checkpoint, save_checkpoint
-from drsn_asr.config import DetectorConfig
+from drsn_asr.stream import detector_config
 from drsn_asr.features import LogMel, StreamingLogMel
 from drsn_asr.multistream import MultiStreamRecognizer
 from drsn_asr.stream import Recognizer
@@ -162,7 +162,7 @@ def test_where_in_the_stream_a_word_falls_changes_nothing(model):
     """The same audio after any whole number of hops of silence gives the same detections, scores and times:
     waits (peak_wait_ms, refractory_ms) compare float stream times, which must not round differently later on."""
     speech = read_audio(DEMO)[: 16000 * 12]
-    hop = round(16000 * DetectorConfig().hop_ms / 1000)  # the detector's hop: windows stay aligned
+    hop = round(16000 * detector_config(drsn_asr.load_model(model)).hop_ms / 1000)  # its hop: windows stay aligned
     runs = []
     for k in range(4):
         lead_s = (32000 + k * hop) / 16000

@@ -1,0 +1,61 @@
+"""Ship a trained checkpoint as the package's default model, with detector settings chosen on validation data.
+
+    python pipelines/ship.py CHECKPOINT [--config configs/default.yaml] [--name default]
+
+1. scores the checkpoint on the recipe's validation split (pipelines/validate.py), recorded in its `training`;
+2. builds the validation street recording and picks the hop and threshold (pipelines/stream_eval.py
+   --split validation, `best_point`: top F1, then the longest hop within 0.01 of it, then the highest threshold)
+   over hops 50/80/100 ms and thresholds 0.5–0.9; writes that sweep to docs/stream_eval_validation.json;
+3. writes drsn_asr/assets/NAME.pt carrying those settings and its SHA-256 into SHA256SUMS.
+Nothing here reads a test set. Then re-run the model card's commands for its test figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from drsn_asr.checkpoint import ASSETS, build_model, read_checkpoint, save_model, sha256  # noqa: E402
+
+THRESHOLDS = "0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9"
+HOPS_MS = "50,80,100"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
+    parser.add_argument("--name", default="default")
+    args = parser.parse_args()
+    pipelines, sweep = REPO / "pipelines", REPO / "docs" / "stream_eval_validation.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        scores, tuned = Path(tmp) / "validation.json", Path(tmp) / "tuned.pt"
+        subprocess.run([sys.executable, str(pipelines / "validate.py"), args.checkpoint, "--config", args.config,
+                        "--json", str(scores)], check=True)
+        subprocess.run([sys.executable, str(pipelines / "stream_eval.py"), "--split", "validation", "--model",
+                        args.checkpoint, "--thresholds", THRESHOLDS, "--hops-ms", HOPS_MS, "--json", str(sweep),
+                        "--write-model", str(tuned)], check=True, stdout=subprocess.DEVNULL)
+        model = build_model(read_checkpoint(tuned), source=args.checkpoint)
+        validation = json.loads(scores.read_text())[args.checkpoint]
+    model.training.update({
+        "epoch": validation["epoch"], **{f"validation_{k}": v for k, v in validation.items() if k != "epoch"},
+        "detector_chosen_on": "pipelines/stream_eval.py --split validation (docs/stream_eval_validation.json)",
+    })
+    assets = REPO / "drsn_asr" / ASSETS
+    out = assets / f"{args.name}.pt"
+    save_model(out, model)
+    sums = assets / "SHA256SUMS"
+    lines = [line for line in sums.read_text().splitlines() if line.strip() and line.split()[1] != out.name]
+    sums.write_text("\n".join(sorted(lines + [f"{sha256(out)}  {out.name}"])) + "\n")
+    print(f"wrote {out} (detector {model.detector}, validation score {validation['score']}) and {sums}")
+
+
+if __name__ == "__main__":
+    main()
