@@ -1,9 +1,10 @@
 """Where a live hop's time goes, and what cheaper networks would cost (the figures behind docs/performance.md's
 "Why the target RTF ≤ 0.005 is not reached").
 
-    python pipelines/hop_profile.py [--seconds 60]
+    python pipelines/hop_profile.py [--seconds 60] [--hop-ms MS]
 
-At one thread, feeds the street demo (tiled to `--seconds`) to a Recognizer in 50 ms chunks and reports, per hop:
+At one thread, feeds the street demo (tiled to `--seconds`) to a Recognizer one hop per chunk (the hop the model
+carries, or `--hop-ms`) and reports, per hop:
 - the whole `feed`, and the time inside the network, the log-mel frontend and the decision rule (timers around
   those calls; the rest is bookkeeping);
 - the same stream with the network replaced by constant posteriors: what a free model would leave;
@@ -34,7 +35,6 @@ from drsn_asr.inference import FoldedNet, OnnxNet  # noqa: E402
 from drsn_asr.model import KeywordNet, count_parameters  # noqa: E402
 from drsn_asr.stream import StreamBank  # noqa: E402
 
-CHUNK = 800  # 50 ms, one hop
 CANDIDATES = {  # name: ModelConfig fields changed from the shipped default's architecture
     "default": {},
     "without the relative input": {"relative_input": False},
@@ -56,15 +56,16 @@ def _timed(owner: type, name: str, totals: dict[str, float]) -> None:
     setattr(owner, name, wrapper)
 
 
-def per_hop_us(rec: Recognizer, audio: np.ndarray, probs=None) -> float:
-    """CPU time of one `feed` of a 50 ms chunk, averaged over the audio (µs); `probs` replaces the network."""
+def per_hop_us(rec: Recognizer, audio: np.ndarray, chunk: int, probs=None) -> float:
+    """CPU time of one `feed` of a `chunk`-sample chunk, averaged over the audio (µs); `probs` replaces the
+    network."""
     rec.reset()  # (also takes the network afresh)
     if probs is not None:
         rec._bank._probs = probs
     t = time.thread_time()
-    for start in range(0, len(audio), CHUNK):
-        rec.feed(audio[start : start + CHUNK])
-    return (time.thread_time() - t) / (len(audio) / CHUNK) * 1e6
+    for start in range(0, len(audio), chunk):
+        rec.feed(audio[start : start + chunk])
+    return (time.thread_time() - t) / (len(audio) / chunk) * 1e6
 
 
 def forward_us(forward, x: np.ndarray, n: int = 300) -> float:
@@ -81,23 +82,26 @@ def forward_us(forward, x: np.ndarray, n: int = 300) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--hop-ms", type=float, default=None, help="classification hop (default: the model's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     demo = read_audio(REPO / "drsn_asr" / "assets" / "street_demo.flac")
     audio = np.tile(demo, int(np.ceil(args.seconds * 16000 / len(demo))))[: int(args.seconds * 16000)]
-    rec = Recognizer(load_model(device="cpu"))
-    n_hops = len(audio) / CHUNK
+    rec = Recognizer(load_model(device="cpu"), **({} if args.hop_ms is None else {"hop_ms": args.hop_ms}))
+    hop_ms = rec.config.hop_ms
+    chunk = round(hop_ms * 16000 / 1000)
+    n_hops = len(audio) / chunk
 
-    whole = per_hop_us(rec, audio)
+    whole = per_hop_us(rec, audio, chunk)
     totals: dict[str, float] = {}
     for owner, name in ((StreamBank, "_classify"), (LogMel, "numpy"), (DecisionRule, "step")):
         _timed(owner, name, totals)
-    timed = per_hop_us(rec, audio)
+    timed = per_hop_us(rec, audio, chunk)
     parts = {name: totals.get(name, 0.0) / n_hops * 1e6 for name in ("_classify", "numpy", "step")}
     constant = np.full((1, len(rec.labels)), 1 / len(rec.labels), np.float32)
-    free_model = per_hop_us(rec, audio, probs=lambda windows: np.repeat(constant, len(windows), axis=0))
+    free_model = per_hop_us(rec, audio, chunk, probs=lambda windows: np.repeat(constant, len(windows), axis=0))
 
-    print(f"per 50 ms hop, CPU 1 thread ({args.seconds:.0f} s of audio, {type(rec._bank.forward).__name__}):")
+    print(f"per {hop_ms:g} ms hop, CPU 1 thread ({args.seconds:.0f} s of audio, {type(rec._bank.forward).__name__}):")
     print(f"  whole feed               {whole:6.0f} µs   (with timers: {timed:.0f})")
     print(f"  network                  {parts['_classify']:6.0f} µs")
     print(f"  log-mel of the new frames{parts['numpy']:6.0f} µs")
