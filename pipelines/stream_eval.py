@@ -13,8 +13,8 @@ sentences, street noise of the training kinds only: the recording on which detec
   measured compute time per 10 ms chunk, which a live stream adds on top;
 - localisation error of start_s / end_s;
 - the operating curve: recall, substitutions, false alarms (on sentences / on noise alone) and F1 at each of
-  `--thresholds` and `--hops-ms` (precision = hits / all detections, recall = hits / keywords spoken), and the
-  best point by F1.
+  `--thresholds` and `--hops-ms` (precision = hits / all detections, recall = hits / keywords spoken), and, on
+  the validation split only, the best point by F1.
 A detection belongs to a spoken item when their centres are within `--tolerance-s` (default 0.75 s).
 """
 
