@@ -328,9 +328,9 @@ def initialise_from(net: KeywordNet, labels: list[str], base_name: str) -> None:
 class WeightAverage:
     """Exponential moving average of a network's weights and BatchNorm statistics (as timm's ModelEmaV2).
 
-    The averaged copy is what gets validated and saved (with the shipped recipe it scored the same as the last
-    step's weights at the end, and rose steadily where they wavered). The decay ramps up as (1 + n) / (10 + n)
-    over the first updates, so the start-up weights fade quickly.
+    The averaged copy is what gets validated and saved (with the shipped recipe, at the last epoch it scored as
+    the last step's weights did: 0.8237 against 0.8238). The decay ramps up as (1 + n) / (10 + n) over the first
+    updates, so the start-up weights fade quickly.
     """
 
     def __init__(self, net: nn.Module, decay: float):
