@@ -97,8 +97,9 @@ def main() -> None:
     audio, words, honks = make_recording(np.random.default_rng(args.seed))
     if args.audio_out:
         write_audio(args.audio_out, audio)
-    expl = explain(audio, model=args.model, device="cpu")
-    compare = explain(audio, model=compare_model, device="cpu") if compare_model else None
+    # both at a window every 50 ms, whatever hop the model carries: the same columns, a finer picture
+    expl = explain(audio, model=args.model, device="cpu", hop_ms=50.0)
+    compare = explain(audio, model=compare_model, device="cpu", hop_ms=50.0) if compare_model else None
     if compare is not None and Path(compare_model).is_relative_to(REPO):  # the picture names it as the repo does
         compare = replace(compare, model=str(Path(compare_model).relative_to(REPO)))
     said = ", ".join(f"'{w}' at {a:.1f} s" for w, a, _ in words)
