@@ -135,13 +135,13 @@ class _NaivePath:
         self.audio = np.zeros((model.net.window_frames - 1) * c.hop_samples + c.window_samples, np.float32)
         config = detector_config(model)
         self.rule = DecisionRule(model.labels, config, max(1, round(config.smoothing_ms / config.hop_ms)), 1)
-        self.slot, self.now_s = np.zeros(1, np.int64), 0.0
+        self.slot, self.now_s, self.sample_rate = np.zeros(1, np.int64), 0.0, c.sample_rate
 
     def feed(self, chunk: np.ndarray) -> None:
         self.audio = np.concatenate([self.audio, check_chunk(chunk)])[-len(self.audio) :]
         with torch.inference_mode():
             probs = torch.softmax(self.forward(self.frontend(torch.from_numpy(self.audio)[None])), dim=1).cpu().numpy()
-        self.now_s += len(chunk) / 16000
+        self.now_s += len(chunk) / self.sample_rate
         self.rule.step(self.slot, np.array([self.now_s]), probs)
 
 

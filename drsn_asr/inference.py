@@ -13,10 +13,10 @@ dispatches. Outputs equal the module's up to float rounding (~1e-6 relative). Fo
 statistics, so a network in training mode, or a subclass with a forward of its own, is used as it is.
 
 Measured at 1 thread (docs/performance.md): FoldedNet 2.0× faster than the module per window at batch 1, 1.2×
-at batch 64; OnnxNet a further 2.2× at batch 1 (about even at batch 64). Tried and not kept: TorchScript trace+freeze (about FoldedNet's
-gain, but deprecated in this torch), torch.compile (about the same gain after a minute of compiling),
-channels_last on the module alone (less gain), bfloat16 on the CPU (no gain at batch 1; faster at batch 16, but
-scores move by ~1e-3).
+at batch 64; OnnxNet a further 2.2× at batch 1 (about even at batch 64). Tried and not kept: TorchScript
+trace+freeze (about FoldedNet's gain, but deprecated in this torch), torch.compile (about the same gain after a
+minute of compiling), channels_last on the module alone (less gain), bfloat16 on the CPU (no gain at batch 1;
+faster at batch 16, but scores move by ~1e-3).
 """
 
 from __future__ import annotations

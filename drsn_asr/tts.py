@@ -220,7 +220,8 @@ def _render(voice: Voice, texts: list[str], stretch: float, pitch: float,
     """Render each text; `stretch` > 1 = slower. Returns (float audio, sample rate) pairs."""
     if voice.engine == "hibari":  # deterministic: its noise component is seeded
         model = _hibari_model()
-        return [(np.asarray(model(text, speed=1.0 / stretch, seed=0), np.float32), 24000) for text in texts]
+        return [(np.asarray(model(text, speed=1.0 / stretch, seed=0), np.float32), voice.native_sample_rate)
+                for text in texts]
     if voice.engine == "piper":
         from piper import SynthesisConfig
 

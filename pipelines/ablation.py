@@ -40,20 +40,20 @@ ANALYSIS_MARKER = "<!-- analysis: written by hand, kept when pipelines/ablation.
 
 def train_all(config: Path, blocks: list[str], runs: str, parallel: int, threads: int, epochs: int | None,
               seed: int | None = None) -> None:
-    overrides = {"optim": {"seed": seed}} if seed is not None else {}
-    prepare_data(load_train_config(config, overrides), REPO)  # build the shared cache once, before the runs race for it
+    optim = {"threads": threads, **({"epochs": epochs} if epochs else {}),
+             **({"seed": seed} if seed is not None else {})}
+    prepare_data(load_train_config(config, {"optim": optim}), REPO)  # the cache once, before the runs race for it
     pending = list(blocks)
     running: list[tuple[str, subprocess.Popen]] = []
     while pending or running:
         while pending and len(running) < parallel:
             block = pending.pop(0)
             log = open(REPO / "runs" / f"{runs}_{block}.log", "w")
+            overrides = {"model": {"block": block}, "optim": optim, "out_dir": f"runs/{runs}/{block}"}
             cmd = [sys.executable, "-c", (
-                "import sys; from pathlib import Path; from drsn_asr.train import load_train_config, train; "
-                f"cfg = load_train_config({str(config)!r}, {{'model': {{'block': {block!r}}}, "
-                f"'optim': {{'threads': {threads}{', ' + repr('epochs') + ': ' + str(epochs) if epochs else ''}"
-                f"{', ' + repr('seed') + ': ' + str(seed) if seed is not None else ''}}}, "
-                f"'out_dir': 'runs/{runs}/{block}'}}); train(cfg, Path({str(REPO)!r}), progress=True)")]
+                "from pathlib import Path; from drsn_asr.train import load_train_config, train; "
+                f"cfg = load_train_config({str(config)!r}, {overrides!r}); "
+                f"train(cfg, Path({str(REPO)!r}), progress=True)")]
             running.append((block, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)))
             print(f"training {block} (log: runs/{runs}_{block}.log)", flush=True)
         block, proc = running[0]
