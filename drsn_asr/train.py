@@ -120,14 +120,34 @@ class TrainConfig:
 
 
 def load_train_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a recipe; `overrides` like {"optim": {"epochs": 3}} are merged before validation."""
+    """Read a recipe; `overrides` like {"optim": {"epochs": 3}} are merged before validation.
+
+    A recipe may start with `extends: OTHER.yaml` (relative to its own folder): it is then OTHER's recipe with the
+    keys it gives replaced, section by section, as overrides are."""
+    return from_dict(TrainConfig, _merge(_read_recipe(Path(path), ()), overrides or {}))
+
+
+def _read_recipe(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     data = load_yaml(path)
-    for section, values in (overrides or {}).items():
-        if isinstance(values, dict):
-            data.setdefault(section, {}).update(values)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: extends must be the path of another recipe, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ValueError(f"{path}: extends {base} makes a cycle of recipes ({' → '.join(map(str, seen))})")
+    return _merge(_read_recipe(base_path, (*seen, path.resolve())), data)
+
+
+def _merge(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(out.get(section), dict):
+            out[section].update(values)
         else:
-            data[section] = values
-    return from_dict(TrainConfig, data)
+            out[section] = values
+    return out
 
 
 def labels_for(vocabulary: tuple[str, ...]) -> list[str]:

@@ -91,23 +91,33 @@ def held_out_speech(rng: np.random.Generator, n_words: int, n_sentences: int) ->
 
 
 def validation_speech(rng: np.random.Generator, n_words: int, n_others: int, n_sentences: int,
-                      recipe: Path = REPO / "configs" / "default.yaml") -> tuple[list[Example], list[Example], list[str]]:
+                      recipe: Path = REPO / "configs" / "default.yaml",
+                      real_share: float = 0.5) -> tuple[list[Example], list[Example], list[str]]:
     """The recipe's validation split as a stream's speech: keywords and other words of the validation TTS
     voices, and validation sentence recordings. Nothing here is trained on or in a test set, so detector
-    settings may be chosen on it."""
+    settings may be chosen on it. When the recipe validates on real speakers (data.fsdd_validation_speakers),
+    `real_share` of the keywords are theirs: TTS keywords alone make a threshold that is strict for real voices."""
     from drsn_asr.train import collect_examples, load_train_config
 
     data = load_train_config(recipe).data
     validation = collect_examples(data, REPO)["validation"]
     spoken = [ex for ex in validation if ex.source != "sentences"]
     keywords = [ex for ex in spoken if ex.word in data.vocabulary]
+    real = [ex for ex in keywords if ex.source != "tts"]
+    synthetic = [ex for ex in keywords if ex.source == "tts"]
     others = [ex for ex in spoken if ex.word not in data.vocabulary]
     sentences = sorted({ex.path for ex in validation if ex.source == "sentences"})
-    if len(keywords) < n_words or len(others) < n_others or len(sentences) < n_sentences:
-        raise ValueError(f"the validation split of {recipe} has {len(keywords)} keyword clips, {len(others)} other "
-                         f"words and {len(sentences)} sentences; asked for {n_words}, {n_others}, {n_sentences}")
+    n_real = round(n_words * real_share) if real else 0
+    if len(real) < n_real or len(synthetic) < n_words - n_real or len(others) < n_others or len(sentences) < n_sentences:
+        raise ValueError(f"the validation split of {recipe} has {len(real)} real and {len(synthetic)} TTS keyword "
+                         f"clips, {len(others)} other words and {len(sentences)} sentences; asked for {n_real} real and "
+                         f"{n_words - n_real} TTS keywords, {n_others} other words, {n_sentences} sentences")
     pick = lambda xs, n: [xs[i] for i in rng.choice(len(xs), n, replace=False)]  # noqa: E731
-    return pick(keywords, n_words), pick(others, n_others), list(rng.choice(sentences, n_sentences, replace=False))
+    words = pick(synthetic, n_words - n_real)
+    if n_real:  # (without real speakers the draws stay those of earlier recordings)
+        words = pick(real, n_real) + words
+        words = [words[i] for i in rng.permutation(n_words)]
+    return words, pick(others, n_others), list(rng.choice(sentences, n_sentences, replace=False))
 
 
 def main() -> None:

@@ -1,11 +1,15 @@
 """Ship a trained checkpoint as the package's default model, with detector settings chosen on validation data.
 
     python pipelines/ship.py CHECKPOINT [--config configs/default.yaml] [--name default]
+                             [--tune-model TUNING_CHECKPOINT --tune-config configs/tuning.yaml]
 
 1. scores the checkpoint on the recipe's validation split (pipelines/validate.py), recorded in its `training`;
 2. builds the validation street recording and picks the hop and threshold (pipelines/stream_eval.py
    --split validation, `best_point`: top F1, then the longest hop within 0.01 of it, then the highest threshold)
-   over hops 50/80/100 ms and thresholds 0.5–0.9; writes that sweep to docs/stream_eval_validation.json;
+   over hops 50/80/100 ms and thresholds 0.5–0.9; writes that sweep to docs/stream_eval_validation.json.
+   With `--tune-model`, the sweep runs that model on the validation split of `--tune-config`: a model of the
+   same recipe trained on a fold that leaves a real speaker for validation, whose settings the checkpoint
+   (trained on every speaker, so with no real voice left to validate on) then carries;
 3. writes drsn_asr/assets/NAME.pt carrying those settings and its SHA-256 into SHA256SUMS.
 Nothing here reads a test set. Then re-run the model card's commands for its test figures.
 """
@@ -33,28 +37,34 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
     parser.add_argument("--name", default="default")
+    parser.add_argument("--tune-model", default=None, help="choose the detector settings with this model (default: "
+                        "CHECKPOINT) on the validation split of --tune-config")
+    parser.add_argument("--tune-config", default=None, help="recipe of --tune-model (default: --config)")
     args = parser.parse_args()
+    tune_model, tune_config = args.tune_model or args.checkpoint, args.tune_config or args.config
     pipelines, sweep = REPO / "pipelines", REPO / "docs" / "stream_eval_validation.json"
     with tempfile.TemporaryDirectory() as tmp:
-        scores, tuned = Path(tmp) / "validation.json", Path(tmp) / "tuned.pt"
+        scores = Path(tmp) / "validation.json"
         subprocess.run([sys.executable, str(pipelines / "validate.py"), args.checkpoint, "--config", args.config,
                         "--json", str(scores)], check=True)
         subprocess.run([sys.executable, str(pipelines / "stream_eval.py"), "--split", "validation", "--model",
-                        args.checkpoint, "--thresholds", THRESHOLDS, "--hops-ms", HOPS_MS, "--json", str(sweep),
-                        "--write-model", str(tuned)], check=True, stdout=subprocess.DEVNULL)
-        model = build_model(read_checkpoint(tuned), source=args.checkpoint)
+                        tune_model, "--config", tune_config, "--thresholds", THRESHOLDS, "--hops-ms", HOPS_MS,
+                        "--json", str(sweep)], check=True, stdout=subprocess.DEVNULL)
         validation = json.loads(scores.read_text())[args.checkpoint]
+    settings = json.loads(sweep.read_text())["best_by_f1"]
+    model = build_model(read_checkpoint(args.checkpoint), source=args.checkpoint)
     model.training.update({
         "epoch": validation["epoch"], **{f"validation_{k}": v for k, v in validation.items() if k != "epoch"},
-        "detector_chosen_on": "pipelines/stream_eval.py --split validation (docs/stream_eval_validation.json)",
+        "detector_chosen_on": f"pipelines/stream_eval.py --split validation --model {tune_model} --config "
+                              f"{tune_config} (docs/stream_eval_validation.json)",
     })
     assets = REPO / "drsn_asr" / ASSETS
     out = assets / f"{args.name}.pt"
-    save_model(out, model)
+    save_model(out, model, **settings)
     sums = assets / "SHA256SUMS"
     lines = [line for line in sums.read_text().splitlines() if line.strip() and line.split()[1] != out.name]
     sums.write_text("\n".join(sorted(lines + [f"{sha256(out)}  {out.name}"])) + "\n")
-    print(f"wrote {out} (detector {model.detector}, validation score {validation['score']}) and {sums}")
+    print(f"wrote {out} (detector {settings}, validation score {validation['score']}) and {sums}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Streaming evaluation on a long mixed street recording: detections vs ground truth.
 
     python pipelines/stream_eval.py [--model M] [--minutes 10] [--seed 11] [--json OUT] [--split test]
+                                    [--split validation --config RECIPE]
 
 Builds (pipelines/build_demo.py) a recording over a synthesized street, feeds it to one Recognizer in 10 ms chunks
 as a live microphone would, and reports the figures below. `--split test` (default): held-out real speakers'
 digits and held-out sentences, with sirens (a noise kind held out of training) among the traffic.
-`--split validation`: keywords and other words of the recipe's validation TTS voices and its validation
-sentences, street noise of the training kinds only: the recording on which detector settings may be chosen
+`--split validation`: keywords and other words of the validation split of the recipe (`--config`): its TTS
+voices, its real validation speakers (half of the keywords, when it has any: configs/tuning.yaml), its validation
+sentences; street noise of the training kinds only. It is the recording on which detector settings may be chosen
 (`best_by_f1`, see `best_point`), since nothing in it is trained on or tested on. Reported:
 - hits (right label near a spoken keyword), substitutions, misses, false alarms (and per hour of audio);
 - latency: stream time at which the callback fired minus the true end of the word (median, p90), plus the
@@ -113,6 +115,8 @@ def main() -> None:
                         help="also sweep these classification hops, e.g. 50,80,100 (default: the model's hop only)")
     parser.add_argument("--split", choices=("test", "validation"), default="test",
                         help="held-out test speech and noise, or the recipe's validation split (see above)")
+    parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"),
+                        help="with --split validation: the recipe whose validation split is spoken")
     parser.add_argument("--write-model", default=None, metavar="OUT.pt",
                         help="with --split validation: write the model to OUT.pt carrying the best hop and threshold")
     args = parser.parse_args()
@@ -125,7 +129,7 @@ def main() -> None:
         audio, truth = make_recording(words, sentences, rng)
     else:
         words, others, sentences = validation_speech(rng, int(n_items * 0.7), int(n_items * 0.15),
-                                                     max(1, int(n_items * 0.15)))
+                                                     max(1, int(n_items * 0.15)), recipe=Path(args.config))
         audio, truth = make_recording(words, sentences, rng, others=others, sirens=False)
     duration_s = len(audio) / 16000
     model = load_model(args.model, device="cpu")
@@ -140,6 +144,7 @@ def main() -> None:
     result = score(detections, truth, duration_s, args.tolerance_s)
     result.update({
         "model": model.source, "split": args.split, "duration_s": round(duration_s, 1), "seed": args.seed,
+        **({"config": args.config} if args.split == "validation" else {}),
         "compute_ms_per_10ms_chunk_median": round(1000 * float(np.median(compute_s)), 3),
         "compute_ms_per_10ms_chunk_p99": round(1000 * float(np.percentile(compute_s, 99)), 3),
         "real_time_factor": round(sum(compute_s) / duration_s, 4),

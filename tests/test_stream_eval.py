@@ -69,3 +69,43 @@ def test_the_best_point_is_the_top_f1_then_the_cheapest_hop_then_the_fewest_alar
     ]
     assert best_point(curve) == curve[2]
     assert best_point(curve, f1_tolerance=0.0) == curve[1]
+
+
+def test_validation_speech_takes_half_its_keywords_from_real_validation_speakers(tmp_path):
+    import numpy as np
+
+    from build_demo import validation_speech
+
+    tone = (0.3 * np.sin(2 * np.pi * 500 * np.arange(8000) / 16000)).astype(np.float32)
+    corpus, fsdd = tmp_path / "corpus", tmp_path / "fsdd"
+    rows = ["path,word,engine,voice,rate,pitch,licence,duration_s"]
+    for word in ("yes", "one", "stock"):
+        for voice in range(20):
+            (corpus / word).mkdir(parents=True, exist_ok=True)
+            write_audio(corpus / word / f"v{voice}.wav", tone)
+            rows.append(f"{word}/v{voice}.wav,{word},synth,v{voice},1,1,CC0,0.5")
+    (corpus / "manifest.csv").write_text("\n".join(rows) + "\n")
+    fsdd.mkdir()
+    for speaker in ("lucas", "jackson"):
+        for take in range(6):
+            write_audio(fsdd / f"1_{speaker}_{take}.wav", tone, 8000)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""
+data:
+  vocabulary: ["yes", "one"]
+  tts_dir: {corpus}
+  fsdd_dir: {fsdd}
+  fsdd_train_speakers: [jackson]
+  fsdd_validation_speakers: [lucas]
+  sentences_dir: null
+  validation_voice_fraction: 0.5
+  test_voice_fraction: 0.0
+""")
+    words, others, sentences = validation_speech(np.random.default_rng(0), 8, 2, 0, recipe=recipe)
+    real = [w for w in words if w.source == "fsdd"]
+    assert len(real) == 4 and {w.group for w in real} == {"lucas"}
+    assert all(w.word in ("yes", "one") for w in words) and len({w.path for w in words}) == 8
+    assert [w.word for w in others] == ["stock", "stock"] and sentences == []
+    assert words != sorted(words, key=lambda w: w.source)  # real and synthetic keywords interleave
+    synthetic_only, _, _ = validation_speech(np.random.default_rng(0), 8, 2, 0, recipe=recipe, real_share=0.0)
+    assert all(w.source == "tts" for w in synthetic_only)

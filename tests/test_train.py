@@ -1,5 +1,6 @@
 """A real (tiny) training run: recipe → cache → epochs → self-describing checkpoints → resume."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from drsn_asr.audio import write_audio
 from drsn_asr.checkpoint import load_model, read_checkpoint
 from drsn_asr.train import OptimConfig, WeightAverage, load_train_config, spec_augment, train
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
 
 
 def _tiny_recipe(tmp_path, epochs):
@@ -101,6 +103,32 @@ def test_config_errors_name_the_key(tmp_path):
     recipe.write_text("optim:\n  epoch: 3\n")
     with pytest.raises(ValueError, match=r"optim\.epoch"):
         load_train_config(recipe)
+
+
+def test_recipe_extends_another_section_by_section(tmp_path):
+    (tmp_path / "base.yaml").write_text("out_dir: runs/base\noptim:\n  epochs: 7\n  lr: 0.01\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\noptim:\n  lr: 0.002\n")
+    cfg = load_train_config(tmp_path / "sub" / "child.yaml", {"optim": {"seed": 5}})
+    assert (cfg.out_dir, cfg.optim.epochs, cfg.optim.lr, cfg.optim.seed) == ("runs/base", 7, 0.002, 5)
+    (tmp_path / "typo.yaml").write_text("extends: base.yaml\noptim:\n  epoch: 3\n")
+    with pytest.raises(ValueError, match=r"optim\.epoch"):
+        load_train_config(tmp_path / "typo.yaml")
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_train_config(tmp_path / "a.yaml")
+
+
+def test_tuning_recipe_is_the_default_with_one_real_speaker_validating():
+    default = load_train_config(REPO / "configs" / "default.yaml")
+    tuning = load_train_config(REPO / "configs" / "tuning.yaml")
+    assert tuning.data.fsdd_validation_speakers == ("lucas",)
+    assert set(tuning.data.fsdd_train_speakers) == set(default.data.fsdd_train_speakers) - {"lucas"}
+    same = dataclasses.replace(tuning.data, fsdd_train_speakers=default.data.fsdd_train_speakers,
+                               fsdd_validation_speakers=default.data.fsdd_validation_speakers)
+    assert same == default.data
+    assert (tuning.optim, tuning.model, tuning.augment) == (default.optim, default.model, default.augment)
 
 
 def test_spec_augment_masks_bands_and_frames():
