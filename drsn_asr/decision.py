@@ -38,6 +38,7 @@ class DecisionRule:
         self.keyword = np.array([label not in (LABEL_UNKNOWN, LABEL_SILENCE) for label in labels])
         self.thresholds = np.array([config.thresholds.get(l, config.threshold) for l in labels], np.float32)
         self.half_thresholds = self.thresholds / 2  # a keyword re-arms when its score falls below this
+        self._keyword_thresholds = np.where(self.keyword, self.thresholds, np.inf).astype(np.float32)  # others never fire
         self._none, self._no_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         n = len(labels)
         self.recent = np.zeros((0, smooth_n, n), np.float32)  # ring of the last smooth_n posteriors
@@ -103,6 +104,8 @@ class DecisionRule:
                 return emitted
 
         # otherwise a keyword that leads, reaches its threshold, is armed and is past the refractory time starts one
+        if not (smoothed >= self._keyword_thresholds).any():  # no keyword at its threshold, so not the leading one
+            return emitted
         rows = (~waiting).nonzero()[0]
         score = smoothed[rows]
         best = np.where(self.keyword, score, 0).argmax(axis=1)
