@@ -423,7 +423,7 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, sample_rate
     if speech_rms == 0.0:
         raise ValueError("speech is silent; an SNR cannot be set")
     if noise_rms == 0.0:
-        return speech.copy()
+        return _f32(speech)  # float32, as every other result (a new array)
     return _f32(speech + noise * (speech_rms / (noise_rms * 10.0 ** (snr_db / 20.0))))
 
 

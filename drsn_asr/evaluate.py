@@ -121,6 +121,18 @@ def noise_files(noise_dir: str | Path) -> list[Path]:
     return files
 
 
+def _noise_segment(source: np.ndarray, n: int, rng: np.random.Generator, name: str) -> np.ndarray:
+    """`n` samples of `source` from a random start. A stretch of digital silence (the gaps between a synthesized
+    scene's events) is drawn again: mixed in, it would leave the clip clean whatever the SNR."""
+    for _ in range(100):
+        start = int(rng.integers(0, max(1, len(source) - n)))
+        segment = np.resize(source[start:], n)
+        if segment.any():
+            return segment
+    raise ValueError(f"noise file {name}: 100 random {n}-sample stretches were all digital silence; "
+                     "give --noise-dir recordings with sound in them")
+
+
 def evaluate(
     data_dir: str | Path,
     model: str | LoadedModel | None = None,
@@ -159,8 +171,7 @@ def evaluate(
                 which = int(rng.integers(len(noises)))
                 source = noises[which]
                 mixed_with[snr].append(noise_names[which])
-                start = int(rng.integers(0, max(1, len(source) - len(audio))))
-                segment = np.resize(source[start:], len(audio))
+                segment = _noise_segment(source, len(audio), rng, noise_names[which])
                 if active_rms(audio, SAMPLE_RATE) > 0:
                     x = mix_at_snr(audio, segment, snr, SAMPLE_RATE)
                 else:  # digital silence has no SNR: add the noise at a quiet fixed level

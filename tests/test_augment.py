@@ -193,6 +193,8 @@ def test_mix_at_snr_may_exceed_full_scale_and_rejects_silent_speech():
     assert np.max(np.abs(loud)) > 1.0
     with pytest.raises(ValueError, match="silent"):
         augment.mix_at_snr(np.zeros(SR, np.float32), np.ones(SR, np.float32), 0.0, SR)
+    unchanged = augment.mix_at_snr(SPEECH, np.zeros(SR, np.float32), 0.0, SR)  # silent noise: nothing to add
+    assert unchanged.dtype == np.float32 and np.array_equal(unchanged, SPEECH.astype(np.float32))
 
 
 EVERYTHING = augment.AugmentConfig(p_speed=1, p_pitch=1, p_vtlp=1, p_reverb=1, p_gain=1, p_clip=1, p_band_limit=1)

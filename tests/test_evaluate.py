@@ -65,3 +65,26 @@ def test_a_model_carries_its_detector_settings_to_recognizers_and_evaluate(tmp_p
     torch.save(state, tmp_path / "future.pt")
     with pytest.raises(ValueError, match="sensitivity"):
         load_model(tmp_path / "future.pt")
+
+
+def test_noise_with_stretches_of_digital_silence_is_still_mixed_in(tmp_path):
+    """A synthesized scene is silent between its events; a clip mixed with such a stretch would stay clean (and,
+    until this was fixed, reached the frontend as float64 and crashed it)."""
+    from drsn_asr.audio import write_audio
+
+    rng = np.random.default_rng(0)
+    tone = (0.3 * np.sin(2 * np.pi * 700 * np.arange(16000) / 16000)).astype(np.float32)
+    clips = tmp_path / "clips" / "yes"
+    clips.mkdir(parents=True)
+    for i in range(8):
+        write_audio(clips / f"{i}.wav", tone)
+    noise = np.zeros(16000 * 30, np.float32)
+    noise[-16000 * 2 :] = rng.standard_normal(16000 * 2).astype(np.float32) * 0.3  # sound only in the last 2 s
+    (tmp_path / "noise").mkdir()
+    write_audio(tmp_path / "noise" / "sparse.wav", noise)
+    result = evaluate(tmp_path / "clips", noise_dir=tmp_path / "noise", snrs_db=[-10.0], seed=0, device="cpu")
+    clean, noisy = result["predictions"], result["by_snr"]["-10.0"]["predictions"]
+    assert all(a["score"] != b["score"] for a, b in zip(clean, noisy))  # every clip heard noise, none stayed clean
+    write_audio(tmp_path / "noise" / "sparse.wav", np.zeros(16000 * 30, np.float32))
+    with pytest.raises(ValueError, match="digital silence"):
+        evaluate(tmp_path / "clips", noise_dir=tmp_path / "noise", snrs_db=[0.0], seed=0, device="cpu")
