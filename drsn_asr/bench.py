@@ -256,9 +256,9 @@ def _lockstep(model: LoadedModel, audio: np.ndarray, n_streams: int, n_hops: int
     return latencies, cpu / n_hops
 
 
-def _hop_samples(model: LoadedModel) -> int:
-    """The classification hop a Recognizer of `model` uses by default (the model's own, else the default), in samples."""
-    return round(detector_config(model).hop_ms * model.features.sample_rate / 1000)
+def _hop_samples(model: LoadedModel, hop_ms: float | None = None) -> int:
+    """`hop_ms` in samples; by default the hop a Recognizer of `model` uses (the model's own, else the default)."""
+    return round((detector_config(model).hop_ms if hop_ms is None else hop_ms) * model.features.sample_rate / 1000)
 
 
 def multistream_capacity(model: LoadedModel, audio: np.ndarray, n_hops: int, max_streams: int,
@@ -428,7 +428,7 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
                 fig[f"forward_onnx_b{batch}_us"] = _figure(times["onnxruntime"] * 1e6, "µs/window", f"OnnxNet, batch {batch}")
                 ratio[f"forward_folded_over_onnx_b{batch}"] = times["folded"] / times["onnxruntime"]
         say(f"single stream, CPU, 1 thread, {other_hop_ms:g} ms hop")
-        other_hop = round(other_hop_ms * cpu_model.features.sample_rate / 1000)
+        other_hop = _hop_samples(cpu_model, other_hop_ms)
         other = [live_stream(cpu_model, audio, other_hop, hop_ms=other_hop_ms) for _ in range(repeats)]
         fig["rtf_live_cpu1_other_hop"] = _figure(np.median([r["rtf_cpu"] for r in other]), "",
                                                  f"Recognizer(hop_ms={other_hop_ms:g}) fed {other_hop_ms:g} ms chunks; "

@@ -56,7 +56,9 @@ def build(out: Path, rng: np.random.Generator, speakers: tuple[str, ...], senten
         write_audio(out / "real" / "sentence" / f"{ex.group}_{i}.wav", load_example(ex))
 
     (out / "noise").mkdir(parents=True, exist_ok=True)
-    babble = [a for a in (load_example(ex) for ex in sentences[::10]) if np.sqrt(np.mean(a**2)) > 1e-3]  # its crowds
+    babble = None  # crowds of the split's own sentences, when its noise kinds hold any
+    if "babble" in noise_kinds:
+        babble = [a for a in (load_example(ex) for ex in sentences[::10]) if np.sqrt(np.mean(a**2)) > 1e-3]
     noises = []
     for path in noise_files:
         audio = read_audio(path)
