@@ -37,11 +37,12 @@ from . import noise
 from .audio import read_audio
 from .checkpoint import LoadedModel, load_model
 from .config import to_dict
+from .decision import DecisionRule, hop_frames
 from .features import LogMel
 from .inference import inference_forward, onnxruntime_available
 from .model import KeywordNet, count_parameters
 from .multistream import MultiStreamRecognizer
-from .stream import DecisionRule, Recognizer, check_chunk, detector_config
+from .stream import Recognizer, check_chunk, detector_config
 from .transcribe import transcribe
 
 DEMO = "street_demo.flac"
@@ -134,7 +135,7 @@ class _NaivePath:
         self.forward = inference_forward(model.net)
         self.audio = np.zeros((model.net.window_frames - 1) * c.hop_samples + c.window_samples, np.float32)
         config = detector_config(model)
-        self.rule = DecisionRule(model.labels, config, max(1, round(config.smoothing_ms / config.hop_ms)), 1)
+        self.rule = DecisionRule(model.labels, config, 1)
         self.slot, self.now_s, self.sample_rate = np.zeros(1, np.int64), 0.0, c.sample_rate
 
     def feed(self, chunk: np.ndarray) -> None:
@@ -258,7 +259,8 @@ def _lockstep(model: LoadedModel, audio: np.ndarray, n_streams: int, n_hops: int
 
 def _hop_samples(model: LoadedModel, hop_ms: float | None = None) -> int:
     """`hop_ms` in samples; by default the hop a Recognizer of `model` uses (the model's own, else the default)."""
-    return round((detector_config(model).hop_ms if hop_ms is None else hop_ms) * model.features.sample_rate / 1000)
+    config = detector_config(model, **({} if hop_ms is None else {"hop_ms": hop_ms}))
+    return hop_frames(config, model.features.hop_ms) * model.features.hop_samples
 
 
 def multistream_capacity(model: LoadedModel, audio: np.ndarray, n_hops: int, max_streams: int,

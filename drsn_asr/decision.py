@@ -25,6 +25,22 @@ from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
 TIME_TOLERANCE_MS = 1e-3
 
 
+def hop_frames(config: DetectorConfig, frame_hop_ms: float) -> int:
+    """Feature frames per classification hop, or a ValueError when `config.hop_ms` is not a whole number (>= 1)
+    of the model's `frame_hop_ms` frames (a stream can only classify at frame boundaries)."""
+    n = config.hop_ms / frame_hop_ms
+    if n < 1 - 1e-9 or abs(n - round(n)) > 1e-6:
+        nearest = max(1, round(n)) * frame_hop_ms
+        raise ValueError(f"hop_ms={config.hop_ms:g} is not a whole number of the model's {frame_hop_ms:g} ms feature "
+                         f"frames: pass a multiple of {frame_hop_ms:g} ms, e.g. hop_ms={nearest:g}")
+    return round(n)
+
+
+def smoothing_classifications(config: DetectorConfig) -> int:
+    """How many of the latest classifications the posteriors are averaged over: `smoothing_ms` in hops."""
+    return max(1, round(config.smoothing_ms / config.hop_ms))
+
+
 class DecisionRule:
     """The detection rule of the module docstring for `capacity` streams at once (one row of state each).
 
@@ -32,9 +48,9 @@ class DecisionRule:
     stream times `now_s`, and returns the rows whose pending detection is now emitted, with label and peak score.
     """
 
-    def __init__(self, labels: list[str], config: DetectorConfig, smooth_n: int, capacity: int):
+    def __init__(self, labels: list[str], config: DetectorConfig, capacity: int):
         self.config = config
-        self.smooth_n = smooth_n
+        self.smooth_n = smooth_n = smoothing_classifications(config)
         self.keyword = np.array([label not in (LABEL_UNKNOWN, LABEL_SILENCE) for label in labels])
         self.thresholds = np.array([config.thresholds.get(l, config.threshold) for l in labels], np.float32)
         self.half_thresholds = self.thresholds / 2  # a keyword re-arms when its score falls below this

@@ -22,6 +22,7 @@ from .audio import SAMPLE_RATE, read_audio
 from .augment import active_rms, mix_at_snr
 from .checkpoint import LoadedModel, load_model
 from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
+from .decision import hop_frames, smoothing_classifications
 from .data import AUDIO_SUFFIXES, Example, read_labelled_dir
 from .features import LogMel
 from .inference import inference_forward
@@ -63,10 +64,10 @@ def clip_windows(audio: np.ndarray, window_samples: int, hop_samples: int) -> np
 def classify_clip(model: LoadedModel, frontend: LogMel, audio: np.ndarray, detector: DetectorConfig) -> tuple[str, float]:
     """(predicted label, score) of one clip under the scoring rule above."""
     window_samples = round(model.net.config.window_s * SAMPLE_RATE)
-    hop_samples = round(detector.hop_ms * SAMPLE_RATE / 1000)
+    hop_samples = hop_frames(detector, model.features.hop_ms) * model.features.hop_samples
     windows = torch.from_numpy(clip_windows(audio, window_samples, hop_samples)).to(model.device)
     probs = torch.softmax(inference_forward(model.net)(frontend(windows)), dim=1).float().cpu()  # the stream's forward
-    n_smooth = max(1, min(len(probs), round(detector.smoothing_ms / detector.hop_ms)))
+    n_smooth = min(len(probs), smoothing_classifications(detector))
     smoothed = probs.unfold(0, n_smooth, 1).mean(dim=2)  # (n_positions, n_classes)
     labels = model.labels
     keyword = [i for i, l in enumerate(labels) if l not in (LABEL_UNKNOWN, LABEL_SILENCE)]

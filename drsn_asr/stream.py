@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .audio import StreamResampler, to_float32
 from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, from_dict
-from .decision import DecisionRule
+from .decision import DecisionRule, hop_frames
 from .features import LogMel
 from .inference import inference_forward
 
@@ -98,12 +98,12 @@ class StreamBank:
         self.device = model.device
         self.frontend = LogMel(c).to(self.device)
         self.window_frames = model.net.window_frames
-        self.hop_frames = max(1, round(config.hop_ms / c.hop_ms))
+        self.hop_frames = hop_frames(config, c.hop_ms)
         self.max_batch_windows = max_batch_windows
         self.autocast_dtype = autocast_dtype
         self.silence_value = self.frontend.silence_value
         self.hop_samples, self.window_samples, self.sample_rate = c.hop_samples, c.window_samples, c.sample_rate
-        self.rule = DecisionRule(self.labels, config, max(1, round(config.smoothing_ms / (self.hop_frames * c.hop_ms))), 0)
+        self.rule = DecisionRule(self.labels, config, 0)
         self.capacity = 0
         self._all_slots = np.zeros(0, np.int64)
         self.pending = torch.zeros(0, c.window_samples - 1, device=self.device)

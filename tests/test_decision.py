@@ -47,7 +47,8 @@ def test_vectorized_rule_equals_the_definition_for_streams_stepped_in_any_groups
     # posteriors that often spike towards one label, so that detections, waits and re-arms all happen
     probs = rng.dirichlet(np.full(len(LABELS), 0.3), size=(n_streams, n_steps)).astype(np.float32)
     times_s = 0.1 * np.arange(1, n_steps + 1) + rng.uniform(0, 5, size=(n_streams, 1))
-    rule = DecisionRule(LABELS, config, smooth_n, n_streams)
+    rule = DecisionRule(LABELS, config, n_streams)
+    assert rule.smooth_n == smooth_n  # 150 ms of 50 ms hops
     got = {s: [] for s in range(n_streams)}
     done = np.zeros(n_streams, np.int64)
     while (done < n_steps).any():

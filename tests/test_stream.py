@@ -106,6 +106,18 @@ def test_per_label_threshold_and_unknown_label_rejected():
         Recognizer(_loud_model(), refractory=3)
 
 
+@pytest.mark.parametrize("hop_ms", [25.0, 5.0, 0.0])
+def test_a_hop_that_is_not_whole_frames_is_refused_everywhere_it_is_used(hop_ms):
+    # the stream can only classify at 10 ms frame boundaries; 25 ms used to become 20 ms in the stream but
+    # stay 25 ms in evaluate's clip scoring, so the two paths disagreed without a word
+    with pytest.raises(ValueError, match=r"multiple of 10 ms, e\.g\. hop_ms="):
+        Recognizer(_loud_model(), hop_ms=hop_ms)
+    with pytest.raises(ValueError, match="multiple of 10 ms"):
+        drsn_asr.evaluate.classify_clip(_loud_model(), drsn_asr.features.LogMel(FeatureConfig()),
+                                        _bursts([0.5], total_s=2.0), drsn_asr.stream.detector_config(hop_ms=hop_ms))
+    Recognizer(_loud_model(), hop_ms=30.0)  # whole frames are fine
+
+
 def test_callback_receives_detections_and_a_raising_callback_does_not_stop_the_stream(caplog):
     got = []
 
