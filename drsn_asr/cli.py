@@ -156,8 +156,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = evaluate(args.dir, model=model, noise_dir=args.noise_dir, snrs_db=snrs, seed=args.seed,
-                          device=args.device, detector=detector, progress=progress)
+        try:
+            result = evaluate(args.dir, model=model, noise_dir=args.noise_dir, snrs_db=snrs, seed=args.seed,
+                              device=args.device, detector=detector, progress=progress)
+        except (ValueError, FileNotFoundError) as e:
+            bar.close()
+            print(f"drsn-asr: {e}", file=sys.stderr)
+            return 1
         bar.close()
         results[result["model"]] = result
         print(f"== {result['model']} on {args.dir}")

@@ -22,8 +22,8 @@ from .audio import SAMPLE_RATE, read_audio
 from .augment import active_rms, mix_at_snr
 from .checkpoint import LoadedModel, load_model
 from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
-from .decision import hop_frames, smoothing_classifications
 from .data import AUDIO_SUFFIXES, Example, read_labelled_dir
+from .decision import hop_frames, smoothing_classifications
 from .features import LogMel
 from .inference import inference_forward
 from .stream import detector_config
@@ -155,6 +155,7 @@ def evaluate(
     loaded = load_model(model, device=device)
     if not isinstance(detector, DetectorConfig):
         detector = detector_config(loaded, **(detector or {}))
+    hop_frames(detector, loaded.features.hop_ms)  # a hop the stream cannot make is refused before any clip is read
     frontend = LogMel(loaded.features).to(loaded.device)
     examples: list[Example] = read_labelled_dir(data_dir)
     noise_paths = noise_files(noise_dir) if noise_dir else []

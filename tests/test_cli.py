@@ -73,6 +73,16 @@ def test_bad_file_gives_a_clear_message_and_nonzero_exit(tmp_path):
     assert "not a readable audio file" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_evaluate_refuses_a_bad_hop_and_a_missing_folder_with_a_message(tmp_path):
+    (tmp_path / "yes").mkdir()
+    write_audio(tmp_path / "yes" / "a.wav", np.zeros(16000, np.float32), 16000)
+    r = run("evaluate", str(tmp_path), "--hop-ms", "25")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "multiple of 10 ms, e.g. hop_ms=20" in r.stderr
+    r = run("evaluate", str(tmp_path / "missing"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "missing" in r.stderr
+
+
 def test_unknown_model_lists_the_shipped_ones():
     r = run("transcribe", str(DEMO), "--model", "nope")
     assert r.returncode != 0
