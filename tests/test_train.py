@@ -272,3 +272,17 @@ def test_the_validation_score_counts_unknown_and_silence_alike_and_weighs_keywor
     fires = evaluate_split(Always([0, 0, 1, 2, 2, 2, 3, 3]), frontend, batches, labels, names, cpu, seed=0)
     assert fires["keyword_accuracy"] == 0.5 and fires["rejection"] == pytest.approx(5 / 6)
     assert fires["score"] == pytest.approx((0.5 + 5 / 6) / 2)
+
+
+def test_a_seed_repeats_bit_for_bit_and_another_seed_does_not(tmp_path):
+    """optim.seed fixes everything a run draws: the same recipe twice gives the same history and weights."""
+    runs = {}
+    for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
+        recipe = load_train_config(_tiny_recipe(tmp_path / name, epochs=2), {"optim": {"seed": seed}})
+        train(recipe, progress=False)
+        history = json.loads((tmp_path / name / "run" / "history.json").read_text())
+        weights = read_checkpoint(tmp_path / name / "run" / "last.pt")["model"]
+        runs[name] = ([h["train_loss"] for h in history], weights)
+    assert runs["a"][0] == runs["b"][0]
+    assert all(torch.equal(runs["a"][1][k], runs["b"][1][k]) for k in runs["a"][1])
+    assert runs["a"][0] != runs["c"][0]
