@@ -418,6 +418,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# decision.hop_frames enforces it; the frame is the model's own (features.hop_ms)
+_HOP_RULE = "a multiple of the model's feature frame, 10 ms for the shipped models (default: the model's, else 50)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drsn-asr", description="Streaming keyword recognizer for noisy streets.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
@@ -430,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     p.add_argument("--threshold", type=float, default=None,
                    help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
-    p.add_argument("--hop-ms", type=float, default=None, help="classification hop in ms, a multiple of the 10 ms frames (default: the model's, else 50)")
+    p.add_argument("--hop-ms", type=float, default=None, help=f"classification hop in ms, {_HOP_RULE}")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_transcribe)
 
@@ -470,8 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="detection threshold (default: the one the model carries, else 0.6)")
     p.add_argument("--hop-ms", type=float, default=None,
-                   help="classification hop of the sliding-window rule in ms, a multiple of the 10 ms frames "
-                        "(default: the model's, else 50)")
+                   help=f"classification hop of the sliding-window rule in ms, {_HOP_RULE}")
     p.add_argument("--plots", default=None, metavar="DIR", help="write accuracy-vs-SNR and confusion plots here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_evaluate)
@@ -519,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="report.png or report.html (default: FILE's stem + _explain.png)")
     p.add_argument("--start", type=float, default=None, metavar="S", help="start of the span in seconds (default 0)")
     p.add_argument("--end", type=float, default=None, metavar="E", help="end of the span in seconds (default: the end)")
-    p.add_argument("--hop-ms", type=float, default=None, help="one window every hop in ms, a multiple of the 10 ms frames (default: the model's, else 50)")
+    p.add_argument("--hop-ms", type=float, default=None, help=f"one window every hop in ms, {_HOP_RULE}")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_explain)
 
