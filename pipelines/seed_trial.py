@@ -1,0 +1,150 @@
+"""Judge a recipe change over several seeds: a control arm of training runs against a treatment arm.
+
+    python pipelines/seed_trial.py --control runs/r1_control runs/r1_seed1 runs/r1_seed2 \\
+        --treatment runs/u_seed0 runs/u_seed1 runs/u_seed2 [--json OUT]
+
+One run of the tuning recipe moves a real voice's figures by up to 5 points from seed to seed, so a change is
+judged on means over seeds. For each run directory (`best.pt`, `history.json`, as `drsn-asr train` leaves
+them) this evaluates `best.pt` on the real validation voice (`--data`, from `pipelines/build_testset.py
+--split validation`), clean and with `--noise-dir` mixed in at each `--snr`, at a fixed detector setting
+(`--hop-ms`, `--threshold`), and takes:
+
+- the real voice's mean keyword accuracy over the conditions (clean and every SNR);
+- the clean `_unknown_` rejection of the real sentences in `--data`;
+- the best epoch's validation score in `history.json` (held-out TTS voices, as training picks its best epoch).
+
+The treatment passes when its arm's mean gain is at least `--min-gain` and at least twice the standard error
+of the difference of the two means, its mean rejection is at least `--min-rejection`, and its mean
+validation score is no more than `--max-score-drop` below the control's. Each run's evaluation is kept in
+RUN/seed_trial_eval.json with the settings it used and reused while they match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from drsn_asr.evaluate import evaluate  # noqa: E402
+
+EVAL_FILE = "seed_trial_eval.json"
+
+
+def _evaluate_run(run: Path, settings: dict) -> dict:
+    """The run's best.pt on the real validation voice, without per-clip predictions (cached in the run)."""
+    cached = run / EVAL_FILE
+    if cached.is_file():
+        kept = json.loads(cached.read_text())
+        if kept.get("settings") == settings:
+            return kept
+    import torch
+
+    torch.set_num_threads(1)
+    result = evaluate(settings["data"], model=str(run / "best.pt"), noise_dir=settings["noise_dir"],
+                      snrs_db=settings["snrs_db"], seed=settings["seed"], device="cpu",
+                      detector={"hop_ms": settings["hop_ms"], "threshold": settings["threshold"]})
+    if result["unknown_rejection"] is None:
+        raise SystemExit(f"{settings['data']} holds no clips of words outside the vocabulary: the rejection check "
+                         "needs some (pipelines/build_testset.py --split validation puts real sentences there)")
+    kept = {"settings": settings,
+            "keyword_accuracy": {"clean": result["keyword_accuracy"],
+                                 **{k: r["keyword_accuracy"] for k, r in result.get("by_snr", {}).items()}},
+            "unknown_rejection_clean": result["unknown_rejection"],
+            "per_class_clean": result["per_class"]}
+    cached.write_text(json.dumps(kept, indent=1) + "\n")
+    return kept
+
+
+def best_validation_score(run: Path) -> float:
+    """The highest validation score of any epoch in the run's history.json (the epoch best.pt holds)."""
+    history = json.loads((run / "history.json").read_text())
+    scores = [e["validation_score"] for e in history if e.get("validation_score") is not None]
+    if not scores:
+        raise ValueError(f"{run}/history.json has no validation_score: did the run finish an epoch?")
+    return max(scores)
+
+
+def judge(control: list[dict], treatment: list[dict], min_gain: float, min_rejection: float,
+          max_score_drop: float) -> dict:
+    """The arms' means and spreads and the verdict; each run is {"mean": …, "rejection": …, "score": …}."""
+    if len(control) < 2 or len(treatment) < 2:
+        raise ValueError("each arm needs at least two runs (seeds) to have a spread")
+
+    def arm(runs: list[dict]) -> dict:
+        means = [r["mean"] for r in runs]
+        return {"mean": statistics.mean(means), "sd": statistics.stdev(means),
+                "range": max(means) - min(means), "rejection": statistics.mean(r["rejection"] for r in runs),
+                "score": statistics.mean(r["score"] for r in runs), "n": len(runs)}
+
+    c, t = arm(control), arm(treatment)
+    gain = t["mean"] - c["mean"]
+    se = math.sqrt(c["sd"] ** 2 / c["n"] + t["sd"] ** 2 / t["n"])
+    checks = {
+        f"gain >= {min_gain:g}": gain >= min_gain,
+        "gain >= 2 standard errors": gain >= 2 * se,
+        f"rejection >= {min_rejection:g}": t["rejection"] >= min_rejection,
+        f"validation score drop <= {max_score_drop:g}": c["score"] - t["score"] <= max_score_drop,
+    }
+    return {"control": c, "treatment": t, "gain": gain, "standard_error": se, "checks": checks,
+            "passes": all(checks.values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--control", nargs="+", required=True, type=Path, help="run directories of the recipe")
+    parser.add_argument("--treatment", nargs="+", required=True, type=Path, help="run directories of the change")
+    parser.add_argument("--data", default=str(REPO / "data" / "validation" / "real"))
+    parser.add_argument("--noise-dir", default=str(REPO / "data" / "validation" / "noise"))
+    parser.add_argument("--snr", default="20,10,5,0,-5", help="comma-separated SNRs in dB")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise choice and placement")
+    parser.add_argument("--hop-ms", type=float, default=50.0)
+    parser.add_argument("--threshold", type=float, default=0.6)
+    parser.add_argument("--min-gain", type=float, default=0.01)
+    parser.add_argument("--min-rejection", type=float, default=0.95)
+    parser.add_argument("--max-score-drop", type=float, default=0.01)
+    parser.add_argument("--workers", type=int, default=2, help="runs evaluated at once, one thread each")
+    parser.add_argument("--json", type=Path, help="write the figures and the verdict here")
+    args = parser.parse_args()
+    runs = args.control + args.treatment
+    for run in runs:
+        if not (run / "best.pt").is_file() or not (run / "history.json").is_file():
+            parser.error(f"{run}: no best.pt and history.json there; pass the out_dir of a finished training run")
+    settings = {"data": str(Path(args.data).resolve()), "noise_dir": str(Path(args.noise_dir).resolve()),
+                "snrs_db": [float(s) for s in args.snr.split(",")], "seed": args.seed, "hop_ms": args.hop_ms,
+                "threshold": args.threshold}
+    with ProcessPoolExecutor(args.workers) as pool:
+        evaluations = list(pool.map(_evaluate_run, runs, [settings] * len(runs)))
+    figures = {}
+    for run, ev in zip(runs, evaluations):
+        accuracies = list(ev["keyword_accuracy"].values())
+        figures[str(run)] = {"keyword_accuracy": ev["keyword_accuracy"], "mean": statistics.mean(accuracies),
+                             "rejection": ev["unknown_rejection_clean"], "score": best_validation_score(run)}
+    verdict = judge([figures[str(r)] for r in args.control], [figures[str(r)] for r in args.treatment],
+                    args.min_gain, args.min_rejection, args.max_score_drop)
+    conditions = list(evaluations[0]["keyword_accuracy"])
+    print("run".ljust(28) + "".join(c.rjust(7) for c in conditions) + "   mean  reject  score")
+    for run in runs:
+        f = figures[str(run)]
+        print(str(run).ljust(28) + "".join(f"{v:7.3f}" for v in f["keyword_accuracy"].values())
+              + f"  {f['mean']:.4f}  {f['rejection']:.3f}  {f['score']:.4f}")
+    for name in ("control", "treatment"):
+        a = verdict[name]
+        print(f"{name}: mean {a['mean']:.4f} (sd {a['sd']:.4f}, range {a['range']:.4f}), rejection "
+              f"{a['rejection']:.3f}, validation score {a['score']:.4f}")
+    print(f"gain {verdict['gain']:+.4f}, standard error {verdict['standard_error']:.4f}")
+    for check, ok in verdict["checks"].items():
+        print(f"  {'pass' if ok else 'FAIL'}  {check}")
+    print("the treatment passes" if verdict["passes"] else "the treatment does not pass")
+    if args.json:
+        args.json.write_text(json.dumps({"settings": settings, "runs": figures, **verdict}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""pipelines/seed_trial.py: a recipe change judged on means over seeds, with a margin above their spread."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "pipelines"))
+
+from seed_trial import judge  # noqa: E402
+
+
+def _arm(means, rejection=0.97, score=0.79):
+    return [{"mean": m, "rejection": rejection, "score": score} for m in means]
+
+
+def test_a_gain_inside_the_seeds_spread_does_not_pass_and_a_clear_one_does():
+    control = _arm([0.614, 0.620, 0.568])  # the tuning recipe's three seeds on the real validation voice
+    inside = judge(control, _arm([0.600, 0.640, 0.630]), 0.01, 0.95, 0.01)
+    assert inside["gain"] > 0.01  # more than the one-point margin of a single-run rule...
+    assert not inside["checks"]["gain >= 2 standard errors"] and not inside["passes"]  # ...but within the spread
+    clear = judge(control, _arm([0.680, 0.690, 0.670]), 0.01, 0.95, 0.01)
+    assert clear["passes"] and clear["gain"] > 2 * clear["standard_error"]
+
+
+def test_a_gain_bought_with_rejection_or_validation_score_does_not_pass():
+    control = _arm([0.614, 0.620, 0.568])
+    better = [0.680, 0.690, 0.670]
+    assert not judge(control, _arm(better, rejection=0.90), 0.01, 0.95, 0.01)["passes"]
+    assert not judge(control, _arm(better, score=0.76), 0.01, 0.95, 0.01)["passes"]
+
+
+def test_an_arm_of_one_run_has_no_spread_and_is_refused():
+    with pytest.raises(ValueError, match="at least two runs"):
+        judge(_arm([0.6]), _arm([0.7, 0.71]), 0.01, 0.95, 0.01)
+
+
+def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_of_one_model(tmp_path):
+    data = tmp_path / "real"
+    (data / "seven").mkdir(parents=True)
+    shutil.copyfile(REPO / "tests" / "data" / "fsdd_7_theo_0.wav", data / "seven" / "7_theo_0.wav")
+    (data / "coffee").mkdir()  # a word outside the vocabulary: the rejection figure needs one
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+    sf.write(data / "coffee" / "tone.wav", tone.astype(np.float32), 16000)
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    sf.write(noise / "hiss.wav", np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32), 16000)
+    runs = []
+    for i, score in enumerate((0.70, 0.72, 0.71, 0.73)):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        shutil.copyfile(REPO / "drsn_asr" / "assets" / "default.pt", run / "best.pt")
+        (run / "history.json").write_text(json.dumps([{"epoch": 1, "validation_score": score - 0.1},
+                                                     {"epoch": 2, "validation_score": score}]))
+        runs.append(str(run))
+    out = tmp_path / "trial.json"
+    cmd = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", *runs[:2], "--treatment",
+           *runs[2:], "--data", str(data), "--noise-dir", str(noise), "--snr", "10,0", "--workers", "1",
+           "--json", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "does not pass" in r.stdout
+    result = json.loads(out.read_text())
+    assert result["gain"] == 0.0 and not result["passes"]  # the same weights in both arms
+    assert set(result["runs"][runs[0]]["keyword_accuracy"]) == {"clean", "10.0", "0.0"}
+    assert result["control"]["score"] == pytest.approx(0.71) and result["treatment"]["score"] == pytest.approx(0.72)
+    cached = Path(runs[0]) / "seed_trial_eval.json"
+    stamp = cached.stat().st_mtime_ns
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and cached.stat().st_mtime_ns == stamp  # same settings: the kept evaluation is reused
+    r = subprocess.run(cmd[:-2] + ["--threshold", "0.5"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and cached.stat().st_mtime_ns != stamp  # other settings: evaluated again
+
+
+def test_a_folder_that_is_not_a_finished_run_is_refused_with_what_to_pass(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", str(tmp_path),
+                        str(tmp_path), "--treatment", str(tmp_path), str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "out_dir of a finished training run" in r.stderr
+
+
+def test_data_without_non_keyword_clips_is_refused_rather_than_judged_without_rejection(tmp_path):
+    data = tmp_path / "real"
+    (data / "seven").mkdir(parents=True)
+    shutil.copyfile(REPO / "tests" / "data" / "fsdd_7_theo_0.wav", data / "seven" / "7_theo_0.wav")
+    runs = []
+    for i in range(4):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        shutil.copyfile(REPO / "drsn_asr" / "assets" / "default.pt", run / "best.pt")
+        (run / "history.json").write_text(json.dumps([{"epoch": 1, "validation_score": 0.7}]))
+        runs.append(str(run))
+    r = subprocess.run([sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", *runs[:2],
+                        "--treatment", *runs[2:], "--data", str(data), "--noise-dir", str(tmp_path), "--snr", "0",
+                        "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "no clips of words outside the vocabulary" in r.stderr
