@@ -16,12 +16,13 @@ them) this evaluates `best.pt` on the real validation voice (`--data`, from `pip
 The treatment passes when its arm's mean gain is at least `--min-gain` and at least twice the standard error
 of the difference of the two means, its mean rejection is at least `--min-rejection`, and its mean
 validation score is no more than `--max-score-drop` below the control's. Each run's evaluation is kept in
-RUN/seed_trial_eval.json with the settings it used and reused while they match.
+RUN/seed_trial_eval.json with the settings and checkpoint it used, and reused while both match.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -40,9 +41,10 @@ EVAL_FILE = "seed_trial_eval.json"
 def _evaluate_run(run: Path, settings: dict) -> dict:
     """The run's best.pt on the real validation voice, without per-clip predictions (cached in the run)."""
     cached = run / EVAL_FILE
+    checkpoint_sha256 = hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
     if cached.is_file():
         kept = json.loads(cached.read_text())
-        if kept.get("settings") == settings:
+        if kept.get("settings") == settings and kept.get("checkpoint_sha256") == checkpoint_sha256:
             return kept
     import torch
 
@@ -53,7 +55,7 @@ def _evaluate_run(run: Path, settings: dict) -> dict:
     if result["unknown_rejection"] is None:
         raise SystemExit(f"{settings['data']} holds no clips of words outside the vocabulary: the rejection check "
                          "needs some (pipelines/build_testset.py --split validation puts real sentences there)")
-    kept = {"settings": settings,
+    kept = {"settings": settings, "checkpoint_sha256": checkpoint_sha256,
             "keyword_accuracy": {"clean": result["keyword_accuracy"],
                                  **{k: r["keyword_accuracy"] for k, r in result.get("by_snr", {}).items()}},
             "unknown_rejection_clean": result["unknown_rejection"],

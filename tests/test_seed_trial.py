@@ -76,6 +76,10 @@ def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_o
     assert r.returncode == 0 and cached.stat().st_mtime_ns == stamp  # same settings: the kept evaluation is reused
     r = subprocess.run(cmd[:-2] + ["--threshold", "0.5"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and cached.stat().st_mtime_ns != stamp  # other settings: evaluated again
+    stamp = cached.stat().st_mtime_ns
+    shutil.copyfile(REPO / "models" / "ablation" / "resnet.pt", Path(runs[0]) / "best.pt")
+    r = subprocess.run(cmd[:-2] + ["--threshold", "0.5"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and cached.stat().st_mtime_ns != stamp  # other weights in the run: evaluated again
 
 
 def test_a_folder_that_is_not_a_finished_run_is_refused_with_what_to_pass(tmp_path):
