@@ -4,14 +4,13 @@
         --treatment runs/u_seed0 runs/u_seed1 runs/u_seed2 [--json OUT]
 
 One run of the tuning recipe moves a real voice's figures by up to 5 points from seed to seed, so a change is
-judged on means over seeds. For each run directory (`best.pt`, `history.json`, as `drsn-asr train` leaves
-them) this evaluates `best.pt` on the real validation voice (`--data`, from `pipelines/build_testset.py
+judged on means over seeds. For each run directory (the `out_dir` of `drsn-asr train`) this evaluates `best.pt` on the real validation voice (`--data`, from `pipelines/build_testset.py
 --split validation`), clean and with `--noise-dir` mixed in at each `--snr`, at a fixed detector setting
 (`--hop-ms`, `--threshold`), and takes:
 
 - the real voice's mean keyword accuracy over the conditions (clean and every SNR);
 - the clean `_unknown_` rejection of the real sentences in `--data`;
-- the best epoch's validation score in `history.json` (held-out TTS voices, as training picks its best epoch).
+- the validation score `best.pt` was kept for (held-out TTS voices, as training picks its best epoch).
 
 The treatment passes when its arm's mean gain is at least `--min-gain` and at least twice the standard error
 of the difference of the two means, its mean rejection is at least `--min-rejection`, and its mean
@@ -33,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from drsn_asr.checkpoint import read_checkpoint  # noqa: E402
 from drsn_asr.evaluate import evaluate  # noqa: E402
 
 EVAL_FILE = "seed_trial_eval.json"
@@ -64,13 +64,13 @@ def _evaluate_run(run: Path, settings: dict) -> dict:
     return kept
 
 
-def best_validation_score(run: Path) -> float:
-    """The highest validation score of any epoch in the run's history.json (the epoch best.pt holds)."""
-    history = json.loads((run / "history.json").read_text())
-    scores = [e["validation_score"] for e in history if e.get("validation_score") is not None]
-    if not scores:
-        raise ValueError(f"{run}/history.json has no validation_score: did the run finish an epoch?")
-    return max(scores)
+def validation_score(run: Path) -> float:
+    """The validation score training recorded in best.pt when it kept those weights (its best epoch's)."""
+    score = read_checkpoint(run / "best.pt")["training"].get("validation_score")
+    if score is None:
+        raise ValueError(f"{run}/best.pt records no validation_score: train it with drsn-asr train on a recipe "
+                         "that has a validation split")
+    return score
 
 
 def judge(control: list[dict], treatment: list[dict], min_gain: float, min_rejection: float,
@@ -116,8 +116,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = args.control + args.treatment
     for run in runs:
-        if not (run / "best.pt").is_file() or not (run / "history.json").is_file():
-            parser.error(f"{run}: no best.pt and history.json there; pass the out_dir of a finished training run")
+        if not (run / "best.pt").is_file():
+            parser.error(f"{run}: no best.pt there; pass the out_dir of a finished training run")
     settings = {"data": str(Path(args.data).resolve()), "noise_dir": str(Path(args.noise_dir).resolve()),
                 "snrs_db": [float(s) for s in args.snr.split(",")], "seed": args.seed, "hop_ms": args.hop_ms,
                 "threshold": args.threshold}
@@ -127,7 +127,7 @@ def main() -> None:
     for run, ev in zip(runs, evaluations):
         accuracies = list(ev["keyword_accuracy"].values())
         figures[str(run)] = {"keyword_accuracy": ev["keyword_accuracy"], "mean": statistics.mean(accuracies),
-                             "rejection": ev["unknown_rejection_clean"], "score": best_validation_score(run)}
+                             "rejection": ev["unknown_rejection_clean"], "score": validation_score(run)}
     verdict = judge([figures[str(r)] for r in args.control], [figures[str(r)] for r in args.treatment],
                     args.min_gain, args.min_rejection, args.max_score_drop)
     conditions = list(evaluations[0]["keyword_accuracy"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "pipelines"))
@@ -18,6 +19,15 @@ from seed_trial import judge  # noqa: E402
 
 def _arm(means, rejection=0.97, score=0.79):
     return [{"mean": m, "rejection": rejection, "score": score} for m in means]
+
+
+def _run(run: Path, validation_score: float, model: Path = REPO / "drsn_asr" / "assets" / "default.pt") -> str:
+    """A training run's out_dir: `model` as its best.pt, recording `validation_score` as training does."""
+    run.mkdir(exist_ok=True)
+    state = torch.load(model, map_location="cpu", weights_only=True)
+    state["training"] = {**state["training"], "validation_score": validation_score}
+    torch.save(state, run / "best.pt")
+    return str(run)
 
 
 def test_a_gain_inside_the_seeds_spread_does_not_pass_and_a_clear_one_does():
@@ -51,14 +61,7 @@ def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_o
     noise = tmp_path / "noise"
     noise.mkdir()
     sf.write(noise / "hiss.wav", np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32), 16000)
-    runs = []
-    for i, score in enumerate((0.70, 0.72, 0.71, 0.73)):
-        run = tmp_path / f"run{i}"
-        run.mkdir()
-        shutil.copyfile(REPO / "drsn_asr" / "assets" / "default.pt", run / "best.pt")
-        (run / "history.json").write_text(json.dumps([{"epoch": 1, "validation_score": score - 0.1},
-                                                     {"epoch": 2, "validation_score": score}]))
-        runs.append(str(run))
+    runs = [_run(tmp_path / f"run{i}", score) for i, score in enumerate((0.70, 0.72, 0.71, 0.73))]
     out = tmp_path / "trial.json"
     cmd = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", *runs[:2], "--treatment",
            *runs[2:], "--data", str(data), "--noise-dir", str(noise), "--snr", "10,0", "--workers", "1",
@@ -77,7 +80,7 @@ def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_o
     r = subprocess.run(cmd[:-2] + ["--threshold", "0.5"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and cached.stat().st_mtime_ns != stamp  # other settings: evaluated again
     stamp = cached.stat().st_mtime_ns
-    shutil.copyfile(REPO / "models" / "ablation" / "resnet.pt", Path(runs[0]) / "best.pt")
+    _run(Path(runs[0]), 0.70, REPO / "models" / "ablation" / "resnet.pt")
     r = subprocess.run(cmd[:-2] + ["--threshold", "0.5"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and cached.stat().st_mtime_ns != stamp  # other weights in the run: evaluated again
 
@@ -93,13 +96,7 @@ def test_data_without_non_keyword_clips_is_refused_rather_than_judged_without_re
     data = tmp_path / "real"
     (data / "seven").mkdir(parents=True)
     shutil.copyfile(REPO / "tests" / "data" / "fsdd_7_theo_0.wav", data / "seven" / "7_theo_0.wav")
-    runs = []
-    for i in range(4):
-        run = tmp_path / f"run{i}"
-        run.mkdir()
-        shutil.copyfile(REPO / "drsn_asr" / "assets" / "default.pt", run / "best.pt")
-        (run / "history.json").write_text(json.dumps([{"epoch": 1, "validation_score": 0.7}]))
-        runs.append(str(run))
+    runs = [_run(tmp_path / f"run{i}", 0.7) for i in range(4)]
     r = subprocess.run([sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", *runs[:2],
                         "--treatment", *runs[2:], "--data", str(data), "--noise-dir", str(tmp_path), "--snr", "0",
                         "--workers", "1"], capture_output=True, text=True, timeout=300)
