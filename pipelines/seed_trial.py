@@ -15,7 +15,13 @@ judged on means over seeds. For each run directory (the `out_dir` of `drsn-asr t
 The treatment passes when its arm's mean gain is at least `--min-gain` and at least twice the standard error
 of the difference of the two means, its mean rejection is at least `--min-rejection`, and its mean
 validation score is no more than `--max-score-drop` below the control's. Each run's evaluation is kept in
-RUN/seed_trial_eval.json with the settings and checkpoint it used, and reused while both match.
+RUN/seed_trial_eval.json with the settings, data and checkpoint it used, and reused while all three match.
+
+A run already judged in an earlier trial can join an arm as `TRIAL.json:RUN` (TRIAL.json written by `--json`,
+RUN as named there), so control seeds need not be trained again once their weights are gone. Its figures are
+used only if they were measured at the same settings on the same data (the SHA-256 of every file under
+`--data` and `--noise-dir`); whether the recipe itself reproduces on another checkout or host is for the trial's
+author to have checked (docs/validation_tuning_fold.json, "R1c again").
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ from drsn_asr.checkpoint import read_checkpoint  # noqa: E402
 from drsn_asr.evaluate import evaluate  # noqa: E402
 
 EVAL_FILE = "seed_trial_eval.json"
+PATH_SETTINGS = ("data", "noise_dir")  # where the data lay; the rest (fingerprints included) must match in a record
+
+
+def fingerprint(root: Path) -> str:
+    """SHA-256 over every file under `root`: its relative path and its bytes' SHA-256, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _evaluate_run(run: Path, settings: dict) -> dict:
@@ -73,6 +88,32 @@ def validation_score(run: Path) -> float:
     return score
 
 
+def _is_record(item: str) -> bool:
+    """Whether an arm's item names a run of an earlier trial's --json (TRIAL.json:RUN) rather than a run folder."""
+    path, sep, name = item.rpartition(":")
+    return bool(sep and name) and path.endswith(".json")
+
+
+
+def recorded_run(item: str, settings: dict) -> dict:
+    """The figures of `TRIAL.json:RUN` from an earlier trial's --json, or SystemExit saying why they cannot serve."""
+    path, _, name = item.rpartition(":")
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{item}: cannot read {path} ({e}); pass TRIAL.json:RUN with TRIAL.json written by --json")
+    if name not in record.get("runs", {}):
+        raise SystemExit(f"{item}: {path} records no run {name!r}; it records {', '.join(record.get('runs', {}))}")
+    run = record["runs"][name]
+    recorded = {k: v for k, v in run.get("settings", {}).items() if k not in PATH_SETTINGS}
+    wanted = {k: v for k, v in settings.items() if k not in PATH_SETTINGS}
+    if recorded != wanted:
+        differ = sorted(k for k in wanted.keys() | recorded.keys() if recorded.get(k) != wanted.get(k))
+        raise SystemExit(f"{item} was measured with other settings or data ({', '.join(differ)} differ): rebuild the "
+                         "data as it was and pass the same settings, or train the run again")
+    return run
+
+
 def judge(control: list[dict], treatment: list[dict], min_gain: float, min_rejection: float,
           max_score_drop: float) -> dict:
     """The arms' means and spreads and the verdict; each run is {"mean": …, "rejection": …, "score": …}."""
@@ -100,8 +141,9 @@ def judge(control: list[dict], treatment: list[dict], min_gain: float, min_rejec
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--control", nargs="+", required=True, type=Path, help="run directories of the recipe")
-    parser.add_argument("--treatment", nargs="+", required=True, type=Path, help="run directories of the change")
+    parser.add_argument("--control", nargs="+", required=True,
+                        help="run directories of the recipe, or TRIAL.json:RUN for a run an earlier trial recorded")
+    parser.add_argument("--treatment", nargs="+", required=True, help="run directories of the change (or TRIAL.json:RUN)")
     parser.add_argument("--data", default=str(REPO / "data" / "validation" / "real"))
     parser.add_argument("--noise-dir", default=str(REPO / "data" / "validation" / "noise"))
     parser.add_argument("--snr", default="20,10,5,0,-5", help="comma-separated SNRs in dB")
@@ -115,26 +157,33 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures and the verdict here")
     args = parser.parse_args()
     runs = args.control + args.treatment
-    for run in runs:
+    trained = [r for r in runs if not _is_record(r)]
+    for run in map(Path, trained):
         if not (run / "best.pt").is_file():
-            parser.error(f"{run}: no best.pt there; pass the out_dir of a finished training run")
+            parser.error(f"{run}: no best.pt there; pass the out_dir of a finished training run, or TRIAL.json:RUN")
     settings = {"data": str(Path(args.data).resolve()), "noise_dir": str(Path(args.noise_dir).resolve()),
+                "data_sha256": fingerprint(Path(args.data)), "noise_sha256": fingerprint(Path(args.noise_dir)),
                 "snrs_db": [float(s) for s in args.snr.split(",")], "seed": args.seed, "hop_ms": args.hop_ms,
                 "threshold": args.threshold}
     with ProcessPoolExecutor(args.workers) as pool:
-        evaluations = list(pool.map(_evaluate_run, runs, [settings] * len(runs)))
+        evaluations = dict(zip(trained, pool.map(_evaluate_run, map(Path, trained), [settings] * len(trained))))
     figures = {}
-    for run, ev in zip(runs, evaluations):
+    for run in runs:
+        if _is_record(run):
+            figures[run] = recorded_run(run, settings)
+            continue
+        ev = evaluations[run]
         accuracies = list(ev["keyword_accuracy"].values())
-        figures[str(run)] = {"keyword_accuracy": ev["keyword_accuracy"], "mean": statistics.mean(accuracies),
-                             "rejection": ev["unknown_rejection_clean"], "score": validation_score(run)}
-    verdict = judge([figures[str(r)] for r in args.control], [figures[str(r)] for r in args.treatment],
+        figures[run] = {"keyword_accuracy": ev["keyword_accuracy"], "mean": statistics.mean(accuracies),
+                        "rejection": ev["unknown_rejection_clean"], "score": validation_score(Path(run)),
+                        "checkpoint_sha256": ev["checkpoint_sha256"], "settings": settings}
+    verdict = judge([figures[r] for r in args.control], [figures[r] for r in args.treatment],
                     args.min_gain, args.min_rejection, args.max_score_drop)
-    conditions = list(evaluations[0]["keyword_accuracy"])
+    conditions = list(figures[runs[0]]["keyword_accuracy"])
     print("run".ljust(28) + "".join(c.rjust(7) for c in conditions) + "   mean  reject  score")
     for run in runs:
-        f = figures[str(run)]
-        print(str(run).ljust(28) + "".join(f"{v:7.3f}" for v in f["keyword_accuracy"].values())
+        f = figures[run]
+        print(run.ljust(28) + "".join(f"{v:7.3f}" for v in f["keyword_accuracy"].values())
               + f"  {f['mean']:.4f}  {f['rejection']:.3f}  {f['score']:.4f}")
     for name in ("control", "treatment"):
         a = verdict[name]
@@ -145,7 +194,8 @@ def main() -> None:
         print(f"  {'pass' if ok else 'FAIL'}  {check}")
     print("the treatment passes" if verdict["passes"] else "the treatment does not pass")
     if args.json:
-        args.json.write_text(json.dumps({"settings": settings, "runs": figures, **verdict}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"settings": settings, "arms": {"control": args.control,
+                                         "treatment": args.treatment}, "runs": figures, **verdict}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

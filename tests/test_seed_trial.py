@@ -51,16 +51,22 @@ def test_an_arm_of_one_run_has_no_spread_and_is_refused():
         judge(_arm([0.6]), _arm([0.7, 0.71]), 0.01, 0.95, 0.01)
 
 
-def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_of_one_model(tmp_path):
-    data = tmp_path / "real"
+def _validation_data(root: Path) -> tuple[Path, Path]:
+    """A real validation folder (a real digit and a non-keyword clip) and a noise folder."""
+    data = root / "real"
     (data / "seven").mkdir(parents=True)
     shutil.copyfile(REPO / "tests" / "data" / "fsdd_7_theo_0.wav", data / "seven" / "7_theo_0.wav")
     (data / "coffee").mkdir()  # a word outside the vocabulary: the rejection figure needs one
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
     sf.write(data / "coffee" / "tone.wav", tone.astype(np.float32), 16000)
-    noise = tmp_path / "noise"
+    noise = root / "noise"
     noise.mkdir()
     sf.write(noise / "hiss.wav", np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32), 16000)
+    return data, noise
+
+
+def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_of_one_model(tmp_path):
+    data, noise = _validation_data(tmp_path)
     runs = [_run(tmp_path / f"run{i}", score) for i, score in enumerate((0.70, 0.72, 0.71, 0.73))]
     out = tmp_path / "trial.json"
     cmd = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", *runs[:2], "--treatment",
@@ -83,6 +89,41 @@ def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_o
     _run(Path(runs[0]), 0.70, REPO / "models" / "ablation" / "resnet.pt")
     r = subprocess.run(cmd[:-2] + ["--threshold", "0.5"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and cached.stat().st_mtime_ns != stamp  # other weights in the run: evaluated again
+
+
+def test_runs_an_earlier_trial_recorded_join_an_arm_only_when_measured_on_the_same_data_and_settings(tmp_path):
+    data, noise = _validation_data(tmp_path)
+    first = [_run(tmp_path / f"first{i}", score) for i, score in enumerate((0.70, 0.72))]
+    trial = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--data", str(data), "--noise-dir",
+             str(noise), "--snr", "0", "--workers", "1"]
+    record = tmp_path / "first.json"
+    r = subprocess.run(trial + ["--control", *first, "--treatment", *first, "--json", str(record)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for run in first:  # the control's weights are gone; only the record is left
+        shutil.rmtree(run)
+    later = [_run(tmp_path / f"later{i}", 0.71, REPO / "models" / "ablation" / "resnet.pt") for i in range(2)]
+    recorded = [f"{record}:{run}" for run in first]
+    out = tmp_path / "later.json"
+    r = subprocess.run(trial + ["--control", *recorded, "--treatment", *later, "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    earlier, result = json.loads(record.read_text()), json.loads(out.read_text())
+    assert result["control"]["mean"] == earlier["control"]["mean"]  # the recorded figures, not a re-evaluation
+    assert result["control"]["score"] == pytest.approx(0.71)
+    assert result["arms"]["control"] == recorded
+    assert result["runs"][later[0]]["checkpoint_sha256"] != result["runs"][recorded[0]]["checkpoint_sha256"]
+
+    r = subprocess.run(trial + ["--threshold", "0.5", "--control", *recorded, "--treatment", *later],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "threshold differ" in r.stderr  # measured at another setting
+    sf.write(noise / "hum.wav", (0.1 * np.sin(np.arange(16000) / 3)).astype(np.float32), 16000)
+    r = subprocess.run(trial + ["--control", *recorded, "--treatment", *later], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "noise_sha256 differ" in r.stderr  # the noise folder is not what it was
+    r = subprocess.run(trial + ["--control", f"{record}:runs/elsewhere", "--treatment", *later],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "records no run 'runs/elsewhere'" in r.stderr
 
 
 def test_a_folder_that_is_not_a_finished_run_is_refused_with_what_to_pass(tmp_path):
