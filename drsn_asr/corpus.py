@@ -5,7 +5,8 @@ default model's corpus) and by `drsn-asr train-words` (custom phrases).
 Writes <out>/<word>/<engine>__<voice>__v<k>.wav (16 kHz mono int16) and <out>/manifest.csv
 (path relative to <out>, word, engine, voice, rate, pitch, licence, duration_s). Reproducible:
 every rendering draws its rate, pitch and unknown words from a seed derived from
-(seed, engine, voice, variant), so adding voices does not change the others. Resumable: files
+(seed, engine, voice, variant), so adding voices does not change the others, and every engine renders
+the same waveforms in any process (tests/test_tts.py), so a fresh build is the same bit for bit. Resumable: files
 already present are kept and only listed; files are written atomically. The manifest is rewritten
 every few percent of the way, so a partial corpus is usable while the build runs.
 """
