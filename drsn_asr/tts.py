@@ -195,10 +195,10 @@ def _scheme_string(text: str) -> str:
 def _piper_model(model_path: str):
     from .inference import import_onnxruntime
 
-    onnxruntime = import_onnxruntime()  # before piper imports it, so that its telemetry stays off
+    import_onnxruntime()  # before piper imports it, so that its telemetry stays off
     from piper import PiperVoice
 
-    return PiperVoice.load(model_path)
+    return PiperVoice.load(model_path)  # its session is replaced by a seeded one for each batch (_render)
 
 
 @functools.lru_cache(maxsize=4)

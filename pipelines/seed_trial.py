@@ -94,7 +94,6 @@ def _is_record(item: str) -> bool:
     return bool(sep and name) and path.endswith(".json")
 
 
-
 def recorded_run(item: str, settings: dict) -> dict:
     """The figures of `TRIAL.json:RUN` from an earlier trial's --json, or SystemExit saying why they cannot serve."""
     path, _, name = item.rpartition(":")

@@ -3,7 +3,6 @@
 import csv
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +43,14 @@ def test_synthesize_returns_normalised_16k_float(engine):
 
 
 @pytest.mark.parametrize("engine", tts.ENGINES)
-def test_every_engine_renders_a_batch_the_same_in_another_process(engine):
+def test_every_engine_renders_a_batch_the_same_in_another_process(engine, tmp_path):
     voice = _first_voice(engine)  # Piper's noise is drawn inside its graph, where only a seeded node repeats
     here = tts.synthesize_batch(voice, ["seven", "I said go"], rate=1.1)
     script = ("import sys, numpy as np; from drsn_asr import tts; "
               f"v = [v for v in tts.list_voices([{engine!r}])[0] if v.name == {voice.name!r}][0]; "
               "a = tts.synthesize_batch(v, ['seven', 'I said go'], rate=1.1); "
               "np.save(sys.argv[1], np.concatenate(a)); print(*map(len, a))")
-    out = Path(tempfile.mkdtemp()) / "there.npy"
+    out = tmp_path / "there.npy"
     r = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(len(a)) for a in here]
