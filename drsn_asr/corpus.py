@@ -7,7 +7,8 @@ Writes <out>/<word>/<engine>__<voice>__v<k>.wav (16 kHz mono int16) and <out>/ma
 every rendering draws its rate, pitch and unknown words from a seed derived from
 (seed, engine, voice, variant), so adding voices does not change the others, and every engine renders
 the same waveforms in any process (tests/test_tts.py), so a fresh build is the same bit for bit. Resumable: files
-already present are kept and only listed; files are written atomically. The manifest is rewritten
+already present are kept and only listed; files are written atomically. (Piper's noise is seeded by the batch of
+words a rendering speaks, so a rendering resumed with only some of its words left gives those words other noise.) The manifest is rewritten
 every few percent of the way, so a partial corpus is usable while the build runs.
 """
 

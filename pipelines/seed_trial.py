@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr.checkpoint import read_checkpoint  # noqa: E402
+from drsn_asr.checkpoint import read_checkpoint, sha256  # noqa: E402
 from drsn_asr.evaluate import evaluate  # noqa: E402
 
 EVAL_FILE = "seed_trial_eval.json"
@@ -46,17 +46,17 @@ PATH_SETTINGS = ("data", "noise_dir")  # where the data lay; the rest (fingerpri
 
 
 def fingerprint(root: Path) -> str:
-    """SHA-256 over every file under `root`: its relative path and its bytes' SHA-256, in sorted order."""
+    """SHA-256 over every file under `root`: its relative path and its SHA-256, in sorted order."""
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
 def _evaluate_run(run: Path, settings: dict) -> dict:
     """The run's best.pt on the real validation voice, without per-clip predictions (cached in the run)."""
     cached = run / EVAL_FILE
-    checkpoint_sha256 = hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    checkpoint_sha256 = sha256(run / "best.pt")
     if cached.is_file():
         kept = json.loads(cached.read_text())
         if kept.get("settings") == settings and kept.get("checkpoint_sha256") == checkpoint_sha256:
