@@ -12,6 +12,8 @@ judged on means over seeds. For each run directory (the `out_dir` of `drsn-asr t
 - the clean `_unknown_` rejection of the real sentences in `--data`;
 - the validation score `best.pt` was kept for (held-out TTS voices, as training picks its best epoch).
 
+With fewer than `--min-seeds` runs in an arm (default 2, the least that has a spread) the runs are scored and
+recorded with `--json` but not judged, so the seeds of a trial can be trained over several sessions.
 The treatment passes when its arm's mean gain is at least `--min-gain` and at least twice the standard error
 of the difference of the two means, its mean rejection is at least `--min-rejection`, and its mean
 validation score is no more than `--max-score-drop` below the control's. Each run's evaluation is kept in
@@ -152,9 +154,13 @@ def main() -> None:
     parser.add_argument("--min-gain", type=float, default=0.01)
     parser.add_argument("--min-rejection", type=float, default=0.95)
     parser.add_argument("--max-score-drop", type=float, default=0.01)
+    parser.add_argument("--min-seeds", type=int, default=2,
+                        help="runs each arm needs for a verdict; with fewer the runs are scored and recorded only")
     parser.add_argument("--workers", type=int, default=2, help="runs evaluated at once, one thread each")
     parser.add_argument("--json", type=Path, help="write the figures and the verdict here")
     args = parser.parse_args()
+    if args.min_seeds < 2:
+        parser.error("--min-seeds must be at least 2: an arm of one run has no spread to judge a gain against")
     runs = args.control + args.treatment
     trained = [r for r in runs if not _is_record(r)]
     for run in map(Path, trained):
@@ -176,14 +182,21 @@ def main() -> None:
         figures[run] = {"keyword_accuracy": ev["keyword_accuracy"], "mean": statistics.mean(accuracies),
                         "rejection": ev["unknown_rejection_clean"], "score": validation_score(Path(run)),
                         "checkpoint_sha256": ev["checkpoint_sha256"], "settings": settings}
-    verdict = judge([figures[r] for r in args.control], [figures[r] for r in args.treatment],
-                    args.min_gain, args.min_rejection, args.max_score_drop)
     conditions = list(figures[runs[0]]["keyword_accuracy"])
     print("run".ljust(28) + "".join(c.rjust(7) for c in conditions) + "   mean  reject  score")
     for run in runs:
         f = figures[run]
         print(run.ljust(28) + "".join(f"{v:7.3f}" for v in f["keyword_accuracy"].values())
               + f"  {f['mean']:.4f}  {f['rejection']:.3f}  {f['score']:.4f}")
+    record = {"settings": settings, "arms": {"control": args.control, "treatment": args.treatment}, "runs": figures}
+    if min(len(args.control), len(args.treatment)) < args.min_seeds:
+        print(f"no verdict: each arm needs {args.min_seeds} runs (seeds) and has {len(args.control)} and "
+              f"{len(args.treatment)}; keep these figures with --json and add them to a later trial as TRIAL.json:RUN")
+        if args.json:
+            args.json.write_text(json.dumps({**record, "passes": None}, indent=1) + "\n")
+        return
+    verdict = judge([figures[r] for r in args.control], [figures[r] for r in args.treatment],
+                    args.min_gain, args.min_rejection, args.max_score_drop)
     for name in ("control", "treatment"):
         a = verdict[name]
         print(f"{name}: mean {a['mean']:.4f} (sd {a['sd']:.4f}, range {a['range']:.4f}), rejection "
@@ -193,8 +206,7 @@ def main() -> None:
         print(f"  {'pass' if ok else 'FAIL'}  {check}")
     print("the treatment passes" if verdict["passes"] else "the treatment does not pass")
     if args.json:
-        args.json.write_text(json.dumps({"settings": settings, "arms": {"control": args.control,
-                                         "treatment": args.treatment}, "runs": figures, **verdict}, indent=1) + "\n")
+        args.json.write_text(json.dumps({**record, **verdict}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -126,6 +126,29 @@ def test_runs_an_earlier_trial_recorded_join_an_arm_only_when_measured_on_the_sa
     assert r.returncode != 0 and "records no run 'runs/elsewhere'" in r.stderr
 
 
+def test_arms_short_of_min_seeds_are_recorded_without_a_verdict_and_complete_a_later_trial(tmp_path):
+    data, noise = _validation_data(tmp_path)
+    trial = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--data", str(data), "--noise-dir",
+             str(noise), "--snr", "0", "--workers", "1", "--min-seeds", "2"]
+    first = [_run(tmp_path / "c0", 0.70), _run(tmp_path / "t0", 0.72)]
+    record = tmp_path / "seed0.json"
+    r = subprocess.run(trial + ["--control", first[0], "--treatment", first[1], "--json", str(record)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "no verdict" in r.stdout and "pass" not in r.stdout.split("no verdict")[1]
+    kept = json.loads(record.read_text())
+    assert kept["passes"] is None and "gain" not in kept and set(kept["runs"]) == set(first)
+    later = [_run(tmp_path / "c1", 0.70), _run(tmp_path / "t1", 0.72)]
+    r = subprocess.run(trial + ["--control", f"{record}:{first[0]}", later[0],
+                                "--treatment", f"{record}:{first[1]}", later[1]],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "does not pass" in r.stdout  # two seeds an arm: judged (the same weights: no gain)
+    r = subprocess.run(trial[:-1] + ["1", "--control", first[0], "--treatment", first[1]],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "at least 2" in r.stderr
+
+
 def test_a_folder_that_is_not_a_finished_run_is_refused_with_what_to_pass(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", str(tmp_path),
                         str(tmp_path), "--treatment", str(tmp_path), str(tmp_path)],
