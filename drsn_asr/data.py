@@ -46,6 +46,19 @@ def label_for(word: str, vocabulary: Iterable[str]) -> str:
     return word if word in set(vocabulary) else LABEL_UNKNOWN
 
 
+def examples_sha256(examples: dict[str, list[Example]]) -> str:
+    """SHA-256 of what a recipe trains and validates on: each example's split, word, speaker or voice, source,
+    offset and file content, but not where the files lie, so two checkouts of the same data agree."""
+    digest, files = hashlib.sha256(), {}
+    for split in sorted(examples):
+        for ex in examples[split]:
+            if ex.path not in files:
+                with open(ex.path, "rb") as f:
+                    files[ex.path] = hashlib.file_digest(f, "sha256").hexdigest()
+            digest.update(f"{split}\0{ex.word}\0{ex.group}\0{ex.source}\0{ex.offset_s}\0{files[ex.path]}\n".encode())
+    return digest.hexdigest()
+
+
 def stable_fraction(key: str) -> float:
     """A number in [0, 1) fixed by `key` — for splits that never change between runs or machines."""
     return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 2**32

@@ -30,6 +30,7 @@ from .config import LABEL_SILENCE, LABEL_UNKNOWN, FeatureConfig, ModelConfig, fr
 from .data import (
     Example,
     NoisyBatches,
+    examples_sha256,
     fit_window,
     load_example,
     label_for,
@@ -237,14 +238,15 @@ def _cache_key(cfg: TrainConfig, examples: dict[str, list[Example]]) -> str:
 
 
 def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[str, Any]:
-    """Clean int16 windows, their active RMS and labels for train and validation, plus a noise pool (cached)."""
+    """Clean int16 windows, their active RMS and labels for train and validation, plus a noise pool (cached),
+    and `examples_sha256`: the fingerprint of the examples they were cut from (data.examples_sha256)."""
     from tqdm import tqdm
 
     examples = collect_examples(cfg.data, base)
     cache = _resolve(cfg.data.cache_dir, base) / f"{_cache_key(cfg, examples)}.pt"
     if cache.is_file():
         log.info("using cached examples %s", cache)
-        return torch.load(cache, weights_only=True)
+        return {**torch.load(cache, weights_only=True), "examples_sha256": examples_sha256(examples)}
     labels = labels_for(cfg.data.vocabulary)
     index = {label: i for i, label in enumerate(labels)}
     rng = np.random.default_rng(cfg.optim.seed)
@@ -293,7 +295,7 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
     out["noise"] = _noise_pool(cfg.data, base, negatives, cfg.optim.seed)
     with atomic_write(cache) as tmp:  # a run stopped mid-write must not leave a cache that looks complete
         torch.save(out, tmp)
-    return out
+    return {**out, "examples_sha256": examples_sha256(examples)}
 
 
 def spec_augment(x: torch.Tensor, cfg: OptimConfig, generator: torch.Generator) -> torch.Tensor:
@@ -483,7 +485,7 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     weights = _sampling_weights(tr["labels"], names, cfg.optim)
     shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
     meta = {"config": to_dict(cfg), "n_parameters": count_parameters(net), "n_train": len(tr["labels"]),
-            "world_size": int(os.environ.get("WORLD_SIZE", 1))}
+            "examples_sha256": data["examples_sha256"], "world_size": int(os.environ.get("WORLD_SIZE", 1))}
     for epoch in range(start_epoch, cfg.optim.epochs):
         generator = torch.Generator().manual_seed(cfg.optim.seed * 1000 + epoch)
         order = torch.multinomial(weights, steps_per_epoch * cfg.optim.batch_size, replacement=True, generator=generator)

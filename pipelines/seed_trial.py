@@ -23,7 +23,9 @@ A run already judged in an earlier trial can join an arm as `TRIAL.json:RUN` (TR
 RUN as named there), so control seeds need not be trained again once their weights are gone. Its figures are
 used only if they were measured at the same settings on the same data (the SHA-256 of every file under
 `--data` and `--noise-dir`); whether the recipe itself reproduces on another checkout or host is for the trial's
-author to have checked (docs/validation_tuning_fold.json, "R1c again").
+author to have checked (docs/validation_tuning_fold.json, "R1c again"). The runs of one arm must have trained on the
+same examples (the `examples_sha256` that `drsn-asr train` records in its checkpoints); whether the two arms
+did is printed and recorded, as a trial may judge a change of data.
 """
 
 from __future__ import annotations
@@ -79,6 +81,22 @@ def _evaluate_run(run: Path, settings: dict) -> dict:
             "per_class_clean": result["per_class"]}
     cached.write_text(json.dumps(kept, indent=1) + "\n")
     return kept
+
+
+def examples_check(arms: dict[str, list[str | None]]) -> bool | None:
+    """Whether both arms trained on the same examples, from each run's `examples_sha256` (None for a run whose
+    training recorded none, and then the answer is None); SystemExit when runs of one arm record different ones,
+    as seeds of one recipe must see the same examples."""
+    known = {}
+    for name, runs in arms.items():
+        digests = {d for d in runs if d}
+        if len(digests) > 1:
+            raise SystemExit(f"the {name} runs were trained on different examples ({len(digests)} fingerprints): "
+                             "seeds of one recipe must see the same data; rebuild it as it was and train again")
+        known[name] = digests.pop() if digests and all(runs) else None
+    if None in known.values():
+        return None
+    return len(set(known.values())) == 1
 
 
 def validation_score(run: Path) -> float:
@@ -170,6 +188,10 @@ def main() -> None:
                 "data_sha256": fingerprint(Path(args.data)), "noise_sha256": fingerprint(Path(args.noise_dir)),
                 "snrs_db": [float(s) for s in args.snr.split(",")], "seed": args.seed, "hop_ms": args.hop_ms,
                 "threshold": args.threshold}
+    examples = {r: (recorded_run(r, settings) if _is_record(r) else read_checkpoint(Path(r) / "best.pt")["training"])
+                .get("examples_sha256") for r in runs}
+    same_examples = examples_check({"control": [examples[r] for r in args.control],
+                                    "treatment": [examples[r] for r in args.treatment]})
     with ProcessPoolExecutor(args.workers) as pool:
         evaluations = dict(zip(trained, pool.map(_evaluate_run, map(Path, trained), [settings] * len(trained))))
     figures = {}
@@ -181,14 +203,20 @@ def main() -> None:
         accuracies = list(ev["keyword_accuracy"].values())
         figures[run] = {"keyword_accuracy": ev["keyword_accuracy"], "mean": statistics.mean(accuracies),
                         "rejection": ev["unknown_rejection_clean"], "score": validation_score(Path(run)),
-                        "checkpoint_sha256": ev["checkpoint_sha256"], "settings": settings}
+                        "checkpoint_sha256": ev["checkpoint_sha256"], "settings": settings,
+                        "examples_sha256": examples[run]}
     conditions = list(figures[runs[0]]["keyword_accuracy"])
     print("run".ljust(28) + "".join(c.rjust(7) for c in conditions) + "   mean  reject  score")
     for run in runs:
         f = figures[run]
         print(run.ljust(28) + "".join(f"{v:7.3f}" for v in f["keyword_accuracy"].values())
               + f"  {f['mean']:.4f}  {f['rejection']:.3f}  {f['score']:.4f}")
-    record = {"settings": settings, "arms": {"control": args.control, "treatment": args.treatment}, "runs": figures}
+    print({True: "both arms trained on the same examples",
+           False: "the arms trained on different examples: the trial judges a change of data as well",
+           None: "not checked whether the arms trained on the same examples: some runs record no examples_sha256 "
+                 "(trained before drsn-asr recorded it)"}[same_examples])
+    record = {"settings": settings, "arms": {"control": args.control, "treatment": args.treatment},
+              "same_examples": same_examples, "runs": figures}
     if min(len(args.control), len(args.treatment)) < args.min_seeds:
         print(f"no verdict: each arm needs {args.min_seeds} runs (seeds) and has {len(args.control)} and "
               f"{len(args.treatment)}; keep these figures with --json and add them to a later trial as TRIAL.json:RUN")

@@ -14,18 +14,21 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "pipelines"))
 
-from seed_trial import judge  # noqa: E402
+from seed_trial import examples_check, judge  # noqa: E402
 
 
 def _arm(means, rejection=0.97, score=0.79):
     return [{"mean": m, "rejection": rejection, "score": score} for m in means]
 
 
-def _run(run: Path, validation_score: float, model: Path = REPO / "drsn_asr" / "assets" / "default.pt") -> str:
-    """A training run's out_dir: `model` as its best.pt, recording `validation_score` as training does."""
+def _run(run: Path, validation_score: float, model: Path = REPO / "drsn_asr" / "assets" / "default.pt",
+         examples_sha256: str | None = None) -> str:
+    """A training run's out_dir: `model` as its best.pt, recording `validation_score` (and `examples_sha256`,
+    the data it trained on) as training does."""
     run.mkdir(exist_ok=True)
     state = torch.load(model, map_location="cpu", weights_only=True)
-    state["training"] = {**state["training"], "validation_score": validation_score}
+    state["training"] = {**state["training"], "validation_score": validation_score,
+                         "examples_sha256": examples_sha256}
     torch.save(state, run / "best.pt")
     return str(run)
 
@@ -51,6 +54,14 @@ def test_an_arm_of_one_run_has_no_spread_and_is_refused():
         judge(_arm([0.6]), _arm([0.7, 0.71]), 0.01, 0.95, 0.01)
 
 
+def test_seeds_of_one_arm_must_share_their_examples_and_the_arms_are_compared():
+    assert examples_check({"control": ["a", "a"], "treatment": ["a", "a"]}) is True
+    assert examples_check({"control": ["a", "a"], "treatment": ["b", "b"]}) is False  # a change of data
+    assert examples_check({"control": ["a", None], "treatment": ["a", "a"]}) is None  # a run recorded none
+    with pytest.raises(SystemExit, match="control runs were trained on different examples"):
+        examples_check({"control": ["a", "b"], "treatment": ["a", "a"]})
+
+
 def _validation_data(root: Path) -> tuple[Path, Path]:
     """A real validation folder (a real digit and a non-keyword clip) and a noise folder."""
     data = root / "real"
@@ -67,7 +78,7 @@ def _validation_data(root: Path) -> tuple[Path, Path]:
 
 def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_of_one_model(tmp_path):
     data, noise = _validation_data(tmp_path)
-    runs = [_run(tmp_path / f"run{i}", score) for i, score in enumerate((0.70, 0.72, 0.71, 0.73))]
+    runs = [_run(tmp_path / f"run{i}", score, examples_sha256="x") for i, score in enumerate((0.70, 0.72, 0.71, 0.73))]
     out = tmp_path / "trial.json"
     cmd = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", *runs[:2], "--treatment",
            *runs[2:], "--data", str(data), "--noise-dir", str(noise), "--snr", "10,0", "--workers", "1",
@@ -77,6 +88,7 @@ def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_o
     assert "does not pass" in r.stdout
     result = json.loads(out.read_text())
     assert result["gain"] == 0.0 and not result["passes"]  # the same weights in both arms
+    assert result["same_examples"] is True and "both arms trained on the same examples" in r.stdout
     assert set(result["runs"][runs[0]]["keyword_accuracy"]) == {"clean", "10.0", "0.0"}
     assert result["control"]["score"] == pytest.approx(0.71) and result["treatment"]["score"] == pytest.approx(0.72)
     cached = Path(runs[0]) / "seed_trial_eval.json"
@@ -124,6 +136,10 @@ def test_runs_an_earlier_trial_recorded_join_an_arm_only_when_measured_on_the_sa
     r = subprocess.run(trial + ["--control", f"{record}:runs/elsewhere", "--treatment", *later],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "records no run 'runs/elsewhere'" in r.stderr
+    other = [_run(tmp_path / f"other{i}", 0.71, examples_sha256=d) for i, d in enumerate(("a", "b"))]
+    r = subprocess.run(trial + ["--control", *later, "--treatment", *other], capture_output=True, text=True,
+                       timeout=300)  # refused before any run is evaluated
+    assert r.returncode != 0 and "treatment runs were trained on different examples" in r.stderr
 
 
 def test_arms_short_of_min_seeds_are_recorded_without_a_verdict_and_complete_a_later_trial(tmp_path):

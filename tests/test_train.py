@@ -76,6 +76,26 @@ def test_training_learns_writes_checkpoints_and_resumes(tmp_path):
     assert max(h["validation_accuracy"] for h in history) > 0.6  # tones are easy: it must have learned
 
 
+def test_the_checkpoint_names_the_examples_it_trained_on_wherever_they_lie(tmp_path):
+    """examples_sha256 follows the files' content, words and voices, not the folder they were read from."""
+    import shutil
+
+    from drsn_asr.data import examples_sha256
+    from drsn_asr.train import collect_examples
+
+    recipe = _tiny_recipe(tmp_path, epochs=1)
+    best = train(load_train_config(recipe), progress=False)
+    recorded = read_checkpoint(best)["training"]["examples_sha256"]
+    cfg = load_train_config(recipe)
+    assert recorded == examples_sha256(collect_examples(cfg.data, tmp_path))
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "corpus", moved)
+    elsewhere = dataclasses.replace(cfg.data, tts_dir=str(moved))
+    assert examples_sha256(collect_examples(elsewhere, tmp_path)) == recorded
+    write_audio(moved / "yes" / "v0.wav", np.zeros(8000, np.float32))  # one clip's content changes
+    assert examples_sha256(collect_examples(elsewhere, tmp_path)) != recorded
+
+
 def test_torchrun_trains_with_distributed_data_parallel_on_cpu(tmp_path):
     """Two processes under torchrun (gloo backend on the CPU): one history, one set of checkpoints, one summary."""
     import os
