@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, read_audio
+from .checkpoint import sha256
 from .config import LABEL_SILENCE, LABEL_UNKNOWN
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -52,9 +53,8 @@ def examples_sha256(examples: dict[str, list[Example]]) -> str:
     digest, files = hashlib.sha256(), {}
     for split in sorted(examples):
         for ex in examples[split]:
-            if ex.path not in files:
-                with open(ex.path, "rb") as f:
-                    files[ex.path] = hashlib.file_digest(f, "sha256").hexdigest()
+            if ex.path not in files:  # a sentence recording serves many windows: hash it once
+                files[ex.path] = sha256(ex.path)
             digest.update(f"{split}\0{ex.word}\0{ex.group}\0{ex.source}\0{ex.offset_s}\0{files[ex.path]}\n".encode())
     return digest.hexdigest()
 

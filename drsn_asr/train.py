@@ -246,7 +246,10 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
     cache = _resolve(cfg.data.cache_dir, base) / f"{_cache_key(cfg, examples)}.pt"
     if cache.is_file():
         log.info("using cached examples %s", cache)
-        return {**torch.load(cache, weights_only=True), "examples_sha256": examples_sha256(examples)}
+        kept = torch.load(cache, weights_only=True)
+        if "examples_sha256" not in kept:  # a cache written before the fingerprint was kept in it
+            kept["examples_sha256"] = examples_sha256(examples)
+        return kept
     labels = labels_for(cfg.data.vocabulary)
     index = {label: i for i, label in enumerate(labels)}
     rng = np.random.default_rng(cfg.optim.seed)
@@ -293,9 +296,11 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
                 negatives.append(audio)
     negatives = negatives or tts_negatives
     out["noise"] = _noise_pool(cfg.data, base, negatives, cfg.optim.seed)
+    # kept in the cache: the key does not follow the files' content, so it names what these windows were cut from
+    out["examples_sha256"] = examples_sha256(examples)
     with atomic_write(cache) as tmp:  # a run stopped mid-write must not leave a cache that looks complete
         torch.save(out, tmp)
-    return {**out, "examples_sha256": examples_sha256(examples)}
+    return out
 
 
 def spec_augment(x: torch.Tensor, cfg: OptimConfig, generator: torch.Generator) -> torch.Tensor:

@@ -188,7 +188,8 @@ def main() -> None:
                 "data_sha256": fingerprint(Path(args.data)), "noise_sha256": fingerprint(Path(args.noise_dir)),
                 "snrs_db": [float(s) for s in args.snr.split(",")], "seed": args.seed, "hop_ms": args.hop_ms,
                 "threshold": args.threshold}
-    examples = {r: (recorded_run(r, settings) if _is_record(r) else read_checkpoint(Path(r) / "best.pt")["training"])
+    recorded = {r: recorded_run(r, settings) for r in runs if _is_record(r)}
+    examples = {r: (recorded[r] if r in recorded else read_checkpoint(Path(r) / "best.pt")["training"])
                 .get("examples_sha256") for r in runs}
     same_examples = examples_check({"control": [examples[r] for r in args.control],
                                     "treatment": [examples[r] for r in args.treatment]})
@@ -196,8 +197,8 @@ def main() -> None:
         evaluations = dict(zip(trained, pool.map(_evaluate_run, map(Path, trained), [settings] * len(trained))))
     figures = {}
     for run in runs:
-        if _is_record(run):
-            figures[run] = recorded_run(run, settings)
+        if run in recorded:
+            figures[run] = recorded[run]
             continue
         ev = evaluations[run]
         accuracies = list(ev["keyword_accuracy"].values())

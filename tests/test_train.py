@@ -81,7 +81,7 @@ def test_the_checkpoint_names_the_examples_it_trained_on_wherever_they_lie(tmp_p
     import shutil
 
     from drsn_asr.data import examples_sha256
-    from drsn_asr.train import collect_examples
+    from drsn_asr.train import collect_examples, prepare_data
 
     recipe = _tiny_recipe(tmp_path, epochs=1)
     best = train(load_train_config(recipe), progress=False)
@@ -94,6 +94,9 @@ def test_the_checkpoint_names_the_examples_it_trained_on_wherever_they_lie(tmp_p
     assert examples_sha256(collect_examples(elsewhere, tmp_path)) == recorded
     write_audio(moved / "yes" / "v0.wav", np.zeros(8000, np.float32))  # one clip's content changes
     assert examples_sha256(collect_examples(elsewhere, tmp_path)) != recorded
+    write_audio(tmp_path / "corpus" / "yes" / "v0.wav", np.zeros(8000, np.float32))
+    # the cache's key follows paths, not content: a hit names what its windows were cut from, not today's files
+    assert prepare_data(cfg, tmp_path, progress=False)["examples_sha256"] == recorded
 
 
 def test_torchrun_trains_with_distributed_data_parallel_on_cpu(tmp_path):
