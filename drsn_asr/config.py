@@ -63,6 +63,7 @@ class ModelConfig:
     dropout: float = 0.1
     window_s: float = 1.0
     relative_input: bool = False  # second input channel: log-mel minus its per-band mean over the window
+    floor_input: bool = False  # another input channel: log-mel minus its per-band minimum over the window
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_KINDS:

@@ -98,6 +98,7 @@ class FoldedNet:
         self.stem = net.stem.weight.detach()
         self.stem_stride = net.stem.stride
         self.relative_input = net.config.relative_input
+        self.floor_input = net.config.floor_input
         self.units = [_Unit(u) for u in net.units]
         self.head_bn = tuple(t.view(1, -1, 1, 1) for t in _bn_affine(net.head_bn))
         self.fc = (net.fc.weight.detach(), net.fc.bias.detach())
@@ -105,7 +106,7 @@ class FoldedNet:
 
     def __call__(self, logmel: torch.Tensor) -> torch.Tensor:
         scale, shift = self.input_bn
-        x = F.conv2d(stem_input(logmel, self.relative_input) * scale + shift, self.stem, None, self.stem_stride, 1)
+        x = F.conv2d(stem_input(logmel, self.relative_input, self.floor_input) * scale + shift, self.stem, None, self.stem_stride, 1)
         x = x.contiguous(memory_format=CHANNELS_LAST)  # oneDNN's fast path for the small 3x3 convs that follow
         for unit in self.units:
             x = unit(x)
@@ -172,8 +173,13 @@ def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
         return op("Unsqueeze", x, const(np.array([2, 3], np.int64)))
 
     x = op("Unsqueeze", "logmel", const(np.array([1], np.int64)))
+    views = [x]
     if folded.relative_input:
-        x = op("Concat", x, op("Sub", x, op("ReduceMean", x, axes=[3], keepdims=1)), axis=1)
+        views.append(op("Sub", x, op("ReduceMean", x, axes=[3], keepdims=1)))
+    if folded.floor_input:
+        views.append(op("Sub", x, op("ReduceMin", x, axes=[3], keepdims=1)))
+    if len(views) > 1:
+        x = op("Concat", *views, axis=1)
     x = conv(affine(x, folded.input_bn), folded.stem, None, folded.stem_stride, 1)
     for unit in folded.units:
         r = conv(op("Relu", affine(x, unit.bn1)), *unit.conv1, unit.stride, 1)

@@ -111,7 +111,7 @@ class KeywordNet(nn.Module):
         self.config = config
         self.features = features
         self.n_classes = n_classes
-        in_channels = 2 if config.relative_input else 1
+        in_channels = 1 + config.relative_input + config.floor_input
         self.input_bn = nn.BatchNorm2d(in_channels)  # log-mel values sit around -14..5: normalise before the stem
         self.stem = nn.Conv2d(in_channels, config.stem_channels, 3, stride=config.stem_stride, padding=1, bias=False)
         units: list[nn.Module] = []
@@ -132,19 +132,27 @@ class KeywordNet(nn.Module):
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         """Log-mel (B, n_mels, n_frames) → class logits (B, n_classes)."""
-        x = self.stem(self.input_bn(stem_input(logmel, self.config.relative_input)))
+        x = self.stem(self.input_bn(stem_input(logmel, self.config.relative_input, self.config.floor_input)))
         x = self.units(x)
         x = F.relu(self.head_bn(x)).mean(dim=(2, 3))
         return self.fc(self.dropout(x))
 
 
-def stem_input(logmel: torch.Tensor, relative: bool) -> torch.Tensor:
-    """(B, n_mels, n_frames) → (B, 1 or 2, n_mels, n_frames): the log-mel, and with `relative` also the log-mel
-    minus each band's mean over the window. That second view is blind to the input level, to the channel's
-    colouring (a telephone band) and to the level of noise that is steady over the window; the first keeps
-    the absolute levels that tell speech from silence."""
+def stem_input(logmel: torch.Tensor, relative: bool, floor: bool = False) -> torch.Tensor:
+    """(B, n_mels, n_frames) → (B, 1–3, n_mels, n_frames): the log-mel; with `relative` also the log-mel minus
+    each band's mean over the window; with `floor` also the log-mel minus each band's minimum over the window.
+    The relative view is blind to the input level, to the channel's colouring (a telephone band) and to the level
+    of noise that is steady over the window; the first keeps the absolute levels that tell speech from silence.
+    The floor view is each band's height above its quietest frame: for noise that is steady over the window that
+    floor is the noise, so the view reads as a per-band log SNR (a minimum-statistics noise estimate, which the
+    mean is not: a word raises a band's mean but rarely its minimum)."""
     x = logmel.unsqueeze(1)
-    return torch.cat([x, x - x.mean(dim=3, keepdim=True)], dim=1) if relative else x
+    views = [x]
+    if relative:
+        views.append(x - x.mean(dim=3, keepdim=True))
+    if floor:
+        views.append(x - x.amin(dim=3, keepdim=True))
+    return torch.cat(views, dim=1) if len(views) > 1 else x
 
 
 def count_parameters(model: nn.Module) -> int:

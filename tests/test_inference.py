@@ -24,9 +24,9 @@ def _net(block, **config):
 
 @pytest.mark.parametrize("block", BLOCK_KINDS)
 @pytest.mark.parametrize("strides", [(2, 2, 2), (1, 2, 2)])
-@pytest.mark.parametrize("relative_input", [False, True])
-def test_folded_equals_module(block, strides, relative_input):
-    net = _net(block, stage_strides=strides, relative_input=relative_input)
+@pytest.mark.parametrize("views", [(False, False), (True, False), (True, True), (False, True)])
+def test_folded_equals_module(block, strides, views):
+    net = _net(block, stage_strides=strides, relative_input=views[0], floor_input=views[1])
     x = torch.randn(3, 40, net.window_frames) * 3 - 5
     with torch.no_grad():
         expected = net(x)
@@ -35,9 +35,9 @@ def test_folded_equals_module(block, strides, relative_input):
 
 
 @pytest.mark.parametrize("block", BLOCK_KINDS)
-@pytest.mark.parametrize("relative_input", [False, True])
-def test_onnx_equals_module(block, relative_input):
-    net = _net(block, stage_strides=(1, 2, 2), relative_input=relative_input)
+@pytest.mark.parametrize("views", [(False, False), (True, False), (True, True)])
+def test_onnx_equals_module(block, views):
+    net = _net(block, stage_strides=(1, 2, 2), relative_input=views[0], floor_input=views[1])
     x = torch.randn(3, 40, net.window_frames) * 3 - 5
     with torch.no_grad():
         expected = net(x)

@@ -159,3 +159,21 @@ def test_relative_input_channel_ignores_level_and_steady_colouring_but_keeps_the
     assert stem_input(logmel, False).shape == (2, 1, 40, 98)
     net = KeywordNet(ModelConfig(relative_input=True), FeatureConfig(), 22).eval()
     assert net.stem.in_channels == 2 and net(logmel).shape == (2, 22)
+
+
+def test_floor_input_reads_each_band_above_its_quietest_frame():
+    torch.manual_seed(0)
+    noise_floor = torch.linspace(-10, 0, 40)[None, :, None]  # steady noise, a different level in each band
+    logmel = noise_floor + torch.rand(2, 40, 98) * 0.5  # the noise's own small flutter
+    logmel[:, 5:15, 40:60] += 6.0  # a word lifts some bands for 0.2 s
+    views = stem_input(logmel, True, True)
+    assert views.shape == (2, 3, 40, 98)
+    floor = views[:, 2]
+    assert floor.min() == 0 and bool((floor[:, :, :40] < 0.5).all())  # noise alone reads as ~0 in every band
+    assert bool((floor[:, 5:15, 40:60] > 5.9).all())  # the word reads as its height above the noise
+    # the mean view does not: the word raises the mean of its bands, so their noise reads below zero there
+    assert bool((views[:, 1, 5:15, :40] < -0.5).all()) and bool((floor[:, 5:15, :40] >= 0).all())
+    assert torch.allclose(stem_input(logmel + 7.0, True, True)[:, 2], floor, atol=1e-5)  # level-blind like the mean view
+    assert torch.equal(stem_input(logmel, False, True)[:, 1], floor)  # without the mean view it comes second
+    net = KeywordNet(ModelConfig(relative_input=True, floor_input=True), FeatureConfig(), 22).eval()
+    assert net.stem.in_channels == 3 and net(logmel).shape == (2, 22)
