@@ -106,7 +106,8 @@ class FoldedNet:
 
     def __call__(self, logmel: torch.Tensor) -> torch.Tensor:
         scale, shift = self.input_bn
-        x = F.conv2d(stem_input(logmel, self.relative_input, self.floor_input) * scale + shift, self.stem, None, self.stem_stride, 1)
+        x = stem_input(logmel, self.relative_input, self.floor_input) * scale + shift
+        x = F.conv2d(x, self.stem, None, self.stem_stride, 1)
         x = x.contiguous(memory_format=CHANNELS_LAST)  # oneDNN's fast path for the small 3x3 convs that follow
         for unit in self.units:
             x = unit(x)

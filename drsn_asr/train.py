@@ -25,7 +25,7 @@ from torch import nn
 
 from . import augment, noise
 from .audio import SAMPLE_RATE, read_audio
-from .checkpoint import read_checkpoint, resolve_device, save_checkpoint
+from .checkpoint import read_checkpoint, resolve_device, save_checkpoint, sha256
 from .config import LABEL_SILENCE, LABEL_UNKNOWN, FeatureConfig, ModelConfig, from_dict, load_yaml, to_dict
 from .data import (
     Example,
@@ -209,17 +209,31 @@ def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
     return {"train": capped, "validation": validation}
 
 
+def _noise_files(cfg: DataConfig, base: Path) -> list[Path]:
+    """The noise recordings of the pool, in the order they enter it."""
+    files = [_resolve(file, base) for file in cfg.noise_files]
+    if cfg.speech_commands_dir:
+        files += speech_commands_noise(_resolve(cfg.speech_commands_dir, base))
+    return files
+
+
+def noise_files_sha256(cfg: DataConfig, base: Path) -> str:
+    """SHA-256 of the noise recordings a recipe mixes in (each file's name and content, in pool order; not where
+    they lie). The rest of the pool is synthesized from the recorded config and seed, so this and the config
+    name the whole pool."""
+    digest = hashlib.sha256()
+    for file in _noise_files(cfg, base):
+        digest.update(f"{file.name}\0{sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def _noise_pool(cfg: DataConfig, base: Path, sentences: list[np.ndarray], seed: int) -> torch.Tensor:
     """A long float16 noise signal: synthesized street scenes of the allowed kinds plus the noise files."""
     rng = np.random.default_rng(seed)
     parts = []
-    for file in cfg.noise_files:
-        audio = read_audio(_resolve(file, base))
+    for file in _noise_files(cfg, base):
+        audio = read_audio(file)
         parts.append(audio / max(1e-8, float(np.sqrt(np.mean(audio**2)))) * 0.1)
-    if cfg.speech_commands_dir:
-        for file in speech_commands_noise(_resolve(cfg.speech_commands_dir, base)):
-            audio = read_audio(file)
-            parts.append(audio / max(1e-8, float(np.sqrt(np.mean(audio**2)))) * 0.1)
     synth_s = max(0.0, cfg.noise_pool_s - sum(len(p) for p in parts) / SAMPLE_RATE)
     scene_s = 10.0
     kinds = list(cfg.noise_kinds)
@@ -239,7 +253,8 @@ def _cache_key(cfg: TrainConfig, examples: dict[str, list[Example]]) -> str:
 
 def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[str, Any]:
     """Clean int16 windows, their active RMS and labels for train and validation, plus a noise pool (cached),
-    and `examples_sha256`: the fingerprint of the examples they were cut from (data.examples_sha256)."""
+    and the fingerprints of the examples they were cut from and of the noise recordings in the pool
+    (`examples_sha256`, `noise_files_sha256`)."""
     from tqdm import tqdm
 
     examples = collect_examples(cfg.data, base)
@@ -249,6 +264,8 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
         kept = torch.load(cache, weights_only=True)
         if "examples_sha256" not in kept:  # a cache written before the fingerprint was kept in it
             kept["examples_sha256"] = examples_sha256(examples)
+        if "noise_files_sha256" not in kept:
+            kept["noise_files_sha256"] = noise_files_sha256(cfg.data, base)
         return kept
     labels = labels_for(cfg.data.vocabulary)
     index = {label: i for i, label in enumerate(labels)}
@@ -298,6 +315,7 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
     out["noise"] = _noise_pool(cfg.data, base, negatives, cfg.optim.seed)
     # kept in the cache: the key does not follow the files' content, so it names what these windows were cut from
     out["examples_sha256"] = examples_sha256(examples)
+    out["noise_files_sha256"] = noise_files_sha256(cfg.data, base)
     with atomic_write(cache) as tmp:  # a run stopped mid-write must not leave a cache that looks complete
         torch.save(out, tmp)
     return out
@@ -490,7 +508,8 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     weights = _sampling_weights(tr["labels"], names, cfg.optim)
     shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
     meta = {"config": to_dict(cfg), "n_parameters": count_parameters(net), "n_train": len(tr["labels"]),
-            "examples_sha256": data["examples_sha256"], "world_size": int(os.environ.get("WORLD_SIZE", 1))}
+            "examples_sha256": data["examples_sha256"], "noise_files_sha256": data["noise_files_sha256"],
+            "world_size": int(os.environ.get("WORLD_SIZE", 1))}
     for epoch in range(start_epoch, cfg.optim.epochs):
         generator = torch.Generator().manual_seed(cfg.optim.seed * 1000 + epoch)
         order = torch.multinomial(weights, steps_per_epoch * cfg.optim.batch_size, replacement=True, generator=generator)

@@ -38,6 +38,7 @@ from drsn_asr.stream import StreamBank  # noqa: E402
 CANDIDATES = {  # name: ModelConfig fields changed from the shipped default's architecture
     "default": {},
     "without the relative input": {"relative_input": False},
+    "with the floor input (trial N)": {"floor_input": True},
     "stem 8, stages [16, 24, 32]": {"stem_channels": 8, "stage_channels": (16, 24, 32)},
     "stem 8, stages [16, 40, 64]": {"stem_channels": 8, "stage_channels": (16, 40, 64)},
 }
@@ -114,7 +115,7 @@ def main() -> None:
     for name, fields in CANDIDATES.items():
         net = KeywordNet(dataclasses.replace(shipped.config, **fields), shipped.features, len(rec.labels)).eval()
         onnx = OnnxNet(FoldedNet(net), threads=1)
-        print(f"  {name:28s} {count_parameters(net):7,d} parameters  {forward_us(onnx.probs, x):5.0f} µs")
+        print(f"  {name:32s} {count_parameters(net):7,d} parameters  {forward_us(onnx.probs, x):5.0f} µs")
 
 
 if __name__ == "__main__":

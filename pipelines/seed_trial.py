@@ -24,8 +24,8 @@ RUN as named there), so control seeds need not be trained again once their weigh
 used only if they were measured at the same settings on the same data (the SHA-256 of every file under
 `--data` and `--noise-dir`); whether the recipe itself reproduces on another checkout or host is for the trial's
 author to have checked (docs/validation_tuning_fold.json, "R1c again"). The runs of one arm must have trained on the
-same examples (the `examples_sha256` that `drsn-asr train` records in its checkpoints); whether the two arms
-did is printed and recorded, as a trial may judge a change of data.
+same examples and noise recordings (the `examples_sha256` and `noise_files_sha256` that `drsn-asr train` records
+in its checkpoints); whether the two arms did is printed and recorded, as a trial may judge a change of data.
 """
 
 from __future__ import annotations
@@ -83,15 +83,15 @@ def _evaluate_run(run: Path, settings: dict) -> dict:
     return kept
 
 
-def examples_check(arms: dict[str, list[str | None]]) -> bool | None:
-    """Whether both arms trained on the same examples, from each run's `examples_sha256` (None for a run whose
-    training recorded none, and then the answer is None); SystemExit when runs of one arm record different ones,
-    as seeds of one recipe must see the same examples."""
+def examples_check(arms: dict[str, list[str | None]], what: str = "examples") -> bool | None:
+    """Whether both arms trained on the same `what`, from each run's fingerprint of it (`examples_sha256` or
+    `noise_files_sha256`; None for a run whose training recorded none, and then the answer is None); SystemExit
+    when runs of one arm record different ones, as seeds of one recipe must see the same data."""
     known = {}
     for name, runs in arms.items():
         digests = {d for d in runs if d}
         if len(digests) > 1:
-            raise SystemExit(f"the {name} runs were trained on different examples ({len(digests)} fingerprints): "
+            raise SystemExit(f"the {name} runs were trained on different {what} ({len(digests)} fingerprints): "
                              "seeds of one recipe must see the same data; rebuild it as it was and train again")
         known[name] = digests.pop() if digests and all(runs) else None
     if None in known.values():
@@ -189,10 +189,13 @@ def main() -> None:
                 "snrs_db": [float(s) for s in args.snr.split(",")], "seed": args.seed, "hop_ms": args.hop_ms,
                 "threshold": args.threshold}
     recorded = {r: recorded_run(r, settings) for r in runs if _is_record(r)}
-    examples = {r: (recorded[r] if r in recorded else read_checkpoint(Path(r) / "best.pt")["training"])
-                .get("examples_sha256") for r in runs}
+    training = {r: recorded[r] if r in recorded else read_checkpoint(Path(r) / "best.pt")["training"] for r in runs}
+    examples = {r: training[r].get("examples_sha256") for r in runs}
+    noise_files = {r: training[r].get("noise_files_sha256") for r in runs}
     same_examples = examples_check({"control": [examples[r] for r in args.control],
                                     "treatment": [examples[r] for r in args.treatment]})
+    same_noise_files = examples_check({"control": [noise_files[r] for r in args.control],
+                                       "treatment": [noise_files[r] for r in args.treatment]}, "noise recordings")
     with ProcessPoolExecutor(args.workers) as pool:
         evaluations = dict(zip(trained, pool.map(_evaluate_run, map(Path, trained), [settings] * len(trained))))
     figures = {}
@@ -205,7 +208,7 @@ def main() -> None:
         figures[run] = {"keyword_accuracy": ev["keyword_accuracy"], "mean": statistics.mean(accuracies),
                         "rejection": ev["unknown_rejection_clean"], "score": validation_score(Path(run)),
                         "checkpoint_sha256": ev["checkpoint_sha256"], "settings": settings,
-                        "examples_sha256": examples[run]}
+                        "examples_sha256": examples[run], "noise_files_sha256": noise_files[run]}
     conditions = list(figures[runs[0]]["keyword_accuracy"])
     print("run".ljust(28) + "".join(c.rjust(7) for c in conditions) + "   mean  reject  score")
     for run in runs:
@@ -216,8 +219,12 @@ def main() -> None:
            False: "the arms trained on different examples: the trial judges a change of data as well",
            None: "not checked whether the arms trained on the same examples: some runs record no examples_sha256 "
                  "(trained before drsn-asr recorded it)"}[same_examples])
+    print({True: "both arms mixed in the same noise recordings",
+           False: "the arms mixed in different noise recordings: the trial judges a change of noise as well",
+           None: "not checked whether the arms mixed in the same noise recordings: some runs record no "
+                 "noise_files_sha256 (trained before drsn-asr recorded it)"}[same_noise_files])
     record = {"settings": settings, "arms": {"control": args.control, "treatment": args.treatment},
-              "same_examples": same_examples, "runs": figures}
+              "same_examples": same_examples, "same_noise_files": same_noise_files, "runs": figures}
     if min(len(args.control), len(args.treatment)) < args.min_seeds:
         print(f"no verdict: each arm needs {args.min_seeds} runs (seeds) and has {len(args.control)} and "
               f"{len(args.treatment)}; keep these figures with --json and add them to a later trial as TRIAL.json:RUN")

@@ -22,13 +22,13 @@ def _arm(means, rejection=0.97, score=0.79):
 
 
 def _run(run: Path, validation_score: float, model: Path = REPO / "drsn_asr" / "assets" / "default.pt",
-         examples_sha256: str | None = None) -> str:
-    """A training run's out_dir: `model` as its best.pt, recording `validation_score` (and `examples_sha256`,
-    the data it trained on) as training does."""
+         examples_sha256: str | None = None, noise_files_sha256: str | None = None) -> str:
+    """A training run's out_dir: `model` as its best.pt, recording `validation_score` (and `examples_sha256`
+    and `noise_files_sha256`, the data it trained on) as training does."""
     run.mkdir(exist_ok=True)
     state = torch.load(model, map_location="cpu", weights_only=True)
     state["training"] = {**state["training"], "validation_score": validation_score,
-                         "examples_sha256": examples_sha256}
+                         "examples_sha256": examples_sha256, "noise_files_sha256": noise_files_sha256}
     torch.save(state, run / "best.pt")
     return str(run)
 
@@ -78,7 +78,9 @@ def _validation_data(root: Path) -> tuple[Path, Path]:
 
 def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_of_one_model(tmp_path):
     data, noise = _validation_data(tmp_path)
-    runs = [_run(tmp_path / f"run{i}", score, examples_sha256="x") for i, score in enumerate((0.70, 0.72, 0.71, 0.73))]
+    noise_files = ["n", "n", "m", "m"]  # the treatment mixed in other noise recordings
+    runs = [_run(tmp_path / f"run{i}", score, examples_sha256="x", noise_files_sha256=noise_files[i])
+            for i, score in enumerate((0.70, 0.72, 0.71, 0.73))]
     out = tmp_path / "trial.json"
     cmd = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", *runs[:2], "--treatment",
            *runs[2:], "--data", str(data), "--noise-dir", str(noise), "--snr", "10,0", "--workers", "1",
@@ -89,6 +91,8 @@ def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_o
     result = json.loads(out.read_text())
     assert result["gain"] == 0.0 and not result["passes"]  # the same weights in both arms
     assert result["same_examples"] is True and "both arms trained on the same examples" in r.stdout
+    assert result["same_noise_files"] is False and "the arms mixed in different noise recordings" in r.stdout
+    assert result["runs"][runs[2]]["noise_files_sha256"] == "m"
     assert set(result["runs"][runs[0]]["keyword_accuracy"]) == {"clean", "10.0", "0.0"}
     assert result["control"]["score"] == pytest.approx(0.71) and result["treatment"]["score"] == pytest.approx(0.72)
     cached = Path(runs[0]) / "seed_trial_eval.json"
@@ -140,6 +144,10 @@ def test_runs_an_earlier_trial_recorded_join_an_arm_only_when_measured_on_the_sa
     r = subprocess.run(trial + ["--control", *later, "--treatment", *other], capture_output=True, text=True,
                        timeout=300)  # refused before any run is evaluated
     assert r.returncode != 0 and "treatment runs were trained on different examples" in r.stderr
+    other = [_run(tmp_path / f"noisy{i}", 0.71, noise_files_sha256=d) for i, d in enumerate(("a", "b"))]
+    r = subprocess.run(trial + ["--control", *later, "--treatment", *other], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "treatment runs were trained on different noise recordings" in r.stderr
 
 
 def test_arms_short_of_min_seeds_are_recorded_without_a_verdict_and_complete_a_later_trial(tmp_path):

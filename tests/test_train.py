@@ -10,7 +10,8 @@ import torch
 
 from drsn_asr.audio import write_audio
 from drsn_asr.checkpoint import load_model, read_checkpoint
-from drsn_asr.train import OptimConfig, WeightAverage, load_train_config, spec_augment, train
+from drsn_asr.train import (DataConfig, OptimConfig, WeightAverage, load_train_config, noise_files_sha256, spec_augment,
+                            train)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -97,6 +98,24 @@ def test_the_checkpoint_names_the_examples_it_trained_on_wherever_they_lie(tmp_p
     write_audio(tmp_path / "corpus" / "yes" / "v0.wav", np.zeros(8000, np.float32))
     # the cache's key follows paths, not content: a hit names what its windows were cut from, not today's files
     assert prepare_data(cfg, tmp_path, progress=False)["examples_sha256"] == recorded
+    assert read_checkpoint(best)["training"]["noise_files_sha256"] == noise_files_sha256(cfg.data, tmp_path)
+
+
+def test_the_noise_fingerprint_follows_the_recordings_names_and_content_not_their_folder(tmp_path):
+    for folder in ("here", "there"):
+        (tmp_path / folder).mkdir()
+        for name, f0 in (("bike.wav", 80.0), ("hum.wav", 50.0)):
+            write_audio(tmp_path / folder / name, 0.1 * np.sin(2 * np.pi * f0 * np.arange(16000) / 16000))
+
+    def digest(*files: str) -> str:
+        return noise_files_sha256(DataConfig(noise_files=files), tmp_path)
+
+    here = digest("here/bike.wav", "here/hum.wav")
+    assert digest(str(tmp_path / "there" / "bike.wav"), "there/hum.wav") == here  # relative or absolute, anywhere
+    assert digest("here/hum.wav", "here/bike.wav") != here  # the pool's order is part of it
+    assert digest("here/bike.wav") != here
+    write_audio(tmp_path / "there" / "hum.wav", np.zeros(16000, np.float32))
+    assert digest("there/bike.wav", "there/hum.wav") != here
 
 
 def test_torchrun_trains_with_distributed_data_parallel_on_cpu(tmp_path):
