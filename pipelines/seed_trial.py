@@ -83,10 +83,15 @@ def _evaluate_run(run: Path, settings: dict) -> dict:
     return kept
 
 
-def examples_check(arms: dict[str, list[str | None]], what: str = "examples") -> bool | None:
-    """Whether both arms trained on the same `what`, from each run's fingerprint of it (`examples_sha256` or
-    `noise_files_sha256`; None for a run whose training recorded none, and then the answer is None); SystemExit
-    when runs of one arm record different ones, as seeds of one recipe must see the same data."""
+# the fingerprints `drsn-asr train` records of its data: the record's key, what it names, and how the data was used
+FINGERPRINTS = {"examples_sha256": ("same_examples", "examples", "trained on", "data"),
+                "noise_files_sha256": ("same_noise_files", "noise recordings", "mixed in", "noise")}
+
+
+def data_check(arms: dict[str, list[str | None]], what: str = "examples") -> bool | None:
+    """Whether both arms trained on the same `what`, from each run's fingerprint of it (one of FINGERPRINTS;
+    None for a run whose training recorded none, and then the answer is None); SystemExit when runs of one arm
+    record different ones, as seeds of one recipe must see the same data."""
     known = {}
     for name, runs in arms.items():
         digests = {d for d in runs if d}
@@ -190,12 +195,9 @@ def main() -> None:
                 "threshold": args.threshold}
     recorded = {r: recorded_run(r, settings) for r in runs if _is_record(r)}
     training = {r: recorded[r] if r in recorded else read_checkpoint(Path(r) / "best.pt")["training"] for r in runs}
-    examples = {r: training[r].get("examples_sha256") for r in runs}
-    noise_files = {r: training[r].get("noise_files_sha256") for r in runs}
-    same_examples = examples_check({"control": [examples[r] for r in args.control],
-                                    "treatment": [examples[r] for r in args.treatment]})
-    same_noise_files = examples_check({"control": [noise_files[r] for r in args.control],
-                                       "treatment": [noise_files[r] for r in args.treatment]}, "noise recordings")
+    digests = {r: {key: training[r].get(key) for key in FINGERPRINTS} for r in runs}
+    same = {key: data_check({arm: [digests[r][key] for r in getattr(args, arm)] for arm in ("control", "treatment")},
+                            FINGERPRINTS[key][1]) for key in FINGERPRINTS}
     with ProcessPoolExecutor(args.workers) as pool:
         evaluations = dict(zip(trained, pool.map(_evaluate_run, map(Path, trained), [settings] * len(trained))))
     figures = {}
@@ -208,23 +210,20 @@ def main() -> None:
         figures[run] = {"keyword_accuracy": ev["keyword_accuracy"], "mean": statistics.mean(accuracies),
                         "rejection": ev["unknown_rejection_clean"], "score": validation_score(Path(run)),
                         "checkpoint_sha256": ev["checkpoint_sha256"], "settings": settings,
-                        "examples_sha256": examples[run], "noise_files_sha256": noise_files[run]}
+                        **digests[run]}
     conditions = list(figures[runs[0]]["keyword_accuracy"])
     print("run".ljust(28) + "".join(c.rjust(7) for c in conditions) + "   mean  reject  score")
     for run in runs:
         f = figures[run]
         print(run.ljust(28) + "".join(f"{v:7.3f}" for v in f["keyword_accuracy"].values())
               + f"  {f['mean']:.4f}  {f['rejection']:.3f}  {f['score']:.4f}")
-    print({True: "both arms trained on the same examples",
-           False: "the arms trained on different examples: the trial judges a change of data as well",
-           None: "not checked whether the arms trained on the same examples: some runs record no examples_sha256 "
-                 "(trained before drsn-asr recorded it)"}[same_examples])
-    print({True: "both arms mixed in the same noise recordings",
-           False: "the arms mixed in different noise recordings: the trial judges a change of noise as well",
-           None: "not checked whether the arms mixed in the same noise recordings: some runs record no "
-                 "noise_files_sha256 (trained before drsn-asr recorded it)"}[same_noise_files])
+    for key, (_, what, used, change) in FINGERPRINTS.items():
+        print({True: f"both arms {used} the same {what}",
+               False: f"the arms {used} different {what}: the trial judges a change of {change} as well",
+               None: f"not checked whether the arms {used} the same {what}: some runs record no {key} "
+                     "(trained before drsn-asr recorded it)"}[same[key]])
     record = {"settings": settings, "arms": {"control": args.control, "treatment": args.treatment},
-              "same_examples": same_examples, "same_noise_files": same_noise_files, "runs": figures}
+              **{FINGERPRINTS[key][0]: same[key] for key in FINGERPRINTS}, "runs": figures}
     if min(len(args.control), len(args.treatment)) < args.min_seeds:
         print(f"no verdict: each arm needs {args.min_seeds} runs (seeds) and has {len(args.control)} and "
               f"{len(args.treatment)}; keep these figures with --json and add them to a later trial as TRIAL.json:RUN")

@@ -14,7 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "pipelines"))
 
-from seed_trial import examples_check, judge  # noqa: E402
+from seed_trial import data_check, judge  # noqa: E402
 
 
 def _arm(means, rejection=0.97, score=0.79):
@@ -55,11 +55,11 @@ def test_an_arm_of_one_run_has_no_spread_and_is_refused():
 
 
 def test_seeds_of_one_arm_must_share_their_examples_and_the_arms_are_compared():
-    assert examples_check({"control": ["a", "a"], "treatment": ["a", "a"]}) is True
-    assert examples_check({"control": ["a", "a"], "treatment": ["b", "b"]}) is False  # a change of data
-    assert examples_check({"control": ["a", None], "treatment": ["a", "a"]}) is None  # a run recorded none
+    assert data_check({"control": ["a", "a"], "treatment": ["a", "a"]}) is True
+    assert data_check({"control": ["a", "a"], "treatment": ["b", "b"]}) is False  # a change of data
+    assert data_check({"control": ["a", None], "treatment": ["a", "a"]}) is None  # a run recorded none
     with pytest.raises(SystemExit, match="control runs were trained on different examples"):
-        examples_check({"control": ["a", "b"], "treatment": ["a", "a"]})
+        data_check({"control": ["a", "b"], "treatment": ["a", "a"]})
 
 
 def _validation_data(root: Path) -> tuple[Path, Path]:
