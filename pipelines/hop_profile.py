@@ -41,6 +41,7 @@ CANDIDATES = {  # name: ModelConfig fields changed from the shipped default's ar
     "with the floor input (trial N)": {"floor_input": True},
     "stem 8, stages [16, 24, 32]": {"stem_channels": 8, "stage_channels": (16, 24, 32)},
     "stem 8, stages [16, 40, 64]": {"stem_channels": 8, "stage_channels": (16, 40, 64)},
+    "stages [24, 48, 80], blocks [1, 1, 2] (trial W)": {"stage_channels": (24, 48, 80), "stage_blocks": (1, 1, 2)},
 }
 
 
@@ -115,7 +116,7 @@ def main() -> None:
     for name, fields in CANDIDATES.items():
         net = KeywordNet(dataclasses.replace(shipped.config, **fields), shipped.features, len(rec.labels)).eval()
         onnx = OnnxNet(FoldedNet(net), threads=1)
-        print(f"  {name:32s} {count_parameters(net):7,d} parameters  {forward_us(onnx.probs, x):5.0f} µs")
+        print(f"  {name:46s} {count_parameters(net):7,d} parameters  {forward_us(onnx.probs, x):5.0f} µs")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,21 @@ EVAL_FILE = "seed_trial_eval.json"
 PATH_SETTINGS = ("data", "noise_dir")  # where the data lay; the rest (fingerprints included) must match in a record
 
 
+def shown(path: str | Path) -> str:
+    """`path` as a record keeps it: relative to the repository when it lies inside, so a record reads the same on
+    every checkout; absolute otherwise."""
+    resolved = Path(path).resolve()
+    return resolved.relative_to(REPO).as_posix() if resolved.is_relative_to(REPO) else str(resolved)
+
+
+def _same_measure(a: dict, b: dict) -> bool:
+    """Whether two settings measure the same thing: all but where the data lay (their fingerprints say what it was)."""
+    def measure(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k not in PATH_SETTINGS}
+
+    return measure(a) == measure(b)
+
+
 def fingerprint(root: Path) -> str:
     """SHA-256 over every file under `root`: its relative path and its SHA-256, in sorted order."""
     digest = hashlib.sha256()
@@ -63,12 +78,12 @@ def _evaluate_run(run: Path, settings: dict) -> dict:
     checkpoint_sha256 = sha256(run / "best.pt")
     if cached.is_file():
         kept = json.loads(cached.read_text())
-        if kept.get("settings") == settings and kept.get("checkpoint_sha256") == checkpoint_sha256:
+        if _same_measure(kept.get("settings", {}), settings) and kept.get("checkpoint_sha256") == checkpoint_sha256:
             return kept
     import torch
 
     torch.set_num_threads(1)
-    result = evaluate(settings["data"], model=str(run / "best.pt"), noise_dir=settings["noise_dir"],
+    result = evaluate(REPO / settings["data"], model=str(run / "best.pt"), noise_dir=REPO / settings["noise_dir"],
                       snrs_db=settings["snrs_db"], seed=settings["seed"], device="cpu",
                       detector={"hop_ms": settings["hop_ms"], "threshold": settings["threshold"]})
     if result["unknown_rejection"] is None:
@@ -129,10 +144,10 @@ def recorded_run(item: str, settings: dict) -> dict:
     if name not in record.get("runs", {}):
         raise SystemExit(f"{item}: {path} records no run {name!r}; it records {', '.join(record.get('runs', {}))}")
     run = record["runs"][name]
-    recorded = {k: v for k, v in run.get("settings", {}).items() if k not in PATH_SETTINGS}
-    wanted = {k: v for k, v in settings.items() if k not in PATH_SETTINGS}
-    if recorded != wanted:
-        differ = sorted(k for k in wanted.keys() | recorded.keys() if recorded.get(k) != wanted.get(k))
+    recorded = run.get("settings", {})
+    if not _same_measure(recorded, settings):
+        differ = sorted(k for k in settings.keys() | recorded.keys()
+                        if k not in PATH_SETTINGS and recorded.get(k) != settings.get(k))
         raise SystemExit(f"{item} was measured with other settings or data ({', '.join(differ)} differ): rebuild the "
                          "data as it was and pass the same settings, or train the run again")
     return run
@@ -189,7 +204,7 @@ def main() -> None:
     for run in map(Path, trained):
         if not (run / "best.pt").is_file():
             parser.error(f"{run}: no best.pt there; pass the out_dir of a finished training run, or TRIAL.json:RUN")
-    settings = {"data": str(Path(args.data).resolve()), "noise_dir": str(Path(args.noise_dir).resolve()),
+    settings = {"data": shown(args.data), "noise_dir": shown(args.noise_dir),
                 "data_sha256": fingerprint(Path(args.data)), "noise_sha256": fingerprint(Path(args.noise_dir)),
                 "snrs_db": [float(s) for s in args.snr.split(",")], "seed": args.seed, "hop_ms": args.hop_ms,
                 "threshold": args.threshold}

@@ -14,7 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "pipelines"))
 
-from seed_trial import data_check, judge  # noqa: E402
+from seed_trial import data_check, judge, shown  # noqa: E402
 
 
 def _arm(means, rejection=0.97, score=0.79):
@@ -47,6 +47,11 @@ def test_a_gain_bought_with_rejection_or_validation_score_does_not_pass():
     better = [0.680, 0.690, 0.670]
     assert not judge(control, _arm(better, rejection=0.90), 0.01, 0.95, 0.01)["passes"]
     assert not judge(control, _arm(better, score=0.76), 0.01, 0.95, 0.01)["passes"]
+
+
+def test_records_name_folders_inside_the_repository_relative_to_it_and_others_in_full(tmp_path):
+    assert shown(REPO / "data" / "validation" / "real") == "data/validation/real"
+    assert shown(tmp_path / "real") == str((tmp_path / "real").resolve())
 
 
 def test_an_arm_of_one_run_has_no_spread_and_is_refused():
@@ -99,6 +104,13 @@ def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_o
     stamp = cached.stat().st_mtime_ns
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and cached.stat().st_mtime_ns == stamp  # same settings: the kept evaluation is reused
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved / "real")
+    shutil.copytree(noise, moved / "noise")
+    r = subprocess.run(cmd[:9] + [str(moved / "real"), "--noise-dir", str(moved / "noise")] + cmd[12:],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and cached.stat().st_mtime_ns == stamp  # the same data elsewhere: reused as well
+    assert json.loads(out.read_text())["settings"]["data"] == str((moved / "real").resolve())
     r = subprocess.run(cmd[:-2] + ["--threshold", "0.5"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and cached.stat().st_mtime_ns != stamp  # other settings: evaluated again
     stamp = cached.stat().st_mtime_ns
@@ -169,14 +181,14 @@ def test_arms_short_of_min_seeds_are_recorded_without_a_verdict_and_complete_a_l
     assert r.returncode == 0, r.stderr
     assert "does not pass" in r.stdout  # two seeds an arm: judged (the same weights: no gain)
     r = subprocess.run(trial[:-1] + ["1", "--control", first[0], "--treatment", first[1]],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "at least 2" in r.stderr
 
 
 def test_a_folder_that_is_not_a_finished_run_is_refused_with_what_to_pass(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", str(tmp_path),
                         str(tmp_path), "--treatment", str(tmp_path), str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "out_dir of a finished training run" in r.stderr
 
 
