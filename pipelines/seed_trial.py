@@ -56,12 +56,10 @@ def shown(path: str | Path) -> str:
     return resolved.relative_to(REPO).as_posix() if resolved.is_relative_to(REPO) else str(resolved)
 
 
-def _same_measure(a: dict, b: dict) -> bool:
-    """Whether two settings measure the same thing: all but where the data lay (their fingerprints say what it was)."""
-    def measure(settings: dict) -> dict:
-        return {k: v for k, v in settings.items() if k not in PATH_SETTINGS}
-
-    return measure(a) == measure(b)
+def _differing(a: dict, b: dict) -> list[str]:
+    """The settings in which `a` and `b` measure differently: all but where the data lay (their fingerprints say
+    what it was)."""
+    return sorted(k for k in a.keys() | b.keys() if k not in PATH_SETTINGS and a.get(k) != b.get(k))
 
 
 def fingerprint(root: Path) -> str:
@@ -78,7 +76,7 @@ def _evaluate_run(run: Path, settings: dict) -> dict:
     checkpoint_sha256 = sha256(run / "best.pt")
     if cached.is_file():
         kept = json.loads(cached.read_text())
-        if _same_measure(kept.get("settings", {}), settings) and kept.get("checkpoint_sha256") == checkpoint_sha256:
+        if not _differing(kept.get("settings", {}), settings) and kept.get("checkpoint_sha256") == checkpoint_sha256:
             return kept
     import torch
 
@@ -144,10 +142,8 @@ def recorded_run(item: str, settings: dict) -> dict:
     if name not in record.get("runs", {}):
         raise SystemExit(f"{item}: {path} records no run {name!r}; it records {', '.join(record.get('runs', {}))}")
     run = record["runs"][name]
-    recorded = run.get("settings", {})
-    if not _same_measure(recorded, settings):
-        differ = sorted(k for k in settings.keys() | recorded.keys()
-                        if k not in PATH_SETTINGS and recorded.get(k) != settings.get(k))
+    differ = _differing(run.get("settings", {}), settings)
+    if differ:
         raise SystemExit(f"{item} was measured with other settings or data ({', '.join(differ)} differ): rebuild the "
                          "data as it was and pass the same settings, or train the run again")
     return run
