@@ -17,7 +17,8 @@ recorded with `--json` but not judged, so the seeds of a trial can be trained ov
 The treatment passes when its arm's mean gain is at least `--min-gain` and at least twice the standard error
 of the difference of the two means, its mean rejection is at least `--min-rejection`, and its mean
 validation score is no more than `--max-score-drop` below the control's. Each run's evaluation is kept in
-RUN/seed_trial_eval.json with the settings, data and checkpoint it used, and reused while all three match.
+RUN/seed_trial_eval.json with the settings, data and checkpoint it used, and reused while all three match (the
+data by its fingerprint, wherever it lies). Records name data folders inside the repository relative to it.
 
 A run already judged in an earlier trial can join an arm as `TRIAL.json:RUN` (TRIAL.json written by `--json`,
 RUN as named there), so control seeds need not be trained again once their weights are gone. Its figures are
