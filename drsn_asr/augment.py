@@ -1,6 +1,7 @@
 """Speech augmentation: make clean (synthetic TTS) speech sound like real people in real places.
 
-Speaker (speed, pitch, vocal-tract length) -> room (reverberation) -> capture (gain, clipping) ->
+Speaker (speed, pitch, vocal-tract length) -> room (reverberation) -> microphone colouring (random
+equaliser) -> capture (gain, clipping) ->
 channel (telephone, Bluetooth, cheap microphone) -> street (``mix_at_snr`` with ``noise.street_scene``).
 All functions take and return float32 mono numpy arrays and draw randomness only from the ``rng``
 they are given. Output is *not* limited to [-1, 1]: gains and noise may push peaks past full scale,
@@ -37,6 +38,8 @@ RIR_DRR_RANGE_DB = (0.0, 10.0)  # direct-to-reverberant energy ratio
 RIR_N_REFLECTIONS_RANGE = (3, 6)  # inclusive
 RIR_EARLY_RANGE_S = (0.002, 0.04)
 RIR_MAX_LENGTH_S = 1.0
+EQ_CENTRES_HZ = (125.0, 238.0, 454.0, 866.0, 1650.0, 3150.0, 6000.0)  # log-spaced, ~0.93 octave apart
+EQ_WIDTH_OCTAVES = 0.45  # standard deviation of each band's bump: neighbours overlap, so the curve is smooth
 ACTIVE_FRAME_MS = 25.0
 ACTIVE_FLOOR_DB = 35.0
 _STFT_N_FFT_S = 0.032  # 512 samples at 16 kHz
@@ -62,6 +65,8 @@ class AugmentConfig:
     p_band_limit: float = 0.35
     band_limit_kinds: tuple[str, ...] = BAND_LIMIT_KINDS
     band_limit_weights: tuple[float, ...] = (0.6, 0.2, 0.2)  # real test speech is 8 kHz telephone band
+    p_eq: float = 0.0  # random equaliser (``equalize``): microphones, loudspeakers and voices colour speech
+    eq_gain_range_db: tuple[float, float] = (-6.0, 6.0)  # gain of each of its bands
 
     def __post_init__(self) -> None:
         for f in fields(self):  # YAML gives lists; store tuples so the config stays hashable
@@ -376,6 +381,24 @@ def _codec(x: np.ndarray, sample_rate: int, band_hz: tuple[float, float]) -> np.
     return _istft(spec, n_fft, hop, x.size)
 
 
+def equalize(x: np.ndarray, sample_rate: int, gains_db, centres_hz=EQ_CENTRES_HZ,
+             width_octaves: float = EQ_WIDTH_OCTAVES) -> np.ndarray:
+    """Colour ``x`` as a microphone, a loudspeaker or a voice does, keeping its length and RMS.
+
+    A zero-phase smooth gain curve: in dB, the sum of Gaussian bumps in log frequency, ``gains_db[i]`` at
+    ``centres_hz[i]`` with a standard deviation of ``width_octaves``.
+    """
+    gains = np.asarray(gains_db, np.float64)
+    centres = np.asarray(centres_hz, np.float64)
+    if gains.shape != centres.shape:
+        raise ValueError(f"equalize needs one gain per centre frequency ({centres.size}), got {gains.size}")
+
+    def gain(f: np.ndarray) -> np.ndarray:
+        octaves = np.log2(np.maximum(f, 1.0)[:, None] / centres) / width_octaves
+        return 10.0 ** ((np.exp(-0.5 * octaves ** 2) @ gains) / 20.0)
+    return _match_rms(_apply_gain_curve(_mono(x), sample_rate, gain), x)
+
+
 def gain_db(x: np.ndarray, db: float) -> np.ndarray:
     """Scale ``x`` by ``db`` decibels."""
     return _f32(x * np.float32(10.0 ** (db / 20.0)))
@@ -429,7 +452,7 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, sample_rate
 
 def random_augment(x: np.ndarray, sample_rate: int, rng: np.random.Generator,
                    config: AugmentConfig = AugmentConfig()) -> np.ndarray:
-    """Apply a random chain: speed, pitch, VTLP, reverb, gain, clip, band-limit (each with its ``p_*``).
+    """Apply a random chain: speed, pitch, VTLP, reverb, equaliser, gain, clip, band-limit (each with its ``p_*``).
 
     Speed perturbation changes the length (by 1/factor); every other step keeps it. Deterministic for a
     given ``rng`` state. Returns float32, possibly beyond +-1.0.
@@ -444,6 +467,8 @@ def random_augment(x: np.ndarray, sample_rate: int, rng: np.random.Generator,
         y = vtlp(y, sample_rate, float(rng.uniform(*c.vtlp_alpha_range)))
     if rng.random() < c.p_reverb:
         y = reverberate(y, synthetic_rir(sample_rate, rng, float(rng.uniform(*c.rt60_range_s))))
+    if c.p_eq > 0.0 and rng.random() < c.p_eq:  # off, it draws nothing: recipes without it keep their random stream
+        y = equalize(y, sample_rate, rng.uniform(*c.eq_gain_range_db, size=len(EQ_CENTRES_HZ)))
     if rng.random() < c.p_gain:
         y = gain_db(y, float(rng.uniform(*c.gain_range_db)))
     if rng.random() < c.p_clip and y.size:

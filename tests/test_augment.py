@@ -197,7 +197,34 @@ def test_mix_at_snr_may_exceed_full_scale_and_rejects_silent_speech():
     assert unchanged.dtype == np.float32 and np.array_equal(unchanged, SPEECH.astype(np.float32))
 
 
-EVERYTHING = augment.AugmentConfig(p_speed=1, p_pitch=1, p_vtlp=1, p_reverb=1, p_gain=1, p_clip=1, p_band_limit=1)
+def test_equalize_raises_and_lowers_the_bands_it_is_told_to_and_keeps_the_rms():
+    x = _tone(454.0) + _tone(3150.0)
+    gains = np.zeros(len(augment.EQ_CENTRES_HZ))
+    np.testing.assert_allclose(augment.equalize(x, SR, gains), x, atol=1e-5)  # flat: nothing changes
+    gains[2], gains[5] = 6.0, -6.0  # +6 dB at 454 Hz, -6 dB at 3150 Hz
+    y = augment.equalize(x, SR, gains)
+    assert y.dtype == np.float32 and y.size == x.size
+    assert _rms(y) == pytest.approx(_rms(x), rel=1e-4)
+    ratio_db = 10 * np.log10(_band_power(y, 400, 500) / _band_power(y, 3100, 3200))
+    assert ratio_db == pytest.approx(12.0, abs=0.5)
+    with pytest.raises(ValueError, match="one gain per centre"):
+        augment.equalize(x, SR, [1.0, 2.0])
+
+
+def test_random_augment_draws_nothing_for_a_step_that_is_off():
+    off = augment.AugmentConfig(p_speed=0, p_pitch=0, p_vtlp=0, p_reverb=0, p_gain=0, p_clip=0, p_band_limit=0)
+    rng, reference = np.random.default_rng(3), np.random.default_rng(3)
+    np.testing.assert_array_equal(augment.random_augment(SPEECH, SR, rng, off), SPEECH)
+    for _ in range(7):  # one coin per step that existed before the equaliser; the equaliser's, off, draws none
+        reference.random()
+    assert rng.random() == reference.random()
+    eq_only = dataclasses.replace(off, p_eq=1.0, eq_gain_range_db=(-6.0, 6.0))
+    y = augment.random_augment(SPEECH, SR, np.random.default_rng(3), eq_only)
+    assert not np.allclose(y, SPEECH, atol=1e-3) and _rms(y) == pytest.approx(_rms(SPEECH), rel=1e-3)
+
+
+EVERYTHING = augment.AugmentConfig(p_speed=1, p_pitch=1, p_vtlp=1, p_reverb=1, p_gain=1, p_clip=1, p_band_limit=1,
+                                  p_eq=1)
 
 
 def test_random_augment_is_deterministic_per_seed():
