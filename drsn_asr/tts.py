@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import math
 import re
 import shutil
@@ -196,9 +197,12 @@ def _piper_model(model_path: str):
     from .inference import import_onnxruntime
 
     import_onnxruntime()  # before piper imports it, so that its telemetry stays off
-    from piper import PiperVoice
+    from piper import PiperConfig, PiperVoice
 
-    return PiperVoice.load(model_path)  # its session is replaced by a seeded one for each batch (_render)
+    # Not PiperVoice.load: it would build a session of its own, all threads, that no batch uses, since
+    # _render gives the voice a seeded session for each batch
+    config = json.loads(Path(f"{model_path}.json").read_text(encoding="utf-8"))
+    return PiperVoice(config=PiperConfig.from_dict(config), session=None)
 
 
 @functools.lru_cache(maxsize=4)
