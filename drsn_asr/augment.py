@@ -165,6 +165,12 @@ def _apply_gain_curve(x: np.ndarray, sample_rate: int, gain_fn) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x, size) * gain_fn(f), size)[: x.size]
 
 
+def _bumps_gain(f: np.ndarray, centres_hz, gains_db, width_octaves: float) -> np.ndarray:
+    """A gain curve whose dB is a sum of Gaussian bumps in log frequency: ``gains_db[i]`` at ``centres_hz[i]``."""
+    octaves = np.log2(np.maximum(f, 1.0)[:, None] / np.asarray(centres_hz, np.float64)) / width_octaves
+    return 10.0 ** ((np.exp(-0.5 * octaves ** 2) @ np.asarray(gains_db, np.float64)) / 20.0)
+
+
 def _bandpass_gain(low_hz: float, high_hz: float, order: int = 4):
     """A channel's band: Butterworth-like skirts of ``order``, and nothing at all 5 % above ``high_hz``."""
     def gain(f: np.ndarray) -> np.ndarray:
@@ -343,8 +349,7 @@ def band_limit(x: np.ndarray, sample_rate: int, kind: str, rng: np.random.Genera
         peak_hz = 3000.0 if rng is None else float(rng.uniform(*CHEAP_MIC_PEAK_RANGE_HZ))
 
         def gain(f: np.ndarray) -> np.ndarray:
-            octaves = np.log2(np.maximum(f, 1.0) / peak_hz) / CHEAP_MIC_PEAK_WIDTH_OCTAVES
-            resonance = 10.0 ** (CHEAP_MIC_PEAK_DB * np.exp(-0.5 * octaves ** 2) / 20.0)
+            resonance = _bumps_gain(f, [peak_hz], [CHEAP_MIC_PEAK_DB], CHEAP_MIC_PEAK_WIDTH_OCTAVES)
             highpass = (f / CHEAP_MIC_HIGHPASS_HZ) ** 2 / np.sqrt(1.0 + (f / CHEAP_MIC_HIGHPASS_HZ) ** 4)
             lowpass = 1.0 / np.sqrt(1.0 + (f / CHEAP_MIC_LOWPASS_HZ) ** 8)
             return highpass * lowpass * resonance
@@ -388,15 +393,10 @@ def equalize(x: np.ndarray, sample_rate: int, gains_db, centres_hz=EQ_CENTRES_HZ
     A zero-phase smooth gain curve: in dB, the sum of Gaussian bumps in log frequency, ``gains_db[i]`` at
     ``centres_hz[i]`` with a standard deviation of ``width_octaves``.
     """
-    gains = np.asarray(gains_db, np.float64)
-    centres = np.asarray(centres_hz, np.float64)
-    if gains.shape != centres.shape:
-        raise ValueError(f"equalize needs one gain per centre frequency ({centres.size}), got {gains.size}")
-
-    def gain(f: np.ndarray) -> np.ndarray:
-        octaves = np.log2(np.maximum(f, 1.0)[:, None] / centres) / width_octaves
-        return 10.0 ** ((np.exp(-0.5 * octaves ** 2) @ gains) / 20.0)
-    return _match_rms(_apply_gain_curve(_mono(x), sample_rate, gain), x)
+    if np.shape(gains_db) != np.shape(centres_hz):
+        raise ValueError(f"equalize needs one gain per centre frequency ({np.size(centres_hz)}), got {np.size(gains_db)}")
+    return _match_rms(_apply_gain_curve(_mono(x), sample_rate,
+                                        lambda f: _bumps_gain(f, centres_hz, gains_db, width_octaves)), x)
 
 
 def gain_db(x: np.ndarray, db: float) -> np.ndarray:
