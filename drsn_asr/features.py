@@ -37,15 +37,18 @@ class LogMel(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         c = self.config
-        frames = audio.unfold(-1, c.window_samples, c.hop_samples)  # (..., n_frames, window)
-        if c.remove_dc_offset:
-            # A DC offset (cheap mics, un-high-passed sound cards) leaks through the window's side lobes into
-            # the low mel bands; removing it per frame keeps the frontend frame-local, so streaming stays exact.
-            frames = frames - frames.mean(dim=-1, keepdim=True)
-        spectrum = torch.fft.rfft(frames * self.window, n=c.n_fft)
-        power = spectrum.real.square() + spectrum.imag.square()
-        mel = power @ self.fbank  # (..., n_frames, n_mels)
-        return torch.log(mel + c.log_floor).transpose(-1, -2)
+        # Always float32, also inside a caller's autocast (mixed-precision training): a float16 mel product
+        # rounds quiet frames' power (log-mel off by up to 0.025 at -40 dBFS) and overflows past 65504.
+        with torch.autocast(audio.device.type, enabled=False):
+            frames = audio.unfold(-1, c.window_samples, c.hop_samples)  # (..., n_frames, window)
+            if c.remove_dc_offset:
+                # A DC offset (cheap mics, un-high-passed sound cards) leaks through the window's side lobes into
+                # the low mel bands; removing it per frame keeps the frontend frame-local, so streaming stays exact.
+                frames = frames - frames.mean(dim=-1, keepdim=True)
+            spectrum = torch.fft.rfft(frames * self.window, n=c.n_fft)
+            power = spectrum.real.square() + spectrum.imag.square()
+            mel = power @ self.fbank  # (..., n_frames, n_mels)
+            return torch.log(mel + c.log_floor).transpose(-1, -2)
 
     def numpy(self, audio: np.ndarray) -> np.ndarray:
         """`forward` in numpy for float32 audio (..., n_samples) on the CPU: the same frames to ~1e-6, with a

@@ -73,6 +73,16 @@ def test_window_longer_than_fft_is_refused():
         LogMel(FeatureConfig(window_ms=40, n_fft=512))
 
 
+def test_stays_float32_inside_a_mixed_precision_region():
+    """Training wraps frontend and model in one autocast: the log-mel must not follow it into low precision."""
+    x = _audio() * 30  # clipped-loud speech: frame power far above float16's 65504
+    plain = LogMel()(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = LogMel()(x)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, plain)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_runs_on_gpu_and_matches_cpu():
@@ -80,6 +90,9 @@ def test_runs_on_gpu_and_matches_cpu():
     cpu = LogMel()(x)
     gpu = LogMel().cuda()(x.cuda()).cpu()
     assert torch.allclose(cpu, gpu, atol=1e-3)
+    with torch.autocast("cuda", dtype=torch.float16):
+        mixed = LogMel().cuda()(30 * x.cuda()).cpu()
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, LogMel()(30 * x), atol=1e-3)
 
 
 def test_remove_dc_offset_makes_features_blind_to_a_constant_and_stays_streamable():
