@@ -302,9 +302,13 @@ class StreamBank:
             stepped = slots if rows is None else slots[rows]
             now_s = (((counted if rows is None else counted[rows]) + end) * hop + W) / self.sample_rate
             emit, labels, peaks = self.rule.step(stepped, now_s, probs[at : at + len(stepped)])
-            for row, label, peak in zip(emit.tolist(), labels.tolist(), peaks.tolist()):
-                start_s, end_s = self._locate(windows[at + row], float(now_s[row]))
-                out.append((int(stepped[row]), Detection(self.labels[label], round(peak, 4), start_s, end_s)))
+            if len(emit):
+                # every emitted window's frame energies in one batched op and one device-to-host copy: one
+                # per detection cost a GPU round trip each, the largest part of a hop of thousands of streams
+                energy_db = self._energy_db(windows[torch.as_tensor(at + emit, device=windows.device)])
+                for row, label, peak, energy in zip(emit.tolist(), labels.tolist(), peaks.tolist(), energy_db):
+                    start_s, end_s = self._locate(energy, float(now_s[row]))
+                    out.append((int(stepped[row]), Detection(self.labels[label], round(peak, 4), start_s, end_s)))
             at += len(stepped)
         return out
 
@@ -331,10 +335,15 @@ class StreamBank:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, self.autocast_dtype)
 
-    def _locate(self, window: torch.Tensor, end_of_window_s: float) -> tuple[float, float]:
-        """Where the word is in the window: the run of loud frames around the loudest one."""
+    @staticmethod
+    def _energy_db(windows: torch.Tensor) -> np.ndarray:
+        """Each frame's energy in dB (n_windows, n_frames), from log-mel windows (n_windows, n_mels, n_frames)."""
+        return (10 / math.log(10) * torch.logsumexp(windows.float(), dim=1)).cpu().numpy()
+
+    def _locate(self, energy_db: np.ndarray, end_of_window_s: float) -> tuple[float, float]:
+        """Where the word is in the window: the run of loud frames around the loudest one (`energy_db`: its
+        frames' energies from `_energy_db`)."""
         c = self.features
-        energy_db = (10 / math.log(10) * torch.logsumexp(window.float(), dim=0)).cpu()
         peak = int(energy_db.argmax())
         active = (energy_db >= energy_db[peak] - ACTIVE_RANGE_DB).tolist()
         lo = hi = peak

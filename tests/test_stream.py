@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import drsn_asr
+import drsn_asr.evaluate  # a submodule the package does not import itself
 from drsn_asr.checkpoint import build_model
 from drsn_asr.config import FeatureConfig, ModelConfig, to_dict
 from drsn_asr.model import KeywordNet
