@@ -509,7 +509,7 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
     meta = {"config": to_dict(cfg), "n_parameters": count_parameters(net), "n_train": len(tr["labels"]),
             "examples_sha256": data["examples_sha256"], "noise_files_sha256": data["noise_files_sha256"],
-            "world_size": int(os.environ.get("WORLD_SIZE", 1))}
+            "world_size": int(os.environ.get("WORLD_SIZE", 1)), "device": dev.type, "mixed_precision": use_amp}
     for epoch in range(start_epoch, cfg.optim.epochs):
         generator = torch.Generator().manual_seed(cfg.optim.seed * 1000 + epoch)
         order = torch.multinomial(weights, steps_per_epoch * cfg.optim.batch_size, replacement=True, generator=generator)

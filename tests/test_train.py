@@ -140,6 +140,23 @@ def test_torchrun_trains_with_distributed_data_parallel_on_cpu(tmp_path):
     assert load_model(tmp_path / "run" / "best.pt", device="cpu").labels[:2] == ["yes", "no"]
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_a_gpu_with_mixed_precision_learns_resumes_and_loads_on_the_cpu(tmp_path):
+    recipe = _tiny_recipe(tmp_path, epochs=2)
+    train(load_train_config(recipe), device="cuda", progress=False)
+    best = train(load_train_config(recipe, {"optim": {"epochs": 6}}), device="cuda", progress=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(h["train_loss"]) for h in history)
+    assert max(h["validation_accuracy"] for h in history) > 0.6
+    state = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["training"]["device"] == "cuda" and state["training"]["mixed_precision"] is True
+    model = load_model(best, device="cpu")
+    assert model.labels[:2] == ["yes", "no"]
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.net.parameters())
+
+
 def test_config_errors_name_the_key(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("optim:\n  epoch: 3\n")
