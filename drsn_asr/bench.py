@@ -358,12 +358,20 @@ def _figure(value: float | None, unit: str, note: str = "", **extra: Any) -> dic
 
 def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str | LoadedModel | None = None,
                    audio_s: float | None = None, repeats: int | None = None,
-                   progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Measure every figure of the module docstring; return them with their baselines and ratios (JSON-able)."""
+                   progress: Callable[[str], Any] | None = None, gpu_only: bool = False) -> dict[str, Any]:
+    """Measure every figure of the module docstring; return them with their baselines and ratios (JSON-able).
+
+    `gpu_only` measures the GPU figures and the CPU figures they are divided by (offline transcription on all
+    threads, training throughput), and skips the single-stream and multi-stream CPU sections: for a short
+    lease on a GPU machine.
+    """
     say = progress or (lambda message: None)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    if gpu_only and dev.type != "cuda":
+        raise ValueError("--gpu-only measures GPU figures: add --device cuda on a machine with a CUDA GPU, or drop "
+                         "--gpu-only for the CPU figures")
     repeats = repeats or (2 if quick else 3)
     audio_s = audio_s or (60.0 if quick else 600.0)
     default_threads = torch.get_num_threads()
@@ -380,67 +388,70 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
                   "parameters": count_parameters(cpu_model.net),
                   "note": str(cpu_model.training.get("note", ""))},
         "audio": {"seconds": audio_s, "source": f"{DEMO} tiled, plus synthesized street noise"},
-        "settings": {"quick": quick, "repeats": repeats, "hop_ms": hop_ms, "other_hop_ms": other_hop_ms,
+        "settings": {"quick": quick, "gpu_only": gpu_only, "repeats": repeats, "hop_ms": hop_ms, "other_hop_ms": other_hop_ms,
                      "chunk_samples": hop,
                      "backend": type(Recognizer(cpu_model)._bank.forward).__name__},
         "figures": {},
         "ratios": {},
     }
     fig, ratio = result["figures"], result["ratios"]
-    try:
-        torch.set_num_threads(1)
-        say(f"single stream, CPU, 1 thread, {hop_ms:g} ms chunks")
-        live = [live_stream(cpu_model, audio, hop) for _ in range(repeats)]
-        rtf = float(np.median([r["rtf"] for r in live]))
-        latency = _stats([t for r in live for t in r["latencies"]])
-        fig["rtf_live_cpu1"] = _figure(rtf, "", f"Recognizer fed {hop_ms:g} ms chunks; wall clock", repeats=[r["rtf"] for r in live])
-        fig["rtf_live_cpu1_cpu_time"] = _figure(np.median([r["rtf_cpu"] for r in live]), "", "same runs, CPU time of the thread")
-        fig["hop_latency_p50_ms"] = _figure(latency["p50"] * 1000, "ms", f"one {hop_ms:g} ms chunk in, its hop classified")
-        fig["hop_latency_p99_ms"] = _figure(latency["p99"] * 1000, "ms")
-        fig["peak_rss_mb"] = _figure(_peak_rss_mb(), "MB", "whole process (torch included) after the single-stream runs")
-        fig["state_kb_per_stream"] = _figure(_state_bytes(Recognizer(cpu_model)) / 1024, "KiB", "a stream's own state")
-        say("single stream, CPU, 1 thread, 30 s blocks")
-        block = [live_stream(cpu_model, audio, 30 * 16000) for _ in range(repeats)]
-        fig["rtf_file_cpu1"] = _figure(np.median([r["rtf"] for r in block]), "", "Recognizer fed 30 s blocks (transcribe's way)")
-        result["checks"] = {"streaming_equals_offline": live[0]["detections"] == block[0]["detections"],
-                            "n_detections": len(live[0]["detections"])}
-        say("paired: Recognizer, naive path and PocketSphinx, hop by hop in turn")
-        paired = [paired_paths(cpu_model, audio, hop) for _ in range(1 if quick else max(1, repeats - 1))]
+    if not gpu_only:
+        try:
+            torch.set_num_threads(1)
+            say(f"single stream, CPU, 1 thread, {hop_ms:g} ms chunks")
+            live = [live_stream(cpu_model, audio, hop) for _ in range(repeats)]
+            rtf = float(np.median([r["rtf"] for r in live]))
+            latency = _stats([t for r in live for t in r["latencies"]])
+            fig["rtf_live_cpu1"] = _figure(rtf, "", f"Recognizer fed {hop_ms:g} ms chunks; wall clock", repeats=[r["rtf"] for r in live])
+            fig["rtf_live_cpu1_cpu_time"] = _figure(np.median([r["rtf_cpu"] for r in live]), "", "same runs, CPU time of the thread")
+            fig["hop_latency_p50_ms"] = _figure(latency["p50"] * 1000, "ms", f"one {hop_ms:g} ms chunk in, its hop classified")
+            fig["hop_latency_p99_ms"] = _figure(latency["p99"] * 1000, "ms")
+            fig["peak_rss_mb"] = _figure(_peak_rss_mb(), "MB", "whole process (torch included) after the single-stream runs")
+            fig["state_kb_per_stream"] = _figure(_state_bytes(Recognizer(cpu_model)) / 1024, "KiB", "a stream's own state")
+            say("single stream, CPU, 1 thread, 30 s blocks")
+            block = [live_stream(cpu_model, audio, 30 * 16000) for _ in range(repeats)]
+            fig["rtf_file_cpu1"] = _figure(np.median([r["rtf"] for r in block]), "", "Recognizer fed 30 s blocks (transcribe's way)")
+            result["checks"] = {"streaming_equals_offline": live[0]["detections"] == block[0]["detections"],
+                                "n_detections": len(live[0]["detections"])}
+            say("paired: Recognizer, naive path and PocketSphinx, hop by hop in turn")
+            paired = [paired_paths(cpu_model, audio, hop) for _ in range(1 if quick else max(1, repeats - 1))]
 
-        def median(name: str, key: str) -> float:
-            return float(np.median([p[name][key] for p in paired]))
+            def median(name: str, key: str) -> float:
+                return float(np.median([p[name][key] for p in paired]))
 
-        fig["rtf_paired_incremental"] = _figure(median("incremental", "rtf"), "", "Recognizer, in the paired run")
-        fig["rtf_naive_cpu1"] = _figure(median("naive", "rtf"), "", "whole-window log-mel every hop, same model and rule")
-        ratio["naive_over_incremental"] = median("naive", "rtf_cpu") / median("incremental", "rtf_cpu")
-        fig["rtf_torch_backend_cpu1"] = _figure(median("torch_backend", "rtf"), "", "Recognizer(backend='torch'), paired run")
-        ratio["torch_backend_over_default"] = median("torch_backend", "rtf_cpu") / median("incremental", "rtf_cpu")
-        if "pocketsphinx" in paired[0]:
-            fig["rtf_pocketsphinx"] = _figure(median("pocketsphinx", "rtf"), "", "en-us model, JSGF grammar of the 20 words")
-            ratio["pocketsphinx_over_drsn"] = median("pocketsphinx", "rtf_cpu") / median("incremental", "rtf_cpu")
-        else:
-            fig["rtf_pocketsphinx"] = _figure(None, "", "skipped: pip install pocketsphinx (or drsn-asr[bench])")
-        say("model forward: nn.Module vs folded vs ONNX Runtime")
-        for batch in (1, 64):
-            times = forward_speedup(cpu_model, batch, repeats)
-            fig[f"forward_module_b{batch}_us"] = _figure(times["module"] * 1e6, "µs/window", f"nn.Module, batch {batch}")
-            fig[f"forward_folded_b{batch}_us"] = _figure(times["folded"] * 1e6, "µs/window", f"FoldedNet, batch {batch}")
-            ratio[f"forward_module_over_folded_b{batch}"] = times["module"] / times["folded"]
-            if "onnxruntime" in times:
-                fig[f"forward_onnx_b{batch}_us"] = _figure(times["onnxruntime"] * 1e6, "µs/window", f"OnnxNet, batch {batch}")
-                ratio[f"forward_folded_over_onnx_b{batch}"] = times["folded"] / times["onnxruntime"]
-        say(f"single stream, CPU, 1 thread, {other_hop_ms:g} ms hop")
-        other_hop = _hop_samples(cpu_model, other_hop_ms)
-        other = [live_stream(cpu_model, audio, other_hop, hop_ms=other_hop_ms) for _ in range(repeats)]
-        fig["rtf_live_cpu1_other_hop"] = _figure(np.median([r["rtf_cpu"] for r in other]), "",
-                                                 f"Recognizer(hop_ms={other_hop_ms:g}) fed {other_hop_ms:g} ms chunks; "
-                                                 "CPU time")
-        ratio["rtf_over_target"] = rtf / TARGET_RTF
-    finally:
-        torch.set_num_threads(default_threads)
+            fig["rtf_paired_incremental"] = _figure(median("incremental", "rtf"), "", "Recognizer, in the paired run")
+            fig["rtf_naive_cpu1"] = _figure(median("naive", "rtf"), "", "whole-window log-mel every hop, same model and rule")
+            ratio["naive_over_incremental"] = median("naive", "rtf_cpu") / median("incremental", "rtf_cpu")
+            fig["rtf_torch_backend_cpu1"] = _figure(median("torch_backend", "rtf"), "", "Recognizer(backend='torch'), paired run")
+            ratio["torch_backend_over_default"] = median("torch_backend", "rtf_cpu") / median("incremental", "rtf_cpu")
+            if "pocketsphinx" in paired[0]:
+                fig["rtf_pocketsphinx"] = _figure(median("pocketsphinx", "rtf"), "", "en-us model, JSGF grammar of the 20 words")
+                ratio["pocketsphinx_over_drsn"] = median("pocketsphinx", "rtf_cpu") / median("incremental", "rtf_cpu")
+            else:
+                fig["rtf_pocketsphinx"] = _figure(None, "", "skipped: pip install pocketsphinx (or drsn-asr[bench])")
+            say("model forward: nn.Module vs folded vs ONNX Runtime")
+            for batch in (1, 64):
+                times = forward_speedup(cpu_model, batch, repeats)
+                fig[f"forward_module_b{batch}_us"] = _figure(times["module"] * 1e6, "µs/window", f"nn.Module, batch {batch}")
+                fig[f"forward_folded_b{batch}_us"] = _figure(times["folded"] * 1e6, "µs/window", f"FoldedNet, batch {batch}")
+                ratio[f"forward_module_over_folded_b{batch}"] = times["module"] / times["folded"]
+                if "onnxruntime" in times:
+                    fig[f"forward_onnx_b{batch}_us"] = _figure(times["onnxruntime"] * 1e6, "µs/window", f"OnnxNet, batch {batch}")
+                    ratio[f"forward_folded_over_onnx_b{batch}"] = times["folded"] / times["onnxruntime"]
+            say(f"single stream, CPU, 1 thread, {other_hop_ms:g} ms hop")
+            other_hop = _hop_samples(cpu_model, other_hop_ms)
+            other = [live_stream(cpu_model, audio, other_hop, hop_ms=other_hop_ms) for _ in range(repeats)]
+            fig["rtf_live_cpu1_other_hop"] = _figure(np.median([r["rtf_cpu"] for r in other]), "",
+                                                     f"Recognizer(hop_ms={other_hop_ms:g}) fed {other_hop_ms:g} ms chunks; "
+                                                     "CPU time")
+            ratio["rtf_over_target"] = rtf / TARGET_RTF
+        finally:
+            torch.set_num_threads(default_threads)
 
     say(f"offline transcription, CPU, {default_threads} threads")
-    fig["offline_cpu1_audio_h_per_h"] = _figure(1 / fig["rtf_file_cpu1"]["value"], "audio h/h", "1 thread (the 30 s block runs)")
+    if not gpu_only:
+        fig["offline_cpu1_audio_h_per_h"] = _figure(1 / fig["rtf_file_cpu1"]["value"], "audio h/h",
+                                                    "1 thread (the 30 s block runs)")
     fig["offline_cpu_audio_h_per_h"] = _figure(np.median([offline_throughput(cpu_model, audio) for _ in range(1 if quick else repeats)]),
                                                "audio h/h", f"{default_threads} threads")
     gpu_model = None
@@ -449,21 +460,24 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
     if gpu_model is not None:
         say("offline transcription, GPU")
         fig["offline_gpu_audio_h_per_h"] = _figure(np.median([offline_throughput(gpu_model, audio) for _ in range(repeats)]), "audio h/h")
+        ratio["offline_gpu_over_cpu"] = fig["offline_gpu_audio_h_per_h"]["value"] / fig["offline_cpu_audio_h_per_h"]["value"]
     else:
         fig["offline_gpu_audio_h_per_h"] = _figure(None, "audio h/h", "pending: run with --device cuda on a GPU")
 
     n_hops = 8 if quick else 20
-    say("multi-stream capacity, CPU, 1 thread")
-    try:  # intra-op threads only slow small batches down: one recognizer per core is the way to use more cores
-        torch.set_num_threads(1)
-        cpu_cap = multistream_capacity(cpu_model, audio, n_hops, 512 if quick else 4096, progress=say)
-    finally:
-        torch.set_num_threads(default_threads)
-    fig["streams_cpu"] = _figure(cpu_cap["max_streams"], "streams", f"1 thread; p99 hop latency < {hop_ms:g} ms", search=cpu_cap)
-    fig["streams_cpu_by_cpu_time"] = _figure(cpu_cap["by_cpu_time"], "streams",
-                                             "CPU time per hop at 1 thread × cores: one recognizer per core, idle machine")
-    say("multi-stream vs separate Recognizers, CPU 1 thread, 32 streams")
-    ratio["multistream_over_separate_cpu"] = batched_over_separate(cpu_model, audio, 32, n_hops)
+    if not gpu_only:
+        say("multi-stream capacity, CPU, 1 thread")
+        try:  # intra-op threads only slow small batches down: one recognizer per core is the way to use more cores
+            torch.set_num_threads(1)
+            cpu_cap = multistream_capacity(cpu_model, audio, n_hops, 512 if quick else 4096, progress=say)
+        finally:
+            torch.set_num_threads(default_threads)
+        fig["streams_cpu"] = _figure(cpu_cap["max_streams"], "streams", f"1 thread; p99 hop latency < {hop_ms:g} ms",
+                                     search=cpu_cap)
+        fig["streams_cpu_by_cpu_time"] = _figure(cpu_cap["by_cpu_time"], "streams", "CPU time per hop at 1 thread × "
+                                                 "cores: one recognizer per core, idle machine")
+        say("multi-stream vs separate Recognizers, CPU 1 thread, 32 streams")
+        ratio["multistream_over_separate_cpu"] = batched_over_separate(cpu_model, audio, 32, n_hops)
     if gpu_model is not None:
         for precision in (None, "float16"):
             say(f"multi-stream capacity, GPU, {precision or 'float32'}")
@@ -479,6 +493,7 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
                                            "clips/s", f"batch {32 if quick else 128}, {default_threads} threads")
     if gpu_model is not None:
         fig["train_gpu_clips_per_s"] = _figure(training_throughput(gpu_model, dev, 256, 10, repeats), "clips/s", "batch 256, AMP")
+        ratio["train_gpu_over_cpu"] = fig["train_gpu_clips_per_s"]["value"] / fig["train_cpu_clips_per_s"]["value"]
     else:
         fig["train_gpu_clips_per_s"] = _figure(None, "clips/s", "pending: run with --device cuda on a GPU")
     result["machine"]["load_average_1min_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
@@ -549,6 +564,8 @@ def format_report(result: dict[str, Any]) -> str:
         "torch_backend_over_default": "torch backend ÷ default backend (paired, CPU time)",
         "gpu_streams_over_target": f"GPU streams ÷ target {TARGET_GPU_STREAMS:,}",
         "multistream_over_separate_cpu": "32 Recognizers ÷ 1 MultiStream of 32 (CPU, 1 thread)",
+        "offline_gpu_over_cpu": "offline transcription, GPU ÷ CPU all threads",
+        "train_gpu_over_cpu": "training throughput, GPU (AMP) ÷ CPU",
     }
     for key, value in result["ratios"].items():
         lines.append(f"{names.get(key, key):<{width}}  {value:>10.2f}")

@@ -198,12 +198,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         result = run_benchmarks(device=args.device, quick=args.quick, model=args.model, audio_s=args.audio_s,
-                                repeats=args.repeats, progress=say)
+                                repeats=args.repeats, progress=say, gpu_only=args.gpu_only)
     except (ValueError, FileNotFoundError) as e:
         print(f"drsn-asr: {e}", file=sys.stderr)
         return 1
     options = {"--device": args.device, "--model": args.model, "--audio-s": args.audio_s, "--repeats": args.repeats}
     result["command"] = " ".join(["drsn-asr bench", *(["--quick"] if args.quick else []),
+                                  *(["--gpu-only"] if args.gpu_only else []),
                                   *(f"{k} {v}" for k, v in options.items() if v is not None)])
     sys.stdout.write(format_report(result))
     if args.json:
@@ -536,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="device of the offline, multi-stream and training figures (default cpu; CPU figures always run)")
     p.add_argument("--quick", action="store_true", help="1 minute of audio and 2 runs each (a smoke test, < 1 min)")
+    p.add_argument("--gpu-only", action="store_true",
+                   help="with --device cuda: only the GPU figures and the CPU ones they are compared with")
     p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
     p.add_argument("--audio-s", type=float, default=None, help="length of the test recording (default 600, quick 60)")
     p.add_argument("--repeats", type=int, default=None, help="runs per figure; the median is reported (default 3, quick 2)")

@@ -32,3 +32,10 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert all(v > 0 for v in result["ratios"].values())
     assert "torch_backend_over_default" in result["ratios"] and result["settings"]["backend"] == "OnnxNet"
     assert result["command"].startswith("drsn-asr bench --quick")
+
+
+def test_gpu_only_without_a_gpu_says_what_to_do():
+    r = subprocess.run([sys.executable, "-m", "drsn_asr.cli", "bench", "--gpu-only", "--quick"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "--device cuda" in r.stderr and "Real-time factor" not in r.stdout
