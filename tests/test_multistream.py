@@ -218,6 +218,26 @@ def test_cuda_streams_equal_cuda_recognizers_and_cpu_labels():
         assert [d.label for d in got[k]] == [d.label for d in _alone(cpu, x, **options)]
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
+def test_feed_many_refuses_bad_blocks_and_keeps_the_streams_state(device):
+    """A NaN, an infinity or integer-scaled floats anywhere in the block: refused before any stream moves."""
+    multi = MultiStreamRecognizer(drsn_asr.load_model(device=device))
+    for k in range(3):
+        multi.add_stream(k)
+    good = (np.random.default_rng(0).standard_normal((3, 1600)) * 0.1).astype(np.float32)
+    multi.feed_many(good)
+    before = [multi.time_s(k) for k in range(3)]
+    for bad, message in ((np.nan, "NaN"), (np.inf, "NaN"), (300.0, "integer PCM")):
+        block = good.copy()
+        block[2, 7] = bad
+        with pytest.raises(ValueError, match=message):
+            multi.feed_many(block)
+        assert [multi.time_s(k) for k in range(3)] == before
+    multi.feed_many(good)
+    assert all(multi.time_s(k) > t for k, t in zip(range(3), before))
+
+
 def test_autocast_path_runs_on_cpu():
     """The GPU's reduced-precision path, exercised with CPU autocast (bfloat16): it runs and finds the words."""
     x = _bursts([1.0, 3.0])
