@@ -29,6 +29,8 @@ import soundfile as sf
 import yaml
 
 from . import tts
+from .checkpoint import sha256
+from .data import folder_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,20 @@ def plan(config: CorpusConfig, limit_voices: int | None = None) -> tuple[list[Jo
 def clip_path(out: Path, word: str, job: Job) -> Path:
     """Where one clip goes: a folder per word (spaces of multi-word phrases become underscores)."""
     return out / word.replace(" ", "_") / f"{job.voice.engine}__{job.voice.name}__v{job.variant}.wav"
+
+
+def fingerprints(out: Path) -> dict[str, str]:
+    """Digests of a built corpus: `corpus` over every file (what seed_trial.py records as corpus_sha256),
+    `manifest.csv`, and one per engine over its clips. Two builds that differ can then be told apart by engine:
+    the neural voices (Piper, hibari) run on ONNX Runtime, whose kernels follow the CPU's instruction set, so
+    their clips can differ between hosts while the rule-based engines' match."""
+    out = Path(out)
+    by_engine: dict[str, list[Path]] = {}
+    for path in out.glob("*/*.wav"):
+        by_engine.setdefault(path.name.split("__", 1)[0], []).append(path)
+    manifest = out / "manifest.csv"
+    return {"corpus": folder_fingerprint(out), "manifest.csv": sha256(manifest) if manifest.is_file() else "",
+            **{engine: folder_fingerprint(out, paths) for engine, paths in sorted(by_engine.items())}}
 
 
 # ---------------------------------------------------------------------------- work

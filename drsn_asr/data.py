@@ -29,6 +29,17 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 BACKGROUND_DIR = "_background_noise_"
 
 
+
+def folder_fingerprint(root: str | Path, files: Iterable[Path] | None = None) -> str:
+    """SHA-256 over the files under `root` (all of them, or `files`): each one's path relative to `root` and its
+    SHA-256, in sorted order. The same content under the same names gives the same digest wherever it lies."""
+    root = Path(root)
+    chosen = (p for p in root.rglob("*") if p.is_file()) if files is None else files
+    digest = hashlib.sha256()
+    for path in sorted(chosen):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256(path)}\n".encode())
+    return digest.hexdigest()
+
 @dataclass(frozen=True)
 class Example:
     """One labelled recording: `word` is what was said, `group` who said it (speaker or TTS voice)."""

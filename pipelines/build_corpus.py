@@ -1,11 +1,16 @@
 """Build the synthetic keyword corpus of the default model (drsn_asr/corpus.py does the work).
 
     python pipelines/build_corpus.py --config configs/corpus.yaml [--out data/corpus/tts] [--limit-voices N]
+    python pipelines/build_corpus.py --config configs/corpus.yaml --fingerprints   # digests only, no build
+
+After a build it prints the corpus's digests (`drsn_asr.corpus.fingerprints`): the whole folder's, the
+manifest's and each engine's, so that two builds that differ can be told apart by engine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import Counter
@@ -14,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from drsn_asr.corpus import build, load_config  # noqa: E402
+from drsn_asr.corpus import build, fingerprints, load_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: the config's `out`)")
     parser.add_argument("--limit-voices", type=int, default=None,
                         help="use at most N voices per engine (quick trial runs)")
+    parser.add_argument("--fingerprints", action="store_true",
+                        help="print the digests of the corpus already built (JSON) and build nothing")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     out = Path(args.out or config.out)
     if not out.is_absolute() and args.out is None:
         out = REPO / out
+    if args.fingerprints:
+        if not (out / "manifest.csv").is_file():
+            print(f"no corpus in {out} (no manifest.csv): build it first", file=sys.stderr)
+            return 1
+        print(json.dumps(fingerprints(out), indent=1))
+        return 0
     start = time.monotonic()
     rows, stats = build(config, out, args.limit_voices)
     elapsed = time.monotonic() - start
@@ -45,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     short = [w for w in keywords if by_word[w] < 400]
     if short:
         print(f"note: keywords with < 400 clips: {sorted(short)}")
+    print("digests:    " + json.dumps(fingerprints(out)))
     return 0
 
 

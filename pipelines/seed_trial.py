@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from drsn_asr.checkpoint import read_checkpoint, sha256  # noqa: E402
+from drsn_asr.data import folder_fingerprint as fingerprint  # noqa: E402
 from drsn_asr.evaluate import evaluate  # noqa: E402
 
 EVAL_FILE = "seed_trial_eval.json"
@@ -61,14 +62,6 @@ def _differing(a: dict, b: dict) -> list[str]:
     """The settings in which `a` and `b` measure differently: all but where the data lay (their fingerprints say
     what it was)."""
     return sorted(k for k in a.keys() | b.keys() if k not in PATH_SETTINGS and a.get(k) != b.get(k))
-
-
-def fingerprint(root: Path) -> str:
-    """SHA-256 over every file under `root`: its relative path and its SHA-256, in sorted order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256(path)}\n".encode())
-    return digest.hexdigest()
 
 
 def _evaluate_run(run: Path, settings: dict) -> dict:

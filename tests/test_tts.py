@@ -11,6 +11,7 @@ import soundfile as sf
 
 from drsn_asr import corpus as build_corpus
 from drsn_asr import tts
+from drsn_asr.audio import write_audio
 
 
 
@@ -145,3 +146,22 @@ def test_config_rejects_unquoted_yes(tmp_path):
     path.write_text(path.read_text().replace('["yes", "seven"]', "[yes, seven]"))
     with pytest.raises(ValueError, match="keywords"):
         build_corpus.load_config(path)
+
+
+def test_corpus_fingerprints_tell_which_engine_changed(tmp_path):
+    """Per-engine digests: a changed clip moves its engine's digest and the corpus's, no other engine's."""
+    from drsn_asr.data import folder_fingerprint
+
+    out = tmp_path / "tts"
+    for word in ("yes", "no"):
+        (out / word).mkdir(parents=True)
+        for engine, f0 in (("espeak", 200.0), ("piper", 300.0)):
+            write_audio(out / word / f"{engine}__v__v0.wav", 0.1 * np.sin(2 * np.pi * f0 * np.arange(1600) / 16000))
+    (out / "manifest.csv").write_text("path,word\n")
+    before = build_corpus.fingerprints(out)
+    assert set(before) == {"corpus", "manifest.csv", "espeak", "piper"}
+    assert before["corpus"] == folder_fingerprint(out)  # what seed_trial.py records as corpus_sha256
+    write_audio(out / "no" / "piper__v__v0.wav", np.zeros(1600, np.float32))
+    after = build_corpus.fingerprints(out)
+    assert after["piper"] != before["piper"] and after["corpus"] != before["corpus"]
+    assert after["espeak"] == before["espeak"] and after["manifest.csv"] == before["manifest.csv"]
