@@ -44,21 +44,68 @@ def format_detections(detections: list[Detection], fmt: str, source: str = "") -
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+_WORKER: dict = {}  # a --jobs worker process's model and detector options
+
+
+def _transcribe_worker_init(model: str | None, options: dict) -> None:
+    import torch
+
+    from .checkpoint import load_model
+
+    torch.set_num_threads(1)  # one file per core; intra-op threads only slow one stream's small batches down
+    _WORKER.update(model=load_model(model, device="cpu"), options=options)
+
+
+def _transcribe_in_worker(file: str) -> tuple[list[Detection] | None, str | None]:
+    from .transcribe import transcribe
+
+    try:
+        return transcribe(file, model=_WORKER["model"], **_WORKER["options"]), None
+    except (ValueError, FileNotFoundError) as e:
+        return None, str(e)
+
+
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .checkpoint import load_model
     from .transcribe import transcribe
 
+    if args.jobs < 1 or (args.jobs > 1 and args.device not in (None, "cpu")):
+        print("drsn-asr: --jobs N runs N CPU processes, one file each: give N >= 1, and --jobs 1 with --device cuda",
+              file=sys.stderr)
+        return 2
     try:
-        model = load_model(args.model, device=args.device)
+        model = load_model(args.model, device="cpu" if args.jobs > 1 else args.device)
     except ValueError as e:
         print(f"drsn-asr: {e}", file=sys.stderr)
         return 2
     options = {"threshold": args.threshold} if args.threshold is not None else {}
     if args.hop_ms is not None:
         options["hop_ms"] = args.hop_ms
+
+    def write(file: str, detections: list[Detection]) -> None:
+        if len(args.files) > 1 and args.format == "text":
+            print(f"# {file}")
+        sys.stdout.write(format_detections(detections, args.format, source=str(file)))
+        sys.stdout.flush()
+
     status = 0
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(args.jobs, len(args.files)), multiprocessing.get_context("spawn"),
+                                 initializer=_transcribe_worker_init, initargs=(args.model, options)) as pool:
+            results = pool.map(_transcribe_in_worker, args.files)  # in the order of the files
+            for file, (detections, error) in tqdm(zip(args.files, results), total=len(args.files), unit="file",
+                                                  disable=not sys.stderr.isatty(), leave=False):
+                if error is not None:
+                    print(f"drsn-asr: {error}", file=sys.stderr)
+                    status = 1
+                else:
+                    write(file, detections)
+        return status
     for file in args.files:
         bar = tqdm(total=0, unit="s", desc=Path(file).name, disable=not sys.stderr.isatty(), leave=False,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
@@ -75,10 +122,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             status = 1
             continue
         bar.close()
-        if len(args.files) > 1 and args.format == "text":
-            print(f"# {file}")
-        sys.stdout.write(format_detections(detections, args.format, source=str(file)))
-        sys.stdout.flush()
+        write(file, detections)
     return status
 
 
@@ -437,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
     p.add_argument("--hop-ms", type=float, default=None, help=f"classification hop in ms, {_HOP_RULE}")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="transcribe N files at once in N CPU processes of one thread each (output stays in the "
+                        "order of the files; default 1)")
     p.set_defaults(func=_cmd_transcribe)
 
     p = sub.add_parser("train", help="train a model from a YAML recipe",

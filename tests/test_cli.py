@@ -73,6 +73,26 @@ def test_bad_file_gives_a_clear_message_and_nonzero_exit(tmp_path):
     assert "not a readable audio file" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_jobs_transcribe_files_side_by_side_with_the_serial_output_in_order(tmp_path):
+    import soundfile as sf
+
+    audio, rate = sf.read(DEMO, dtype="float32")
+    write_audio(tmp_path / "start.wav", audio[: 8 * rate], rate)
+    (tmp_path / "bad.wav").write_text("not audio at all")
+    files = [str(DEMO), str(tmp_path / "bad.wav"), str(tmp_path / "start.wav"), str(DEMO)]
+    serial = run("transcribe", *files, "--threshold", "0.0")
+    parallel = run("transcribe", *files, "--threshold", "0.0", "--jobs", "3")
+    assert serial.returncode == parallel.returncode == 1  # the bad file, reported; the others transcribed
+    assert parallel.stdout == serial.stdout
+    headers = [line for line in serial.stdout.splitlines() if line.startswith("#")]
+    assert headers == [f"# {f}" for f in files if "bad" not in f]
+    assert serial.stdout.count("\n") > 8
+    assert "not a readable audio file" in parallel.stderr and "Traceback" not in parallel.stderr
+    for bad_jobs in (["--jobs", "0"], ["--jobs", "2", "--device", "cuda"]):
+        r = run("transcribe", str(DEMO), *bad_jobs)
+        assert r.returncode == 2 and "--jobs" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_evaluate_refuses_a_bad_hop_and_a_missing_folder_with_a_message(tmp_path):
     (tmp_path / "yes").mkdir()
     write_audio(tmp_path / "yes" / "a.wav", np.zeros(16000, np.float32), 16000)
