@@ -29,7 +29,6 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 BACKGROUND_DIR = "_background_noise_"
 
 
-
 def folder_fingerprint(root: str | Path, files: Iterable[Path] | None = None) -> str:
     """SHA-256 over the files under `root` (all of them, or `files`): each one's path relative to `root` and its
     SHA-256, in sorted order. The same content under the same names gives the same digest wherever it lies."""
@@ -39,6 +38,7 @@ def folder_fingerprint(root: str | Path, files: Iterable[Path] | None = None) ->
     for path in sorted(chosen):
         digest.update(f"{path.relative_to(root).as_posix()}\0{sha256(path)}\n".encode())
     return digest.hexdigest()
+
 
 @dataclass(frozen=True)
 class Example:

@@ -32,7 +32,6 @@ in its checkpoints); whether the two arms did is printed and recorded, as a tria
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import statistics
