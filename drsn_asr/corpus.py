@@ -29,8 +29,7 @@ import soundfile as sf
 import yaml
 
 from . import tts
-from .checkpoint import sha256
-from .data import folder_fingerprint
+from .data import digest_of, file_digests
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +184,14 @@ def fingerprints(out: Path) -> dict[str, str]:
     `manifest.csv`, and one per engine over its clips. Two builds that differ can then be told apart by engine:
     the neural voices (Piper, hibari) run on ONNX Runtime, whose kernels follow the CPU's instruction set, so
     their clips can differ between hosts while the rule-based engines' match."""
-    out = Path(out)
-    by_engine: dict[str, list[Path]] = {}
-    for path in out.glob("*/*.wav"):
-        by_engine.setdefault(path.name.split("__", 1)[0], []).append(path)
-    manifest = out / "manifest.csv"
-    return {"corpus": folder_fingerprint(out), "manifest.csv": sha256(manifest) if manifest.is_file() else "",
-            **{engine: folder_fingerprint(out, paths) for engine, paths in sorted(by_engine.items())}}
+    files = file_digests(out)  # each file read and hashed once, for all the digests
+    by_engine: dict[str, dict[str, str]] = {}
+    for name, digest in files.items():
+        clip = name.partition("/")[2]
+        if clip.endswith(".wav") and "/" not in clip:
+            by_engine.setdefault(clip.split("__", 1)[0], {})[name] = digest
+    return {"corpus": digest_of(files), "manifest.csv": files.get("manifest.csv", ""),
+            **{engine: digest_of(clips) for engine, clips in sorted(by_engine.items())}}
 
 
 # ---------------------------------------------------------------------------- work

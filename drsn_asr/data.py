@@ -29,15 +29,24 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 BACKGROUND_DIR = "_background_noise_"
 
 
-def folder_fingerprint(root: str | Path, files: Iterable[Path] | None = None) -> str:
-    """SHA-256 over the files under `root` (all of them, or `files`): each one's path relative to `root` and its
-    SHA-256, in sorted order. The same content under the same names gives the same digest wherever it lies."""
+def file_digests(root: str | Path) -> dict[str, str]:
+    """The SHA-256 of every file under `root`, by its path relative to `root` (POSIX separators)."""
     root = Path(root)
-    chosen = (p for p in root.rglob("*") if p.is_file()) if files is None else files
+    return {p.relative_to(root).as_posix(): sha256(p) for p in root.rglob("*") if p.is_file()}
+
+
+def digest_of(digests: dict[str, str]) -> str:
+    """One SHA-256 over `file_digests` entries: each relative path and its SHA-256, in sorted order."""
     digest = hashlib.sha256()
-    for path in sorted(chosen):
-        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256(path)}\n".encode())
+    for name in sorted(digests):
+        digest.update(f"{name}\0{digests[name]}\n".encode())
     return digest.hexdigest()
+
+
+def folder_fingerprint(root: str | Path) -> str:
+    """SHA-256 over every file under `root`: its relative path and its SHA-256, in sorted order. The same content
+    under the same names gives the same digest wherever it lies."""
+    return digest_of(file_digests(root))
 
 
 @dataclass(frozen=True)
