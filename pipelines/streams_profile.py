@@ -1,0 +1,91 @@
+"""Where a hop of many lockstep streams goes (the figures behind docs/performance.md's "What the stream count
+was spent on").
+
+    python pipelines/streams_profile.py [--device cuda] [--streams 8192] [--hops 11]
+
+Feeds `--streams` streams of the shipped default model one hop each per step (`MultiStreamRecognizer.feed_many`'s
+parts, timed apart: the block check, pinning and the host-to-device copy on a GPU, then the StreamBank step),
+synchronising the device around each part, and prints the median of each over the hops after the first three.
+Then a torch profiler table and a cProfile of three more full `feed_many` steps. Wall-clock times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from drsn_asr import load_model  # noqa: E402
+from drsn_asr.bench import _hop_samples, noisy_recording  # noqa: E402
+from drsn_asr.multistream import MultiStreamRecognizer, _as_float_block  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--streams", type=int, default=8192)
+    parser.add_argument("--hops", type=int, default=11, help="timed steps; the first three are warm-up")
+    args = parser.parse_args(argv)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    model = load_model(device=dev)
+    audio = noisy_recording(120.0)
+    hop = _hop_samples(model)
+    chunks = np.lib.stride_tricks.sliding_window_view(audio, hop)
+    multi = MultiStreamRecognizer(model)
+    for _ in range(args.streams):
+        multi.add_stream()
+    offsets = np.arange(args.streams, dtype=np.int64) * 104_729  # every stream hears a different part
+    multi.feed_many(chunks[offsets % len(chunks)])  # builds the slots feed_many caches
+    slots = multi._all[1]
+    parts: dict[str, list[float]] = {"check": [], "pin": [], "h2d": [], "bank": [], "total": []}
+    with torch.inference_mode():
+        for i in range(1, args.hops + 1):
+            block = chunks[(offsets + i * hop) % len(chunks)]
+            t0 = time.perf_counter()
+            x = _as_float_block(block, args.streams)
+            t1 = time.perf_counter()
+            x = x.pin_memory() if cuda else x
+            t2 = time.perf_counter()
+            x = x.to(dev, non_blocking=True)
+            sync()
+            t3 = time.perf_counter()
+            multi._bank.feed(slots, x)
+            sync()
+            t4 = time.perf_counter()
+            for name, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+                parts[name].append(value * 1000)
+    print(f"{args.streams} streams on {dev}, median ms per hop over {max(args.hops - 3, 1)} hops: "
+          + ", ".join(f"{k} {np.median(v[3:] or v):.1f}" for k, v in parts.items()), flush=True)
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities) as profile, torch.inference_mode():
+        for _ in range(3):
+            multi._bank.feed(slots, x)
+            sync()
+    print(profile.key_averages().table(sort_by="cpu_time_total", row_limit=25), flush=True)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(3):
+        multi.feed_many(chunks[(offsets + i * hop) % len(chunks)])
+    sync()
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
