@@ -203,8 +203,9 @@ def held_out_report(model: LoadedModel, corpus_dir: Path, recipe: TrainConfig) -
     predictions = []
     for ex in read_tts_corpus(corpus_dir):
         if lo <= stable_fraction(ex.group) < hi:
-            label, score = classify_clip(model, frontend, read_audio(ex.path), DetectorConfig())
-            predictions.append(Prediction(ex.path, expected_label(ex.word, model.labels), label, round(score, 4)))
+            clip = classify_clip(model, frontend, read_audio(ex.path), DetectorConfig())
+            predictions.append(Prediction(ex.path, expected_label(ex.word, model.labels), clip.predicted,
+                                          round(clip.score, 4), clip.top1))
     return summarize(predictions, model.labels)
 
 

@@ -26,7 +26,9 @@ def result_table(result: dict[str, Any]) -> str:
     """Plain-text summary of one evaluation: overall numbers, then per-class recall."""
     lines = [
         f"clips {result['n_clips']}   accuracy {_pct(result['accuracy'])}   "
-        f"keyword accuracy {_pct(result['keyword_accuracy'])}   unknown rejection {_pct(result['unknown_rejection'])}"
+        f"keyword accuracy {_pct(result['keyword_accuracy'])}   unknown rejection {_pct(result['unknown_rejection'])}",
+        f"  threshold-free top-1: accuracy {_pct(result['top1_accuracy'])}   "
+        f"keyword accuracy {_pct(result['top1_keyword_accuracy'])}",
     ]
     for snr, r in result.get("by_snr", {}).items():
         lines.append(
