@@ -9,7 +9,8 @@ Scoring rule for a clip, the same decision the streaming Recognizer makes:
 Beside it each clip gets a threshold-free `top1` label, so the classifier can be told apart from the detector's
 operating point: that keyword if, where it peaks, it outscores both `_unknown_` and `_silence_`, otherwise the
 rule's `_unknown_`/`_silence_` choice. For a clip that fits one window this is the plain argmax of the
-posteriors, the accuracy that Speech Commands papers report (`top1_accuracy`, `top1_keyword_accuracy`).
+posteriors, the accuracy that Speech Commands papers report (`top1_accuracy`, `top1_keyword_accuracy`,
+`top1_unknown_rejection`).
 A clip whose folder is not in the model's vocabulary is expected to be `_unknown_`; `_silence_` holds noise.
 """
 
@@ -100,7 +101,7 @@ def _share(hits: list[bool]) -> float | None:
 
 def summarize(predictions: list[Prediction], labels: list[str]) -> dict[str, Any]:
     """accuracy, keyword_accuracy, unknown_rejection, n_clips, per_class recall, confusion, predictions, and the
-    threshold-free top1_accuracy and top1_keyword_accuracy."""
+    threshold-free top1_accuracy, top1_keyword_accuracy and top1_unknown_rejection."""
     n = len(predictions)
     keyword = [p for p in predictions if p.label not in (LABEL_UNKNOWN, LABEL_SILENCE)]
     unknown = [p for p in predictions if p.label == LABEL_UNKNOWN]
@@ -115,6 +116,7 @@ def summarize(predictions: list[Prediction], labels: list[str]) -> dict[str, Any
         "unknown_rejection": _share([p.predicted in (LABEL_UNKNOWN, LABEL_SILENCE) for p in unknown]),
         "top1_accuracy": _share([p.label == p.top1 for p in predictions]) or 0.0,
         "top1_keyword_accuracy": _share([p.label == p.top1 for p in keyword]),
+        "top1_unknown_rejection": _share([p.top1 in (LABEL_UNKNOWN, LABEL_SILENCE) for p in unknown]),
         "n_clips": n,
         "per_class": per_class,
         "confusion": confusion,

@@ -6,15 +6,18 @@ from pathlib import Path
 from typing import Any
 
 
-def snr_table(results: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table: one row per model, keyword accuracy clean and at each SNR, plus unknown rejection."""
+def snr_table(results: dict[str, dict[str, Any]], top1: bool = False) -> str:
+    """A Markdown table: one row per model, keyword accuracy clean and at each SNR, plus unknown rejection
+    (clean); with `top1`, both threshold-free (`top1_keyword_accuracy`, `top1_unknown_rejection`)."""
+    keyword, rejection = ("top1_keyword_accuracy", "top1_unknown_rejection") if top1 else (
+        "keyword_accuracy", "unknown_rejection")
     snrs = sorted({s for r in results.values() for s in r.get("by_snr", {})}, key=lambda s: -float(s))
     head = "| model | clean | " + " | ".join(f"{s} dB" for s in snrs) + " | unknown rejection (clean) |"
     rule = "|---" * (len(snrs) + 3) + "|"
     rows = []
     for name, r in results.items():
-        cells = [_pct(r["keyword_accuracy"])] + [_pct(r["by_snr"][s]["keyword_accuracy"]) for s in snrs]
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {_pct(r['unknown_rejection'])} |")
+        cells = [_pct(r[keyword])] + [_pct(r["by_snr"][s][keyword]) for s in snrs]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {_pct(r[rejection])} |")
     return "\n".join([head, rule, *rows])
 
 

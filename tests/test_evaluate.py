@@ -122,3 +122,18 @@ def test_top1_is_the_argmax_of_a_one_window_clip_and_never_below_the_thresholded
     # misses clips that top-1 gets right
     assert result["top1_keyword_accuracy"] > result["keyword_accuracy"]
     assert all(p["top1"] == p["label"] for p in result["predictions"] if p["predicted"] == p["label"])
+    assert result["top1_unknown_rejection"] is None  # no clip of another word here
+
+
+def test_top1_rejection_counts_the_unknown_clips_whose_argmax_is_not_a_keyword(tmp_path):
+    from drsn_asr.evaluate import Prediction, summarize
+
+    labels = ["yes", "no", "_unknown_", "_silence_"]
+    predictions = [Prediction("a", "_unknown_", "_unknown_", 0.9, "yes"),  # rejected by the rule, not by top-1
+                   Prediction("b", "_unknown_", "_silence_", 0.5, "_unknown_"),
+                   Prediction("c", "_unknown_", "no", 0.7, "no"),
+                   Prediction("d", "yes", "_unknown_", 0.4, "yes")]
+    result = summarize(predictions, labels)
+    assert result["unknown_rejection"] == 2 / 3 and result["top1_unknown_rejection"] == 1 / 3
+    assert result["keyword_accuracy"] == 0.0 and result["top1_keyword_accuracy"] == 1.0
+    assert result["accuracy"] == 0.25 and result["top1_accuracy"] == 0.5
