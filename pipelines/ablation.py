@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from drsn_asr.checkpoint import read_checkpoint  # noqa: E402
 from drsn_asr.evaluate import evaluate  # noqa: E402
 from drsn_asr.report import plot_results, snr_table  # noqa: E402
 from drsn_asr.train import load_train_config, prepare_data  # noqa: E402
@@ -95,6 +96,13 @@ def _settings(results: dict) -> str:
     return f"{hop_ms:g} ms / {threshold:g}"
 
 
+def _trained_with(checkpoints: list[Path]) -> tuple[str, str]:
+    """(epochs, seed) the checkpoints were trained with, read from them (not from this run's flags, which
+    --skip-train does not apply); differing values are all named."""
+    optims = [read_checkpoint(c)["training"]["config"]["optim"] for c in checkpoints]
+    return tuple(", ".join(str(v) for v in sorted({o[key] for o in optims})) for key in ("epochs", "seed"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
@@ -133,9 +141,7 @@ def main() -> None:
     plot_results(results, docs / f"ablation{suffix}_plots")
     table = snr_table(results) + _gap_row(results, "keyword_accuracy")
     top1_table = snr_table(results, top1=True) + _gap_row(results, "top1_keyword_accuracy")
-    recipe = load_train_config(args.config).optim
-    epochs = args.epochs or recipe.epochs
-    seed = args.seed if args.seed is not None else recipe.seed
+    epochs, seed = _trained_with([models / f"{b}.pt" for b in present])
     config = Path(args.config).resolve()
     command = "python pipelines/ablation.py " + " ".join(sys.argv[1:])
     report = docs / f"ablation{suffix}.md"
