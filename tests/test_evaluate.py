@@ -125,7 +125,7 @@ def test_top1_is_the_argmax_of_a_one_window_clip_and_never_below_the_thresholded
     assert result["top1_unknown_rejection"] is None  # no clip of another word here
 
 
-def test_top1_rejection_counts_the_unknown_clips_whose_argmax_is_not_a_keyword(tmp_path):
+def test_top1_rejection_counts_the_unknown_clips_whose_argmax_is_not_a_keyword():
     from drsn_asr.evaluate import Prediction, summarize
 
     labels = ["yes", "no", "_unknown_", "_silence_"]
