@@ -511,7 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy on a folder of labelled clips",
                        description="Evaluate on DIR/<word>/<clip>.wav (Speech Commands layout). Clips of words "
-                       "outside the vocabulary should come out as _unknown_; _silence_/ holds noise-only clips.")
+                       "outside the vocabulary should come out as _unknown_; _silence_/ holds noise-only clips. "
+                       "Clips are scored by the streaming recognizer's rule (a keyword must reach the threshold); "
+                       "the threshold-free top-1 figures (the argmax) are reported beside it.")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--model", action="append", default=None,
                    help="model name or checkpoint path (repeat to compare models; default: the default model)")
