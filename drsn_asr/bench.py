@@ -38,7 +38,7 @@ from .audio import read_audio
 from .checkpoint import LoadedModel, load_model
 from .config import to_dict
 from .decision import DecisionRule, hop_frames
-from .features import LogMel
+from .features import make_frontend
 from .inference import inference_forward, onnxruntime_available
 from .model import KeywordNet, count_parameters
 from .multistream import MultiStreamRecognizer
@@ -131,7 +131,7 @@ class _NaivePath:
 
     def __init__(self, model: LoadedModel):
         c = model.features
-        self.frontend = LogMel(c).to(model.device)
+        self.frontend = make_frontend(c).to(model.device)
         self.forward = inference_forward(model.net)
         self.audio = np.zeros((model.net.window_frames - 1) * c.hop_samples + c.window_samples, np.float32)
         config = detector_config(model)
@@ -322,7 +322,7 @@ def training_throughput(model: LoadedModel, device: torch.device, batch: int, st
     1 s clips, with mixed precision on CUDA as `drsn-asr train` uses it."""
     c = model.features
     net = KeywordNet(model.net.config, c, len(model.labels)).to(device).train()
-    frontend = LogMel(c).to(device)
+    frontend = make_frontend(c).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

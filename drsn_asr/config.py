@@ -17,10 +17,21 @@ LABEL_UNKNOWN = "_unknown_"
 LABEL_SILENCE = "_silence_"
 
 
+FRONTEND_KINDS = ("logmel", "speech_embedding")
+# The speech_embedding frontend's frame is fixed by the pretrained network: one 96-dim embedding of 76 mel frames
+# (10 ms apart, 512 samples each: 12512 samples) every 8 mel frames. A recipe states these values to make them visible.
+SPEECH_EMBEDDING_FRAME = {"n_mels": 96, "window_ms": 782.0, "hop_ms": 80.0}
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Log-mel frontend settings. Frame i covers samples [i*hop, i*hop + window)."""
+    """Frontend settings. Frame i covers samples [i*hop, i*hop + window) and holds `n_mels` values.
 
+    `kind` "logmel": log-mel bands (every other field applies). "speech_embedding": the frozen pretrained speech
+    embedding of drsn_asr.embedding (96 values per 80 ms frame of 782 ms; sample_rate 16000; the other fields
+    of the log-mel are unused)."""
+
+    kind: str = "logmel"
     sample_rate: int = 16000
     n_mels: int = 40
     window_ms: float = 25.0
@@ -30,6 +41,16 @@ class FeatureConfig:
     f_max_hz: float = 7600.0
     log_floor: float = 1e-6
     remove_dc_offset: bool = False  # subtract each frame's mean before windowing (Kaldi's remove_dc_offset)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FRONTEND_KINDS:
+            raise ValueError(f"features.kind: {self.kind!r} is not one of {', '.join(FRONTEND_KINDS)}")
+        if self.kind == "speech_embedding":
+            wrong = {k: v for k, v in SPEECH_EMBEDDING_FRAME.items() if getattr(self, k) != v}
+            if wrong or self.sample_rate != 16000:
+                raise ValueError(f"features.kind speech_embedding needs sample_rate 16000, "
+                                 f"{', '.join(f'{k} {v}' for k, v in SPEECH_EMBEDDING_FRAME.items())} "
+                                 f"(the pretrained network's frame); got {to_dict(self)}")
 
     @property
     def window_samples(self) -> int:

@@ -30,8 +30,9 @@ from .audio import read_audio
 from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, from_dict, load_yaml
 from .data import read_tts_corpus, stable_fraction
+from .decision import default_hop_ms
 from .evaluate import Prediction, classify_clip, expected_label, summarize
-from .features import LogMel
+from .features import make_frontend
 from .fileio import atomic_write
 from .train import TrainConfig, _resolve, train
 
@@ -197,13 +198,14 @@ def _check_corpus(cfg: WordsConfig, rows: list[dict], n_renderings: int) -> None
 
 def held_out_report(model: LoadedModel, corpus_dir: Path, recipe: TrainConfig) -> dict[str, Any]:
     """Accuracy on the TTS voices kept out of training and validation (clean clips, the streaming rule)."""
-    frontend = LogMel(model.features)
+    frontend = make_frontend(model.features)
     lo = recipe.data.validation_voice_fraction
     hi = lo + recipe.data.test_voice_fraction
     predictions = []
     for ex in read_tts_corpus(corpus_dir):
         if lo <= stable_fraction(ex.group) < hi:
-            clip = classify_clip(model, frontend, read_audio(ex.path), DetectorConfig())
+            clip = classify_clip(model, frontend, read_audio(ex.path),
+                                 DetectorConfig(hop_ms=default_hop_ms(model.features.hop_ms)))
             predictions.append(Prediction(ex.path, expected_label(ex.word, model.labels), clip.predicted,
                                           round(clip.score, 4), clip.top1))
     return summarize(predictions, model.labels)

@@ -5,6 +5,7 @@ Sources (each a reader returning `Example`s with a `group` — the speaker or vo
 - Free Spoken Digit Dataset recordings (`<digit>_<speaker>_<take>.wav`),
 - real command sentences (non-keyword speech, cut into 1 s windows),
 - Google Speech Commands (v0.01/v0.02 folder layout with validation_list.txt / testing_list.txt),
+- a part of Speech Commands' real speakers in its folder layout, split by speaker (`read_real_commands`),
 - any folder in Speech Commands layout (DIR/<word>/<clip>.wav), which is what `evaluate` reads.
 """
 
@@ -27,6 +28,7 @@ from .config import LABEL_SILENCE, LABEL_UNKNOWN
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 BACKGROUND_DIR = "_background_noise_"
+REAL_COMMANDS_TEST_PART = (0.8, 1.0)  # speakers of read_real_commands (by id hash) never trained or tuned on
 
 
 def file_digests(root: str | Path) -> dict[str, str]:
@@ -183,6 +185,17 @@ def read_speech_commands(root: str | Path, split: str) -> list[Example]:
         which = "validation" if rel in lists["validation"] else "test" if rel in lists["testing"] else "train"
         if which == split:
             out.append(Example(ex.path, ex.word, ex.group, "speech_commands"))
+    return out
+
+
+def read_real_commands(root: str | Path, part: tuple[float, float]) -> list[Example]:
+    """Real speakers saying the words, in Speech Commands layout (`<word>/<speaker>_nohash_<n>.flac`), split by
+    speaker: a speaker whose id hashes into `part` brings all their clips, so no speaker is in two splits.
+    `_silence_` clips (no speaker) are split by file name the same way."""
+    out = []
+    for ex in read_labelled_dir(root):
+        if part[0] <= stable_fraction(ex.group) < part[1]:
+            out.append(Example(ex.path, ex.word, ex.group, "real_commands"))
     return out
 
 

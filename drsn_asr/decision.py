@@ -36,6 +36,13 @@ def hop_frames(config: DetectorConfig, frame_hop_ms: float) -> int:
     return round(n)
 
 
+def default_hop_ms(frame_hop_ms: float) -> float:
+    """The hop a model gets when neither it nor the caller names one: DetectorConfig's, or the nearest whole number
+    of the model's frames when its frames are longer (80 ms speech-embedding frames make it 80 ms)."""
+    n = DetectorConfig.hop_ms / frame_hop_ms
+    return DetectorConfig.hop_ms if abs(n - round(n)) < 1e-6 and n >= 1 else max(1, round(n)) * frame_hop_ms
+
+
 def smoothing_classifications(config: DetectorConfig) -> int:
     """How many of the latest classifications the posteriors are averaged over: `smoothing_ms` in hops."""
     return max(1, round(config.smoothing_ms / config.hop_ms))

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from .audio import SAMPLE_RATE, read_audio
 from .augment import active_rms, mix_at_snr
@@ -29,7 +30,7 @@ from .checkpoint import LoadedModel, load_model
 from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
 from .data import AUDIO_SUFFIXES, Example, read_labelled_dir
 from .decision import hop_frames, smoothing_classifications
-from .features import LogMel
+from .features import make_frontend
 from .inference import inference_forward
 from .stream import detector_config
 
@@ -73,7 +74,7 @@ def clip_windows(audio: np.ndarray, window_samples: int, hop_samples: int) -> np
 
 
 @torch.inference_mode()
-def classify_clip(model: LoadedModel, frontend: LogMel, audio: np.ndarray, detector: DetectorConfig) -> ClipResult:
+def classify_clip(model: LoadedModel, frontend: nn.Module, audio: np.ndarray, detector: DetectorConfig) -> ClipResult:
     """The streaming rule's (label, score) of one clip and its threshold-free top-1 label (module docstring)."""
     window_samples = round(model.net.config.window_s * SAMPLE_RATE)
     hop_samples = hop_frames(detector, model.features.hop_ms) * model.features.hop_samples
@@ -175,7 +176,7 @@ def evaluate(
     if not isinstance(detector, DetectorConfig):
         detector = detector_config(loaded, **(detector or {}))
     hop_frames(detector, loaded.features.hop_ms)  # a hop the stream cannot make is refused before any clip is read
-    frontend = LogMel(loaded.features).to(loaded.device)
+    frontend = make_frontend(loaded.features).to(loaded.device)
     examples: list[Example] = read_labelled_dir(data_dir)
     noise_paths = noise_files(noise_dir) if noise_dir else []
     noises, noise_names = [read_audio(p) for p in noise_paths], [p.stem for p in noise_paths]

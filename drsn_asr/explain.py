@@ -26,7 +26,7 @@ import torch
 
 from .audio import resample, stream_audio, to_float32
 from .checkpoint import LoadedModel, load_model
-from .features import LogMel
+from .features import make_frontend
 from .model import KeywordNet, Shrinkage, Threshold
 from .stream import MAX_BATCH_WINDOWS, Detection, Recognizer, detector_config
 
@@ -182,10 +182,10 @@ def explain(
     span_first, span_last = -(-start_sample // hop), (end_sample - W) // hop  # frames wholly inside the span
     f0 = k_first - T + 1  # first frame of the first window (negative: the Recognizer's silence before the start)
     g0, g1 = max(0, min(f0, span_first)), max(k_last, span_last)
-    frontend = LogMel(c).to(loaded.device)
+    frontend = make_frontend(c).to(loaded.device)
     with torch.inference_mode():
         frames = frontend(torch.from_numpy(np.ascontiguousarray(audio[g0 * hop : g1 * hop + W])).to(loaded.device))
-        lead = frames.new_full((c.n_mels, max(0, -f0)), frontend.silence_value)
+        lead = torch.as_tensor(frontend.silence_value, device=frames.device).expand(c.n_mels, max(0, -f0))
         history = torch.cat([lead, frames[:, max(0, f0) - g0 : k_last - g0 + 1]], dim=1)
         windows = history.unfold(1, T, h).permute(1, 0, 2)  # (n_windows, n_mels, T)
         scores, traces = _classify(net, windows)

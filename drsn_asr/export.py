@@ -31,7 +31,7 @@ from torch import nn
 
 from .checkpoint import LoadedModel, load_model
 from .config import to_dict
-from .features import LogMel
+from .features import LogMel  # export writes log-mel models only (export_model says why)
 from .fileio import atomic_write
 from .inference import import_onnxruntime
 
@@ -88,6 +88,10 @@ def export_model(model: str | os.PathLike | LoadedModel | None, out: str | os.Pa
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     loaded = load_model(model, device="cpu") if not isinstance(model, LoadedModel) else model
+    if loaded.features.kind != "logmel":
+        raise ValueError(f"{loaded.source}: export writes the frontend into the file, and this model's frontend "
+                         f"({loaded.features.kind}) is a third-party network that drsn-asr may not redistribute; "
+                         "export a log-mel model (e.g. the shipped 'logmel') or run this one through drsn_asr itself")
     module = AudioClassifier(loaded).eval()
     example = torch.zeros(2, module.window_samples)
     out = Path(out)

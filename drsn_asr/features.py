@@ -74,6 +74,17 @@ class LogMel(nn.Module):
         return float(torch.log(torch.tensor(self.config.log_floor)))
 
 
+def make_frontend(config: FeatureConfig) -> nn.Module:
+    """The frontend a FeatureConfig names: `LogMel`, or the frozen pretrained `embedding.SpeechEmbedding` (which
+    needs the `embedding` extra). Both map audio (..., n_samples) → frames (..., n_mels, n_frames), frame i
+    covering samples [i*hop, i*hop + window), and have `numpy` and `silence_value`."""
+    if config.kind == "logmel":
+        return LogMel(config)
+    from .embedding import SpeechEmbedding
+
+    return SpeechEmbedding()
+
+
 class StreamingLogMel:
     """Feed audio in chunks of any length; get each new log-mel frame exactly once.
 

@@ -84,12 +84,14 @@ def _branch_end(block: str, channels: int, reduction: int) -> nn.Module:
 class ResidualUnit(nn.Module):
     """Pre-activation residual unit BN→ReLU→Conv→BN→ReLU→Conv, then shrinkage / SE / nothing, plus shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, block: str, reduction: int):
+    def __init__(self, in_channels: int, out_channels: int, stride: int | tuple[int, int], block: str, reduction: int,
+                 kernel: int | tuple[int, int] = 3):
         super().__init__()
+        padding = tuple(k // 2 for k in kernel) if isinstance(kernel, tuple) else kernel // 2
         self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel, padding=padding, bias=False)
         self.branch_end = _branch_end(block, out_channels, reduction)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
@@ -136,6 +138,53 @@ class KeywordNet(nn.Module):
         x = self.units(x)
         x = F.relu(self.head_bn(x)).mean(dim=(2, 3))
         return self.fc(self.dropout(x))
+
+
+class SequenceNet(nn.Module):
+    """The DRSN head over a sequence of frame vectors (B, n_features, n_frames), e.g. speech embeddings: residual
+    shrinkage units as the paper defines them, 1-D over time (convolutions of `kernel` frames across all feature
+    channels; CW: one threshold per channel), then BN→ReLU→GAP→FC. The same `ModelConfig` fields as KeywordNet:
+    `stem_channels` (a 1-frame projection of the features), `stage_*`, `block`, `reduction`, `dropout`,
+    `window_s`; strides apply to time only."""
+
+    def __init__(self, config: ModelConfig, features: FeatureConfig, n_classes: int):
+        super().__init__()
+        self.config = config
+        self.features = features
+        self.n_classes = n_classes
+        self.input_bn = nn.BatchNorm2d(features.n_mels)
+        self.stem = nn.Conv2d(features.n_mels, config.stem_channels, 1, bias=False)
+        units: list[nn.Module] = []
+        channels = config.stem_channels
+        for out_channels, n_blocks, stride in zip(config.stage_channels, config.stage_blocks, config.stage_strides):
+            for i in range(n_blocks):
+                units.append(ResidualUnit(channels, out_channels, (1, stride if i == 0 else 1), config.block,
+                                          config.reduction, kernel=(1, 3)))
+                channels = out_channels
+        self.units = nn.Sequential(*units)
+        self.head_bn = nn.BatchNorm2d(channels)
+        self.dropout = nn.Dropout(config.dropout)
+        self.fc = nn.Linear(channels, n_classes)
+
+    @property
+    def window_frames(self) -> int:
+        """Number of frames in one classification window."""
+        return self.features.n_frames(round(self.config.window_s * self.features.sample_rate))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (B, n_features, n_frames) → class logits (B, n_classes)."""
+        x = self.stem(self.input_bn(frames.unsqueeze(2)))  # (B, C, 1, T): time is the only spatial axis
+        x = self.units(x)
+        x = F.relu(self.head_bn(x)).mean(dim=(2, 3))
+        return self.fc(self.dropout(x))
+
+
+def build_net(config: ModelConfig, features: FeatureConfig, n_classes: int) -> KeywordNet | SequenceNet:
+    """The network for a frontend: KeywordNet (2-D over mel × time) for log-mel, SequenceNet (1-D over time) for
+    a frontend whose frames are vectors without a frequency axis (speech embeddings)."""
+    if features.kind == "logmel":
+        return KeywordNet(config, features, n_classes)
+    return SequenceNet(config, features, n_classes)
 
 
 def stem_input(logmel: torch.Tensor, relative: bool, floor: bool = False) -> torch.Tensor:

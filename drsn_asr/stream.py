@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from .audio import StreamResampler, to_float32
 from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, from_dict
-from .decision import DecisionRule, hop_frames
-from .features import LogMel
+from .decision import DecisionRule, default_hop_ms, hop_frames
+from .features import make_frontend
 from .inference import inference_forward
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,10 @@ class Detection:
 def detector_config(model: LoadedModel | None = None, **options: Any) -> DetectorConfig:
     """DetectorConfig from keyword options (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms); what
     they leave out comes from the settings `model` carries (`LoadedModel.detector`), then from the defaults."""
-    return from_dict(DetectorConfig, {**(model.detector if model is not None else {}), **options})
+    settings = {**(model.detector if model is not None else {}), **options}
+    if model is not None and "hop_ms" not in settings:
+        settings["hop_ms"] = default_hop_ms(model.features.hop_ms)
+    return from_dict(DetectorConfig, settings)
 
 
 def check_chunk(chunk: np.ndarray | torch.Tensor, what: str = "Recognizer.feed") -> np.ndarray:
@@ -96,12 +99,15 @@ class StreamBank:
         self.labels = model.labels
         c = self.features = model.features
         self.device = model.device
-        self.frontend = LogMel(c).to(self.device)
+        self.frontend = make_frontend(c).to(self.device)
         self.window_frames = model.net.window_frames
         self.hop_frames = hop_frames(config, c.hop_ms)
         self.max_batch_windows = max_batch_windows
         self.autocast_dtype = autocast_dtype
-        self.silence_value = self.frontend.silence_value
+        self.silence_value = self.frontend.silence_value  # a number (log-mel) or one frame (n_mels, 1) (embeddings)
+        if isinstance(self.silence_value, torch.Tensor):
+            self.silence_value = self.silence_value.to(self.device)
+        self.locate_by_energy = c.kind == "logmel"  # only log-mel frames hold a frame's energy
         self.hop_samples, self.window_samples, self.sample_rate = c.hop_samples, c.window_samples, c.sample_rate
         self.rule = DecisionRule(self.labels, config, 0)
         self.capacity = 0
@@ -302,7 +308,13 @@ class StreamBank:
             stepped = slots if rows is None else slots[rows]
             now_s = (((counted if rows is None else counted[rows]) + end) * hop + W) / self.sample_rate
             emit, labels, peaks = self.rule.step(stepped, now_s, probs[at : at + len(stepped)])
-            if len(emit):
+            if len(emit) and not self.locate_by_energy:
+                span_s = self.model.net.config.window_s
+                for row, label, peak in zip(emit.tolist(), labels.tolist(), peaks.tolist()):
+                    end_s = float(now_s[row])
+                    out.append((int(stepped[row]), Detection(self.labels[label], round(peak, 4),
+                                                             round(max(0.0, end_s - span_s), 3), round(end_s, 3))))
+            elif len(emit):
                 # every emitted window's frame energies in one batched op and one device-to-host copy: one
                 # per detection cost a GPU round trip each, the largest part of a hop of thousands of streams
                 energy_db = self._energy_db(windows[torch.as_tensor(at + emit, device=windows.device)])

@@ -34,16 +34,18 @@ from .data import (
     fit_window,
     load_example,
     label_for,
+    REAL_COMMANDS_TEST_PART,
     read_fsdd,
+    read_real_commands,
     read_sentences,
     read_speech_commands,
     read_tts_corpus,
     speech_commands_noise,
     stable_fraction,
 )
-from .features import LogMel
+from .features import make_frontend
 from .fileio import atomic_write
-from .model import KeywordNet, count_parameters
+from .model import KeywordNet, build_net, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ class DataConfig:
     sentences_as_unknown: bool = True  # False: real sentences only feed the babble noise, not the _unknown_ class
     sentences_exclude: tuple[str, ...] = ()  # leave out sentences whose labels mention these words, besides the vocabulary's
     speech_commands_dir: str | None = None  # Google Speech Commands root: uses its own split lists
+    real_commands_dir: str | None = None  # real speakers in Speech Commands layout, split by speaker (read_real_commands)
+    real_commands_train_part: tuple[float, float] = (0.0, 0.6)  # speakers (by id hash) trained on
+    real_commands_validation_part: tuple[float, float] = (0.6, 0.8)  # ... that validate; REAL_COMMANDS_TEST_PART is the test set
+    tts_validation: bool = True  # False: held-out TTS voices do not validate (the checkpoint is chosen on real voices)
     noise_files: tuple[str, ...] = ()
     noise_kinds: tuple[str, ...] = ("car_horn", "traffic_passby", "engine", "road_rumble", "babble")
     noise_pool_s: float = 600.0
@@ -104,6 +110,7 @@ class OptimConfig:
     ema_decay: float = 0.0  # exponential moving average of the weights, validated and saved (0 = off)
     seed: int = 0
     threads: int = 0  # CPU threads for torch; 0 = torch's default
+    frontend_views: int = 0  # >0: a frozen frontend's frames of this many noisy renditions per example, computed once
     amp: bool = True  # mixed precision on CUDA
 
 
@@ -181,7 +188,8 @@ def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
         for ex in read_tts_corpus(_resolve(cfg.tts_dir, base)):
             h = stable_fraction(ex.group)
             if h < cfg.validation_voice_fraction:
-                validation.append(ex)
+                if cfg.tts_validation:
+                    validation.append(ex)
             elif h >= cfg.validation_voice_fraction + cfg.test_voice_fraction:
                 train.append(ex)
     if cfg.fsdd_dir:
@@ -193,6 +201,14 @@ def collect_examples(cfg: DataConfig, base: Path) -> dict[str, list[Example]]:
         root, exclude = _resolve(cfg.sentences_dir, base), sentence_exclusions(cfg)
         train += read_sentences(root, part=cfg.sentences_train_part, exclude_words=exclude)
         validation += read_sentences(root, part=cfg.sentences_validation_part, exclude_words=exclude)
+    if cfg.real_commands_dir:
+        for part in (cfg.real_commands_train_part, cfg.real_commands_validation_part):
+            if part[1] > REAL_COMMANDS_TEST_PART[0]:
+                raise ValueError(f"data.real_commands_*_part {list(part)} reaches into the test speakers "
+                                 f"{list(REAL_COMMANDS_TEST_PART)}: end it at {REAL_COMMANDS_TEST_PART[0]} or before")
+        root = _resolve(cfg.real_commands_dir, base)
+        train += read_real_commands(root, cfg.real_commands_train_part)
+        validation += read_real_commands(root, cfg.real_commands_validation_part)
     if cfg.speech_commands_dir:
         root = _resolve(cfg.speech_commands_dir, base)
         train += read_speech_commands(root, "train")
@@ -244,7 +260,9 @@ def _noise_pool(cfg: DataConfig, base: Path, sentences: list[np.ndarray], seed: 
 
 def _cache_key(cfg: TrainConfig, examples: dict[str, list[Example]]) -> str:
     # optim.seed draws the augmentation and the noise pool: a cache of one seed is not another's
-    h = hashlib.sha1(json.dumps([to_dict(cfg.data), to_dict(cfg.augment), cfg.optim.seed], sort_keys=True).encode())
+    # and the window's length sizes every clip in it
+    h = hashlib.sha1(json.dumps([to_dict(cfg.data), to_dict(cfg.augment), cfg.optim.seed, cfg.model.window_s],
+                                sort_keys=True).encode())
     for split in sorted(examples):
         for ex in examples[split]:
             h.update(f"{ex.path}|{ex.offset_s}|{ex.word}".encode())
@@ -339,6 +357,29 @@ def spec_augment(x: torch.Tensor, cfg: OptimConfig, generator: torch.Generator) 
     return x.masked_fill(mask, float(fill))
 
 
+@torch.no_grad()
+def frontend_views(frontend: nn.Module, mix: NoisyBatches, n: int, shift: int, cfg: OptimConfig, device: torch.device,
+                   progress: bool) -> torch.Tensor:
+    """Frames (views, n, n_mels, n_frames) float16 of `cfg.frontend_views` noisy renditions of every training
+    example, each with its own noise, SNR, gain and time shift: for a frozen frontend too costly to run on every
+    batch (the speech embedding), training draws one rendition per example and step instead of mixing anew.
+    With as many views as epochs this is the same amount of fresh noise as mixing in the loop."""
+    from tqdm import tqdm
+
+    out = []
+    for v in range(cfg.frontend_views):
+        generator = torch.Generator().manual_seed(cfg.seed * 7919 + 104729 + v)  # apart from the epochs' streams
+        parts = []
+        for start in tqdm(range(0, n, 256), desc=f"frontend view {v + 1}/{cfg.frontend_views}", disable=not progress,
+                          mininterval=5):
+            audio = mix.mix(torch.arange(start, min(start + 256, n)), generator)
+            if shift:
+                audio = torch.roll(audio, int(torch.randint(-shift, shift + 1, (1,), generator=generator)), dims=1)
+            parts.append(frontend(audio.to(device)).half().cpu())
+        out.append(torch.cat(parts))
+    return torch.stack(out)
+
+
 def _sampling_weights(labels: torch.Tensor, names: list[str], cfg: OptimConfig) -> torch.Tensor:
     counts = torch.bincount(labels, minlength=len(names)).float().clamp_min(1)
     share = torch.ones(len(names))
@@ -421,7 +462,7 @@ def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
 
 @torch.no_grad()
 def evaluate_split(
-    net: nn.Module, frontend: LogMel, batches: NoisyBatches, labels: torch.Tensor, names: list[str],
+    net: nn.Module, frontend: nn.Module, batches: NoisyBatches, labels: torch.Tensor, names: list[str],
     device: torch.device, seed: int,
 ) -> dict[str, float]:
     """A split's figures with its noise mixed in by a fixed generator (the same noise every epoch).
@@ -475,8 +516,12 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
                              second_noise_db=cfg.optim.second_noise_db)
     val_mix = validation_batches(data)
 
-    frontend = LogMel(cfg.features).to(dev)
-    net = KeywordNet(cfg.model, cfg.features, len(names))
+    frontend = make_frontend(cfg.features).to(dev)
+    shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
+    views = None
+    if cfg.optim.frontend_views:
+        views = frontend_views(frontend, train_mix, len(tr["labels"]), shift, cfg.optim, dev, progress and rank == 0)
+    net = build_net(cfg.model, cfg.features, len(names))
     if cfg.init_from:
         initialise_from(net, names, cfg.init_from)
     net = net.to(dev)
@@ -506,7 +551,6 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
         start_epoch, best, history = state["epoch"], state.get("best_score", -1.0), list(state["history"])
         log.info("resuming from %s at epoch %d", last, start_epoch)
     weights = _sampling_weights(tr["labels"], names, cfg.optim)
-    shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
     meta = {"config": to_dict(cfg), "n_parameters": count_parameters(net), "n_train": len(tr["labels"]),
             "examples_sha256": data["examples_sha256"], "noise_files_sha256": data["noise_files_sha256"],
             "world_size": int(os.environ.get("WORLD_SIZE", 1)), "device": dev.type, "mixed_precision": use_amp}
@@ -524,12 +568,16 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, total_steps, warmup_steps, cfg.optim.lr)
             index = order[start : start + cfg.optim.batch_size]
-            audio = train_mix.mix(index, generator)
-            if shift:
-                audio = torch.roll(audio, int(torch.randint(-shift, shift + 1, (1,), generator=generator)), dims=1)
+            if views is None:
+                audio = train_mix.mix(index, generator)
+                if shift:
+                    audio = torch.roll(audio, int(torch.randint(-shift, shift + 1, (1,), generator=generator)), dims=1)
+            else:
+                view = torch.randint(0, len(views), (len(index),), generator=generator)
             y = tr["labels"][index].to(dev)
             with torch.autocast(dev.type, enabled=use_amp):
-                x = spec_augment(frontend(audio.to(dev)), cfg.optim, generator)
+                x = frontend(audio.to(dev)) if views is None else views[view, index].to(dev).float()
+                x = spec_augment(x, cfg.optim, generator)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
             optimizer.zero_grad(set_to_none=True)

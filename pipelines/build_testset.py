@@ -7,13 +7,16 @@ Writes
   data/testset/real/<word>/*.wav    real speech: FSDD digits of the held-out speaker (theo) and windows of
                                     held-out command sentences (folder `sentence`, expected `_unknown_`), plus
                                     `_silence_` clips of held-out noise
+  data/testset/speech_commands/<word>/*.flac   real speakers of ../shared/data/speech-commands-v0.02-test whose
+                                    id hashes into data.REAL_COMMANDS_TEST_PART: the ten commands, the digits, other
+                                    words (expected `_unknown_`) and `_silence_` clips
   data/testset/tts/<word>/*.wav     every word of the TTS corpus spoken by the held-out test voices
   data/testset/noise/*.wav          held-out noise for --noise-dir: real recordings never trained on (kitchen,
                                     running tap) and synthesized sirens and wind (kinds kept out of training)
 
 `--split validation` writes the same layout from a recipe's validation split instead, for choosing between
-recipes and settings on real voices: the digits of its `fsdd_validation_speakers`, its validation sentences and
-TTS voices, and noise of its training kinds and files (nothing of the test set's speaker, noise or voices).
+recipes and settings on real voices: the digits of its `fsdd_validation_speakers`, its validation Speech Commands
+speakers (`real_commands_validation_part`), its validation sentences and TTS voices, and noise of its training kinds and files (nothing of the test set's speaker, noise or voices).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from drsn_asr import noise  # noqa: E402
 from drsn_asr.audio import SAMPLE_RATE, read_audio, write_audio  # noqa: E402
-from drsn_asr.data import load_example, read_fsdd, read_sentences, read_tts_corpus, stable_fraction  # noqa: E402
+from drsn_asr.data import (REAL_COMMANDS_TEST_PART, load_example, read_fsdd, read_real_commands,  # noqa: E402
+                           read_sentences, read_tts_corpus, stable_fraction)
 from drsn_asr.train import DataConfig, load_train_config, sentence_exclusions  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -41,10 +45,15 @@ HELD_OUT_KINDS = ("siren", "wind")
 
 def build(out: Path, rng: np.random.Generator, speakers: tuple[str, ...], sentence_part: tuple[float, float],
           noise_files: list[Path], noise_kinds: tuple[str, ...], voice_part: tuple[float, float], tts_dir: Path,
-          cfg: DataConfig) -> None:
-    """Write out/real, out/tts and out/noise from these speakers, sentences, noises and TTS voices."""
-    for sub in ("real", "tts", "noise"):
+          cfg: DataConfig, commands_part: tuple[float, float]) -> None:
+    """Write out/real, out/speech_commands, out/tts and out/noise from these speakers, sentences, noises and TTS
+    voices."""
+    for sub in ("real", "speech_commands", "tts", "noise"):
         shutil.rmtree(out / sub, ignore_errors=True)
+    for ex in read_real_commands(SHARED / "speech-commands-v0.02-test", commands_part):
+        target = out / "speech_commands" / ex.word / Path(ex.path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ex.path, target)
     for ex in read_fsdd(SHARED / "fsdd" / "recordings", speakers):
         target = out / "real" / ex.word / Path(ex.path).name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +94,8 @@ def build(out: Path, rng: np.random.Generator, speakers: tuple[str, ...], senten
                 shutil.copyfile(ex.path, target)
                 n_tts += 1
     n_real = sum(1 for _ in (out / "real").rglob("*.wav"))
-    print(f"wrote {n_real} real clips, {n_tts} TTS clips, {len(noises)} noise recordings to {out}")
+    n_commands = sum(1 for _ in (out / "speech_commands").rglob("*.flac"))
+    print(f"wrote {n_real} real clips, {n_commands} Speech Commands clips, {n_tts} TTS clips, {len(noises)} noise recordings to {out}")
 
 
 def main() -> None:
@@ -102,14 +112,15 @@ def main() -> None:
         cfg = DataConfig()
         build(Path(args.out or REPO / "data" / "testset"), rng, TEST_SPEAKERS, (0.9, 1.0), list(HELD_OUT_NOISE),
               HELD_OUT_KINDS, (cfg.validation_voice_fraction, cfg.validation_voice_fraction + cfg.test_voice_fraction),
-              Path(args.tts_dir), cfg)
+              Path(args.tts_dir), cfg, REAL_COMMANDS_TEST_PART)
         return
     cfg = load_train_config(args.config).data
-    if not cfg.fsdd_validation_speakers:
-        parser.error(f"{args.config} has no data.fsdd_validation_speakers: its validation split holds no real voice")
+    if not cfg.fsdd_validation_speakers and not cfg.real_commands_dir:
+        parser.error(f"{args.config} has no data.fsdd_validation_speakers or data.real_commands_dir: its validation "
+                     "split holds no real voice")
     build(Path(args.out or REPO / "data" / "validation"), rng, cfg.fsdd_validation_speakers, cfg.sentences_validation_part,
           [(REPO / f).resolve() for f in cfg.noise_files], cfg.noise_kinds, (0.0, cfg.validation_voice_fraction),
-          Path(args.tts_dir), cfg)
+          Path(args.tts_dir), cfg, cfg.real_commands_validation_part if cfg.real_commands_dir else (0.0, 0.0))
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,29 @@ def test_a_second_noise_is_added_at_its_relative_level_and_only_when_asked():
     assert not torch.allclose(a, b)  # a second segment went in
     none = NoisyBatches(speech, rms, pool, (0.0, 0.0), p_clean=0.0, p_second_noise=0.0)
     assert torch.equal(none.mix(torch.arange(4), torch.Generator().manual_seed(0)), a)  # off: the same stream
+
+
+def test_real_commands_split_by_speaker_never_shares_a_speaker_and_covers_every_clip():
+    from drsn_asr.data import REAL_COMMANDS_TEST_PART, read_real_commands
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech-commands-v0.02-test"
+    if not root.is_dir():
+        pytest.skip(f"{root} not present")
+    parts = {"train": read_real_commands(root, (0.0, 0.6)), "validation": read_real_commands(root, (0.6, 0.8)),
+             "test": read_real_commands(root, REAL_COMMANDS_TEST_PART)}
+    speakers = {name: {ex.group for ex in exs} for name, exs in parts.items()}
+    assert not speakers["train"] & speakers["validation"]
+    assert not speakers["train"] & speakers["test"] and not speakers["validation"] & speakers["test"]
+    assert sum(len(exs) for exs in parts.values()) == len(read_real_commands(root, (0.0, 1.0)))
+    for exs in parts.values():  # every split hears the commands and real non-commands
+        words = {ex.word for ex in exs}
+        assert {"yes", "stop", "_silence_"} <= words and len(exs) > 400
+
+
+def test_a_recipe_cannot_train_or_validate_on_the_real_test_speakers(tmp_path):
+    from drsn_asr.train import DataConfig, collect_examples
+
+    cfg = DataConfig(tts_dir=None, fsdd_dir=None, sentences_dir=None, real_commands_dir=str(tmp_path),
+                     real_commands_validation_part=(0.6, 0.9))
+    with pytest.raises(ValueError, match="test speakers"):
+        collect_examples(cfg, tmp_path)

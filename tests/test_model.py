@@ -177,3 +177,34 @@ def test_floor_input_reads_each_band_above_its_quietest_frame():
     assert torch.equal(stem_input(logmel, False, True)[:, 1], floor)  # without the mean view it comes second
     net = KeywordNet(ModelConfig(relative_input=True, floor_input=True), FeatureConfig(), 22).eval()
     assert net.stem.in_channels == 3 and net(logmel).shape == (2, 22)
+
+
+def test_sequence_net_is_a_1d_drsn_over_time_with_channelwise_thresholds():
+    from drsn_asr.model import SequenceNet, build_net
+
+    features = FeatureConfig(kind="speech_embedding", n_mels=96, window_ms=782.0, hop_ms=80.0)
+    config = ModelConfig(stem_channels=16, stage_channels=(16, 24), stage_blocks=(1, 1), stage_strides=(1, 1),
+                         window_s=1.2)
+    net = build_net(config, features, 5)
+    assert isinstance(net, SequenceNet) and net.window_frames == 6
+    assert isinstance(build_net(ModelConfig(), FeatureConfig(), 5), KeywordNet)
+    taus = []
+    hooks = [m.register_forward_hook(lambda m, i, o: taus.append(o)) for m in net.modules() if isinstance(m, Threshold)]
+    x = torch.randn(3, 96, 6)
+    assert net.eval()(x).shape == (3, 5)
+    assert len(taus) == 2 and taus[0].shape == (3, 16, 1, 1)  # one threshold per channel and sample
+    assert taus[0].std(dim=1).min() > 0
+    for h in hooks:
+        h.remove()
+    for unit in net.units:  # convolutions run over time only: kernel 1 across the (absent) frequency axis
+        assert unit.conv1.kernel_size == (1, 3)
+    shifted = x.clone()
+    shifted[:, :, -1] += 5.0  # the last frame matters: the window is what is classified
+    assert not torch.allclose(net(x), net(shifted))
+
+
+def test_speech_embedding_frame_is_fixed_by_the_pretrained_network():
+    with pytest.raises(ValueError, match="speech_embedding needs"):
+        FeatureConfig(kind="speech_embedding")
+    with pytest.raises(ValueError, match="logmel, speech_embedding"):
+        FeatureConfig(kind="mfcc")

@@ -213,3 +213,14 @@ def test_unknown_backend_and_autocast_on_onnxruntime_are_refused():
         Recognizer(drsn_asr.load_model(device="cpu"), backend="tensorrt")
     with pytest.raises(ValueError, match="autocast runs on the torch backend"):
         MultiStreamRecognizer(drsn_asr.load_model(device="cpu"), autocast="bfloat16", backend="onnxruntime")
+
+
+def test_a_model_without_its_own_hop_gets_a_whole_number_of_its_frames():
+    from drsn_asr.decision import default_hop_ms
+    from drsn_asr.stream import detector_config
+
+    assert default_hop_ms(10.0) == 50.0  # log-mel: DetectorConfig's 50 ms, as before
+    assert default_hop_ms(80.0) == 80.0  # speech-embedding frames
+    model = _loud_model()
+    assert detector_config(model).hop_ms == 50.0
+    assert detector_config(model, hop_ms=100.0).hop_ms == 100.0

