@@ -130,8 +130,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import load_train_config, train
 
     overrides = {}
-    if args.epochs is not None:
-        overrides["optim"] = {"epochs": args.epochs}
+    optim = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    if optim:
+        overrides["optim"] = optim
     if args.out_dir is not None:
         overrides["out_dir"] = args.out_dir
     cfg = load_train_config(args.config, overrides)
@@ -490,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model from a YAML recipe (see configs/). Resumes from OUT_DIR/last.pt.")
     p.add_argument("--config", required=True, help="recipe, e.g. configs/default.yaml")
     p.add_argument("--epochs", type=int, default=None, help="override optim.epochs")
+    p.add_argument("--seed", type=int, default=None, help="override optim.seed (data preparation, noise, init)")
     p.add_argument("--out-dir", default=None, help="override out_dir")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_train)

