@@ -40,7 +40,7 @@ from .config import to_dict
 from .decision import DecisionRule, hop_frames
 from .features import make_frontend
 from .inference import inference_forward, onnxruntime_available
-from .model import KeywordNet, count_parameters
+from .model import build_net, count_parameters
 from .multistream import MultiStreamRecognizer
 from .stream import Recognizer, check_chunk, detector_config
 from .transcribe import transcribe
@@ -198,7 +198,7 @@ def forward_speedup(model: LoadedModel, batch: int, repeats: int) -> dict[str, f
     batch size."""
     x = torch.randn(batch, model.features.n_mels, model.net.window_frames, device=model.device)
     forwards = [("module", model.net), ("folded", inference_forward(model.net, "torch"))]
-    if onnxruntime_available():
+    if onnxruntime_available() and model.features.kind == "logmel":  # (the embedding head runs on torch)
         onnx = inference_forward(model.net, "onnxruntime")
         forwards.append(("onnxruntime", lambda windows: onnx.probs(windows.numpy())))
     out = {}
@@ -321,13 +321,14 @@ def training_throughput(model: LoadedModel, device: torch.device, batch: int, st
     """Clips per second of a training step (log-mel, forward, label-smoothed loss, backward, AdamW) on random
     1 s clips, with mixed precision on CUDA as `drsn-asr train` uses it."""
     c = model.features
-    net = KeywordNet(model.net.config, c, len(model.labels)).to(device).train()
+    net = build_net(model.net.config, c, len(model.labels)).to(device).train()
     frontend = make_frontend(c).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     generator = torch.Generator().manual_seed(0)
-    audio = (torch.randn(batch, c.sample_rate, generator=generator) * 0.1).to(device)
+    n_samples = round(model.net.config.window_s * c.sample_rate)
+    audio = (torch.randn(batch, n_samples, generator=generator) * 0.1).to(device)
     labels = torch.randint(0, len(model.labels), (batch,), generator=generator).to(device)
 
     def step() -> None:

@@ -85,9 +85,11 @@ def verdict(arms: dict[str, list[dict]]) -> list[str]:
         close = [a for a in ranked if summary[ranked[0]]["score"] - summary[a]["score"] < 0.03]
         winner = max(close, key=lambda a: summary[a]["K_0"])
         lines.append(f"- not separated: {', '.join(close)} within 3 points; the higher 0 dB figure ships: {winner}")
-    else:
-        lead = summary[ranked[0]]["score"] - summary[ranked[1]]["score"] if len(ranked) > 1 else float("nan")
+    elif len(ranked) > 1:
+        lead = summary[ranked[0]]["score"] - summary[ranked[1]]["score"]
         lines.append(f"- winner {winner}, {100 * lead:.1f} points ahead of the next arm")
+    else:
+        lines.append(f"- {winner} is the only arm left")
     return lines
 
 
