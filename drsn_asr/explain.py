@@ -70,6 +70,7 @@ class Explanation:
     threshold: float
     model: str
     block: str
+    frontend: str = "logmel"  # what `logmel` holds: log-mel bands, or speech-embedding values ("speech_embedding")
 
     def unit_rows(self) -> list[dict[str, Any]]:
         """One dict per window, for tables: time, top label and score, then mean τ and zero fraction per unit."""
@@ -210,6 +211,7 @@ def explain(
         threshold=config.threshold,
         model=loaded.source,
         block=net.config.block,
+        frontend=c.kind,
     )
 
 

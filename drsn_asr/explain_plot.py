@@ -121,10 +121,16 @@ def plot_explanation(expl: Explanation, compare: Explanation | None = None, titl
     if expl.logmel.shape[1]:
         extent = (expl.frame_times_s[0] - frame_s / 2, expl.frame_times_s[-1] + frame_s / 2, 0, expl.logmel.shape[0])
         image = ax.imshow(expl.logmel, origin="lower", aspect="auto", extent=extent, cmap="magma", interpolation="nearest")
-        fig.colorbar(image, cax=fig.add_subplot(grid[0, 1])).set_label("log power", fontsize=8)
+        fig.colorbar(image, cax=fig.add_subplot(grid[0, 1])).set_label(
+            "log power" if expl.frontend == "logmel" else "value", fontsize=8)
     _mark_detections(ax, expl, text_y=expl.logmel.shape[0] - 1)
-    ax.set_ylabel("mel band")
-    ax.set_title(f"log-mel spectrogram; shaded: detections of {expl.model} (label, score)", fontsize=10, loc="left")
+    if expl.frontend == "logmel":
+        ax.set_ylabel("mel band")
+        ax.set_title(f"log-mel spectrogram; shaded: detections of {expl.model} (label, score)", fontsize=10, loc="left")
+    else:
+        ax.set_ylabel("embedding value")
+        ax.set_title(f"speech-embedding frames (one per 80 ms, each of 782 ms); shaded: detections of {expl.model} "
+                     "(label, score)", fontsize=10, loc="left")
 
     shown = _shown_labels([expl] + ([compare] if compare is not None else []))
     colors = _colors(shown)

@@ -360,6 +360,11 @@ def spec_augment(x: torch.Tensor, cfg: OptimConfig, generator: torch.Generator) 
     return x.masked_fill(mask, float(fill))
 
 
+# the optim settings that draw frontend_views' renditions (sampling weights, learning rate... do not)
+VIEW_KEYS = ("frontend_views", "seed", "snr_range_db", "p_clean", "gain_range_db", "p_second_noise", "second_noise_db",
+             "time_shift_ms")
+
+
 @torch.no_grad()
 def frontend_views(frontend: nn.Module, mix: NoisyBatches, n: int, shift: int, cfg: OptimConfig, device: torch.device,
                    progress: bool) -> torch.Tensor:
@@ -541,7 +546,7 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     if cfg.optim.frontend_views:
         # on disk beside the examples' cache: a second head on the same data and seed (the ablation) reuses them
         views_cache = _resolve(cfg.data.cache_dir, base) / f"{data['cache_key']}_{cfg.features.kind}_views.pt"
-        keyed = [to_dict(cfg.features), to_dict(cfg.optim)]  # what draws the renditions (and, simply, the rest)
+        keyed = [to_dict(cfg.features), *(to_dict(cfg.optim)[k] for k in VIEW_KEYS)]  # what draws the renditions
         cached = torch.load(views_cache, weights_only=True) if views_cache.is_file() else None
         if cached is not None and cached["key"] == json.dumps(keyed):
             views = cached["views"]
