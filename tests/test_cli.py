@@ -96,9 +96,15 @@ def test_jobs_transcribe_files_side_by_side_with_the_serial_output_in_order(tmp_
 def test_evaluate_refuses_a_bad_hop_and_a_missing_folder_with_a_message(tmp_path):
     (tmp_path / "yes").mkdir()
     write_audio(tmp_path / "yes" / "a.wav", np.zeros(16000, np.float32), 16000)
-    r = run("evaluate", str(tmp_path), "--hop-ms", "25")
+    r = run("evaluate", str(tmp_path), "--hop-ms", "25", "--model", "logmel")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "multiple of 10 ms, e.g. hop_ms=20" in r.stderr
+    from drsn_asr import load_model
+
+    r = run("evaluate", str(tmp_path), "--hop-ms", "100")  # the default model's frames may be 80 ms long
+    frame_ms = load_model(device="cpu").features.hop_ms
+    if 100 % frame_ms:
+        assert r.returncode == 1 and f"multiple of {frame_ms:g} ms" in r.stderr and "Traceback" not in r.stderr
     r = run("evaluate", str(tmp_path / "missing"))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "missing" in r.stderr
 

@@ -107,7 +107,7 @@ def test_top1_is_the_argmax_of_a_one_window_clip_and_never_below_the_thresholded
         for take in range(8):
             name = f"{digit}_theo_{take}.wav"
             shutil.copyfile(SHARED / "fsdd" / "recordings" / name, clips / word / name)
-    model = load_model(device="cpu")
+    model = load_model("logmel", device="cpu")  # 1 s log-mel windows below
     result = evaluate(clips, model=model, device="cpu", detector={"threshold": 0.95})
     frontend = LogMel(model.features)
     argmax = []

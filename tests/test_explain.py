@@ -64,7 +64,7 @@ def clip():
 
 @pytest.fixture(scope="module")
 def default_model():
-    return load_model(device="cpu")
+    return load_model("logmel", device="cpu")  # the log-mel model: frames of 10 ms, bands of a spectrogram
 
 
 def test_horn_raises_tau_and_zeroed_fraction_of_the_first_shrinkage_unit(clip):
@@ -76,7 +76,7 @@ def test_horn_raises_tau_and_zeroed_fraction_of_the_first_shrinkage_unit(clip):
     Horn windows: windows whose 1 s overlaps the honk. Clean windows: no overlap and wholly inside the
     recording (the first second's windows hold the Recognizer's silence padding, which raises τ by itself).
     """
-    model = load_model(HORN_MODEL or None, device="cpu")
+    model = load_model(HORN_MODEL or "logmel", device="cpu")  # a unit over the spectrogram (see above)
     if HORN_MODEL is None and model.training.get("note") == "untrained placeholder":
         pytest.skip("the shipped default model is the untrained placeholder; the property needs the trained one")
     if model.net.config.block not in ("drsn_cw", "drsn_cs"):

@@ -225,7 +225,7 @@ def test_feed_many_refuses_bad_blocks_and_keeps_the_streams_state(device):
     multi = MultiStreamRecognizer(drsn_asr.load_model(device=device))
     for k in range(3):
         multi.add_stream(k)
-    good = (np.random.default_rng(0).standard_normal((3, 1600)) * 0.1).astype(np.float32)
+    good = (np.random.default_rng(0).standard_normal((3, 16000)) * 0.1).astype(np.float32)  # frames of any frontend
     multi.feed_many(good)
     before = [multi.time_s(k) for k in range(3)]
     for bad, message in ((np.nan, "NaN"), (np.inf, "NaN"), (300.0, "integer PCM")):
