@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -51,16 +52,19 @@ def rss_mb(field: str = "VmRSS") -> float:
 
 
 def audio_blocks(total_samples: int, chunk: int, demo: np.ndarray, demo_every_s: float,
-                 rng: np.random.Generator, fresh: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+                 rng: np.random.Generator, fresh: bool = True, hop: int = 1) -> Iterator[tuple[str, np.ndarray]]:
     """("scene" | "demo", block) until `total_samples`: scenes (each new, or with `fresh=False` the first one
     again and again), and a whole demo pass `demo_every_s` after the start and after each pass. Every block is
-    a whole number of chunks.
+    a whole number of chunks and of the recognizer's `hop` (in samples), so that every pass meets the same phase
+    of the chunking and of the classification hop.
 
     A demo pass is the demo between DEMO_GAP_S of digital silence: the recognizer then enters every pass in the
     same state (the street before it is forgotten), so every pass must give exactly the same detections."""
-    gap = np.zeros(round(DEMO_GAP_S * SAMPLE_RATE) // chunk * chunk, np.float32)
-    demo = np.concatenate([gap, demo[: len(demo) // chunk * chunk], gap])  # same phase of the chunking each pass
-    scene_n = round(SCENE_S * SAMPLE_RATE) // chunk * chunk
+    unit = math.lcm(chunk, hop)
+    gap = np.zeros(round(DEMO_GAP_S * SAMPLE_RATE) // unit * unit, np.float32)
+    demo = np.concatenate([gap, demo[: len(demo) // chunk * chunk], gap])
+    demo = np.pad(demo, (0, -len(demo) % unit))  # same phase of the chunking and of the hop each pass
+    scene_n = round(SCENE_S * SAMPLE_RATE) // unit * unit
     scene = street_scene(scene_n / SAMPLE_RATE, SAMPLE_RATE, rng)[:scene_n]
     done, next_demo = 0, demo_every_s * SAMPLE_RATE
     while done < total_samples:
@@ -98,7 +102,8 @@ def soak(minutes: float = 180.0, chunk_ms: float = 100.0, model: str | None = No
     detections = []
     i = 0
     started = time.perf_counter()
-    for kind, block in audio_blocks(total, chunk, demo, demo_every_min * 60, np.random.default_rng(seed), fresh):
+    hop = round(rec.config.hop_ms * SAMPLE_RATE / 1000)
+    for kind, block in audio_blocks(total, chunk, demo, demo_every_min * 60, np.random.default_rng(seed), fresh, hop):
         if kind == "demo":
             passes.append((i * chunk / SAMPLE_RATE, (i * chunk + len(block)) / SAMPLE_RATE))
         for start in range(0, len(block), chunk):

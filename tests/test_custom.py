@@ -23,7 +23,7 @@ from drsn_asr.custom import (
 )
 from drsn_asr.data import read_sentences
 from drsn_asr.evaluate import expected_label
-from drsn_asr.model import KeywordNet
+from drsn_asr.model import build_net
 from drsn_asr.train import initialise_from, labels_for
 
 needs_espeak = pytest.mark.skipif(not tts.engine_available("espeak"), reason="espeak-ng is not installed")
@@ -76,7 +76,7 @@ def test_yaml_form_rejects_unknown_keys_and_cli_overrides_win(tmp_path):
 def test_fine_tuning_starts_from_the_base_backbone_and_its_shared_label_rows():
     base = load_model("default", device="cpu")
     labels = labels_for(("lights on", "computer"))
-    net = KeywordNet(base.net.config, base.features, len(labels))
+    net = build_net(base.net.config, base.features, len(labels))  # the default's own kind of network
     fresh_fc = net.fc.weight.detach().clone()
     initialise_from(net, labels, "default")
     base_state = base.net.state_dict()
@@ -89,7 +89,7 @@ def test_fine_tuning_starts_from_the_base_backbone_and_its_shared_label_rows():
         assert torch.equal(net.fc.bias[i], base.net.fc.bias[j])
     assert torch.equal(net.fc.weight[0], fresh_fc[0])  # a new command keeps its fresh initialisation
 
-    other = KeywordNet(dataclasses.replace(base.net.config, stem_channels=8), base.features, len(labels))
+    other = build_net(dataclasses.replace(base.net.config, stem_channels=8), base.features, len(labels))
     with pytest.raises(ValueError, match="architecture or frontend"):
         initialise_from(other, labels, "default")
 
