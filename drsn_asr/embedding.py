@@ -142,7 +142,9 @@ def _cnn_plan(path: str) -> tuple[list[tuple], list[torch.Tensor]]:
 class SpeechEmbedding(nn.Module):
     """Audio (..., n_samples) float32 in [-1, 1] at 16 kHz → embeddings (..., 96, n_frames), one per 80 ms.
 
-    Frame i depends only on samples [i*hop_samples, i*hop_samples + window_samples), so frames computed on
+    With `remove_dc_offset`, each 512-sample mel frame's mean is subtracted first (frame-local, so streaming stays
+    exact; features.remove_dc_offset of a recipe turns it on). Frame i depends only on samples
+    [i*hop_samples, i*hop_samples + window_samples), so frames computed on
     a stream equal those of the whole signal. Frozen: the weights are non-persistent buffers, absent from any
     state_dict, and the computation runs in float32 even inside autocast.
     """
@@ -150,8 +152,9 @@ class SpeechEmbedding(nn.Module):
     hop_samples = EMBEDDING_STEP_MEL_FRAMES * MEL_HOP_SAMPLES  # 1280
     window_samples = (EMBEDDING_WINDOW_MEL_FRAMES - 1) * MEL_HOP_SAMPLES + MEL_FRAME_SAMPLES  # 12512
 
-    def __init__(self):
+    def __init__(self, remove_dc_offset: bool = False):
         super().__init__()
+        self.remove_dc_offset = remove_dc_offset
         files = frontend_files()
         _, inits, nodes = _load_graph(files[MEL_FILE]["path"])
         stft = next(attrs for node, attrs in nodes if node.op_type == "Conv")
@@ -178,6 +181,8 @@ class SpeechEmbedding(nn.Module):
         """Audio (B, n_samples) in [-1, 1] → (B, n_mel_frames, 32): melspectrogram.onnx, each frame clamped at
         its own max - 80 dB, then openWakeWord's x/10 + 2."""
         frames = (audio * INT16_SCALE).unfold(-1, MEL_FRAME_SAMPLES, MEL_HOP_SAMPLES)
+        if self.remove_dc_offset:  # as the log-mel frontend does: a cheap mic's DC would leak into the low bands
+            frames = frames - frames.mean(dim=-1, keepdim=True)
         spectrum = frames @ self.dft
         n_bins = self.mel_fbank.shape[0]
         power = spectrum[..., :n_bins].square() + spectrum[..., n_bins:].square()

@@ -82,7 +82,7 @@ def make_frontend(config: FeatureConfig) -> nn.Module:
         return LogMel(config)
     from .embedding import SpeechEmbedding
 
-    return SpeechEmbedding()
+    return SpeechEmbedding(remove_dc_offset=config.remove_dc_offset)
 
 
 class StreamingLogMel:

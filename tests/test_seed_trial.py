@@ -21,7 +21,7 @@ def _arm(means, rejection=0.97, score=0.79):
     return [{"mean": m, "rejection": rejection, "score": score} for m in means]
 
 
-def _run(run: Path, validation_score: float, model: Path = REPO / "drsn_asr" / "assets" / "default.pt",
+def _run(run: Path, validation_score: float, model: Path = REPO / "drsn_asr" / "assets" / "logmel.pt",
          examples_sha256: str | None = None, noise_files_sha256: str | None = None) -> str:
     """A training run's out_dir: `model` as its best.pt, recording `validation_score` (and `examples_sha256`
     and `noise_files_sha256`, the data it trained on) as training does."""
