@@ -105,6 +105,20 @@ class ResidualUnit(nn.Module):
         return self.branch_end(r) + self.shortcut(x)
 
 
+def residual_stages(config: ModelConfig, time_only: bool) -> nn.Sequential:
+    """The stages of residual units after the stem: 3x3 convolutions over (mel × time), or with `time_only`
+    1x3 convolutions whose strides apply to time alone (a frame vector has no frequency axis)."""
+    units: list[nn.Module] = []
+    channels = config.stem_channels
+    for out_channels, n_blocks, stride in zip(config.stage_channels, config.stage_blocks, config.stage_strides):
+        for i in range(n_blocks):
+            s = stride if i == 0 else 1
+            units.append(ResidualUnit(channels, out_channels, (1, s) if time_only else s, config.block,
+                                      config.reduction, kernel=(1, 3) if time_only else 3))
+            channels = out_channels
+    return nn.Sequential(*units)
+
+
 class KeywordNet(nn.Module):
     """Stem conv → stages of residual units → BN→ReLU→GAP→FC. Input log-mel (B, n_mels, n_frames)."""
 
@@ -116,13 +130,8 @@ class KeywordNet(nn.Module):
         in_channels = 1 + config.relative_input + config.floor_input
         self.input_bn = nn.BatchNorm2d(in_channels)  # log-mel values sit around -14..5: normalise before the stem
         self.stem = nn.Conv2d(in_channels, config.stem_channels, 3, stride=config.stem_stride, padding=1, bias=False)
-        units: list[nn.Module] = []
-        channels = config.stem_channels
-        for out_channels, n_blocks, stride in zip(config.stage_channels, config.stage_blocks, config.stage_strides):
-            for i in range(n_blocks):
-                units.append(ResidualUnit(channels, out_channels, stride if i == 0 else 1, config.block, config.reduction))
-                channels = out_channels
-        self.units = nn.Sequential(*units)
+        self.units = residual_stages(config, time_only=False)
+        channels = config.stage_channels[-1]
         self.head_bn = nn.BatchNorm2d(channels)
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(channels, n_classes)
@@ -154,14 +163,8 @@ class SequenceNet(nn.Module):
         self.n_classes = n_classes
         self.input_bn = nn.BatchNorm2d(features.n_mels)
         self.stem = nn.Conv2d(features.n_mels, config.stem_channels, 1, bias=False)
-        units: list[nn.Module] = []
-        channels = config.stem_channels
-        for out_channels, n_blocks, stride in zip(config.stage_channels, config.stage_blocks, config.stage_strides):
-            for i in range(n_blocks):
-                units.append(ResidualUnit(channels, out_channels, (1, stride if i == 0 else 1), config.block,
-                                          config.reduction, kernel=(1, 3)))
-                channels = out_channels
-        self.units = nn.Sequential(*units)
+        self.units = residual_stages(config, time_only=True)
+        channels = config.stage_channels[-1]
         self.head_bn = nn.BatchNorm2d(channels)
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(channels, n_classes)
