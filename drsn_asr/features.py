@@ -74,12 +74,68 @@ class LogMel(nn.Module):
         return float(torch.log(torch.tensor(self.config.log_floor)))
 
 
+class EmbeddingWithLogMel(nn.Module):
+    """The speech embedding fused with the log-mel bands it cannot hear: audio (..., n_samples) → (..., 136,
+    n_frames), one frame per 80 ms. Rows 0-95 are `embedding.SpeechEmbedding`'s frame i (samples [i*1280,
+    i*1280 + 12512)); rows 96-135 are 40 log-mel bands (25 ms windows, 10 ms hop, 20-7600 Hz) averaged over the
+    22 log-mel frames in the central 240 ms of that audio. The embedding's own mel stops near 3.8 kHz, where
+    "six", "seven", "yes" and "stop" carry their fricatives. Frame-local, so streaming stays exact."""
+
+    summary_samples = 3840  # 240 ms
+    summary_frames = 22  # log-mel frames (400 samples, hop 160) inside 3840 samples
+
+    def __init__(self, remove_dc_offset: bool = False):
+        super().__init__()
+        from .embedding import SpeechEmbedding
+
+        self.embedding = SpeechEmbedding(remove_dc_offset=remove_dc_offset)
+        self.logmel = LogMel(FeatureConfig(remove_dc_offset=remove_dc_offset))
+        self.hop_samples, self.window_samples = self.embedding.hop_samples, self.embedding.window_samples
+        self.offset_samples = (self.window_samples - self.summary_samples) // 2
+        self.logmel_step = self.hop_samples // self.logmel.config.hop_samples  # log-mel frames per embedding frame
+        with torch.no_grad():
+            silence = self(torch.zeros(self.window_samples))
+        self.register_buffer("_silence", silence, persistent=False)
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of complete frames in `n_samples` samples."""
+        return self.embedding.n_frames(n_samples)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        embedded = self.embedding(audio)
+        n_frames = embedded.shape[-1]
+        if n_frames == 0:
+            return torch.zeros(*embedded.shape[:-2], embedded.shape[-2] + self.logmel.config.n_mels, 0,
+                               device=embedded.device)
+        return torch.cat([embedded, self.summary(audio, n_frames)], dim=-2)
+
+    def summary(self, audio: torch.Tensor, n_frames: int | None = None) -> torch.Tensor:
+        """Only the log-mel rows: (..., 40, n_frames)."""
+        n_frames = self.n_frames(audio.shape[-1]) if n_frames is None else n_frames
+        start = self.offset_samples
+        end = start + (n_frames - 1) * self.hop_samples + self.summary_samples
+        bands = self.logmel(audio[..., start:end].to(self.logmel.fbank.device, torch.float32))
+        return bands.unfold(-1, self.summary_frames, self.logmel_step).mean(-1)
+
+    @torch.inference_mode()
+    def numpy(self, audio: np.ndarray) -> np.ndarray:
+        """`forward` for a numpy array (..., n_samples), on the module's device; returns float32 numpy."""
+        return self(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).cpu().numpy()
+
+    @property
+    def silence_value(self) -> torch.Tensor:
+        """The frame of all-zero audio, (136, 1)."""
+        return self._silence
+
+
 def make_frontend(config: FeatureConfig) -> nn.Module:
-    """The frontend a FeatureConfig names: `LogMel`, or the frozen pretrained `embedding.SpeechEmbedding` (which
-    needs the `embedding` extra). Both map audio (..., n_samples) → frames (..., n_mels, n_frames), frame i
-    covering samples [i*hop, i*hop + window), and have `numpy` and `silence_value`."""
+    """The frontend a FeatureConfig names: `LogMel`, the frozen pretrained `embedding.SpeechEmbedding` (which
+    needs the `embedding` extra) or `EmbeddingWithLogMel`. Each maps audio (..., n_samples) → frames (..., n_mels,
+    n_frames), frame i covering samples [i*hop, i*hop + window), and has `numpy` and `silence_value`."""
     if config.kind == "logmel":
         return LogMel(config)
+    if config.kind == "embedding_logmel":
+        return EmbeddingWithLogMel(remove_dc_offset=config.remove_dc_offset)
     from .embedding import SpeechEmbedding
 
     return SpeechEmbedding(remove_dc_offset=config.remove_dc_offset)

@@ -8,6 +8,7 @@ Runs on CPU or GPU; under `torchrun` it trains with DistributedDataParallel.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from . import augment, noise
 from .audio import SAMPLE_RATE, read_audio
 from .checkpoint import read_checkpoint, resolve_device, save_checkpoint, sha256
-from .config import LABEL_SILENCE, LABEL_UNKNOWN, FeatureConfig, ModelConfig, from_dict, load_yaml, to_dict
+from .config import LABEL_SILENCE, LABEL_UNKNOWN, SPEECH_EMBEDDING_FRAME, FeatureConfig, ModelConfig, from_dict, load_yaml, to_dict
 from .data import (
     Example,
     NoisyBatches,
@@ -43,7 +44,7 @@ from .data import (
     speech_commands_noise,
     stable_fraction,
 )
-from .features import make_frontend
+from .features import EmbeddingWithLogMel, make_frontend
 from .fileio import atomic_write
 from .model import KeywordNet, build_net, count_parameters
 
@@ -366,7 +367,7 @@ VIEW_KEYS = ("frontend_views", "seed", "snr_range_db", "p_clean", "gain_range_db
 
 
 @torch.no_grad()
-def frontend_views(frontend: nn.Module, mix: NoisyBatches, n: int, shift: int, cfg: OptimConfig, device: torch.device,
+def frontend_views(frontend: Callable[[torch.Tensor], torch.Tensor], mix: NoisyBatches, n: int, shift: int, cfg: OptimConfig, device: torch.device,
                    progress: bool) -> torch.Tensor:
     """Frames (views, n, n_mels, n_frames) float16 of `cfg.frontend_views` noisy renditions of every training
     example, each with its own noise, SNR, gain and time shift: for a frozen frontend too costly to run on every
@@ -386,6 +387,30 @@ def frontend_views(frontend: nn.Module, mix: NoisyBatches, n: int, shift: int, c
             parts.append(frontend(audio.to(device)).half().cpu())
         out.append(torch.cat(parts))
     return torch.stack(out)
+
+
+def _training_views(cfg: TrainConfig, base: Path, data: dict, frontend: nn.Module, mix: NoisyBatches, shift: int,
+                    device: torch.device, progress: bool) -> torch.Tensor:
+    """`frontend_views` of the training split, kept on disk beside the examples' cache so that a second head on
+    the same data and seed (the ablation) reuses them. The fused frontend (embedding + log-mel) reuses the plain
+    embedding's views, since the renditions depend only on the seed and noise settings, and replays the same
+    renditions for its cheap log-mel rows."""
+    n = len(data["train"]["labels"])
+    if isinstance(frontend, EmbeddingWithLogMel):
+        embedding_cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, kind="speech_embedding",
+                                                                             **SPEECH_EMBEDDING_FRAME))
+        embedded = _training_views(embedding_cfg, base, data, frontend.embedding, mix, shift, device, progress)
+        summary = frontend_views(frontend.summary, mix, n, shift, cfg.optim, device, progress)
+        return torch.cat([embedded, summary], dim=2)
+    views_cache = _resolve(cfg.data.cache_dir, base) / f"{data['cache_key']}_{cfg.features.kind}_views.pt"
+    keyed = [to_dict(cfg.features), *(to_dict(cfg.optim)[k] for k in VIEW_KEYS)]  # what draws the renditions
+    cached = torch.load(views_cache, weights_only=True) if views_cache.is_file() else None
+    if cached is not None and cached["key"] == json.dumps(keyed):
+        return cached["views"]
+    views = frontend_views(frontend, mix, n, shift, cfg.optim, device, progress)
+    with atomic_write(views_cache) as tmp:
+        torch.save({"key": json.dumps(keyed), "views": views}, tmp)
+    return views
 
 
 class FrozenFrames:
@@ -544,16 +569,7 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
     shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
     views = None
     if cfg.optim.frontend_views:
-        # on disk beside the examples' cache: a second head on the same data and seed (the ablation) reuses them
-        views_cache = _resolve(cfg.data.cache_dir, base) / f"{data['cache_key']}_{cfg.features.kind}_views.pt"
-        keyed = [to_dict(cfg.features), *(to_dict(cfg.optim)[k] for k in VIEW_KEYS)]  # what draws the renditions
-        cached = torch.load(views_cache, weights_only=True) if views_cache.is_file() else None
-        if cached is not None and cached["key"] == json.dumps(keyed):
-            views = cached["views"]
-        else:
-            views = frontend_views(frontend, train_mix, len(tr["labels"]), shift, cfg.optim, dev, progress and rank == 0)
-            with atomic_write(views_cache) as tmp:
-                torch.save({"key": json.dumps(keyed), "views": views}, tmp)
+        views = _training_views(cfg, base, data, frontend, train_mix, shift, dev, progress and rank == 0)
     val_frontend: nn.Module = frontend
     if views is not None:  # the same validation noise every epoch (a fixed generator): its frames once, too
         val_mix, val_frontend = FrozenFrames(frontend, val_mix, len(va["labels"]), dev), nn.Identity()
