@@ -367,8 +367,8 @@ VIEW_KEYS = ("frontend_views", "seed", "snr_range_db", "p_clean", "gain_range_db
 
 
 @torch.no_grad()
-def frontend_views(frontend: Callable[[torch.Tensor], torch.Tensor], mix: NoisyBatches, n: int, shift: int, cfg: OptimConfig, device: torch.device,
-                   progress: bool) -> torch.Tensor:
+def frontend_views(frontend: Callable[[torch.Tensor], torch.Tensor], mix: NoisyBatches, n: int, shift: int,
+                   cfg: OptimConfig, device: torch.device, progress: bool) -> torch.Tensor:
     """Frames (views, n, n_mels, n_frames) float16 of `cfg.frontend_views` noisy renditions of every training
     example, each with its own noise, SNR, gain and time shift: for a frozen frontend too costly to run on every
     batch (the speech embedding), training draws one rendition per example and step instead of mixing anew.

@@ -10,8 +10,9 @@ import torch
 
 from drsn_asr.audio import write_audio
 from drsn_asr.checkpoint import load_model, read_checkpoint
-from drsn_asr.train import (DataConfig, OptimConfig, WeightAverage, load_train_config, noise_files_sha256, spec_augment,
-                            train)
+from drsn_asr.features import make_frontend
+from drsn_asr.train import (DataConfig, NoisyBatches, OptimConfig, WeightAverage, frontend_views, load_train_config,
+                            noise_files_sha256, prepare_data, spec_augment, train)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -348,7 +349,7 @@ def test_a_seed_repeats_bit_for_bit_and_another_seed_does_not(tmp_path):
     assert runs["a"][0] != runs["c"][0]
 
 
-def test_an_embedding_head_trains_on_cached_frontend_views_and_a_second_head_reuses_them(tmp_path):
+def test_an_embedding_head_trains_on_cached_frontend_views_and_a_second_head_and_the_fused_frontend_reuse_them(tmp_path):
     import importlib.metadata
 
     try:
@@ -375,3 +376,21 @@ def test_an_embedding_head_trains_on_cached_frontend_views_and_a_second_head_reu
     resnet = {**overrides, "model": {**overrides["model"], "block": "resnet"}, "out_dir": str(tmp_path / "resnet")}
     train(load_train_config(recipe, resnet), progress=False)
     assert views[0].stat().st_mtime_ns == stamp  # the same data and seed: its renditions were reused, not redone
+    fused = {**overrides, "features": {**overrides["features"], "kind": "embedding_logmel", "n_mels": 136},
+             "out_dir": str(tmp_path / "fused")}
+    fused_best = train(load_train_config(recipe, fused), progress=False)
+    assert views[0].stat().st_mtime_ns == stamp  # the fused frontend reuses the embedding's renditions too
+    assert not list((tmp_path / "cache").glob("*_embedding_logmel_views.pt"))
+    fused_model = load_model(fused_best, device="cpu")
+    assert fused_model.features.kind == "embedding_logmel"
+    # its frames are the embedding's views plus the log-mel rows of the very same renditions, replayed
+    frontend = make_frontend(fused_model.features)
+    cfg = load_train_config(recipe, fused)
+    data = prepare_data(cfg, Path("."), progress=False)
+    tr = data["train"]
+    mix = NoisyBatches(tr["speech"], tr["rms"], data["noise"], cfg.optim.snr_range_db, cfg.optim.p_clean,
+                       gain_range_db=cfg.optim.gain_range_db, p_second_noise=cfg.optim.p_second_noise,
+                       second_noise_db=cfg.optim.second_noise_db)
+    shift = round(cfg.optim.time_shift_ms * 16000 / 1000)
+    replayed = frontend_views(frontend, mix, len(tr["labels"]), shift, cfg.optim, torch.device("cpu"), False)
+    assert torch.allclose(replayed[:, :, :96].float(), cached.float(), atol=2e-3)
