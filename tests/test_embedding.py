@@ -119,6 +119,22 @@ def test_frames_depend_only_on_their_own_samples(frontend, real_audio):
     assert prefix.shape[-1] == 6 and torch.allclose(prefix, whole[:, :6], rtol=0, atol=atol)
 
 
+def test_fused_frames_are_the_embedding_and_the_mean_log_mel_of_their_central_240_ms(frontend, real_audio):
+    from drsn_asr.config import FeatureConfig
+    from drsn_asr.features import EmbeddingWithLogMel, LogMel
+
+    fused = EmbeddingWithLogMel()
+    audio = torch.from_numpy(real_audio[0][:40000])
+    frames = fused(audio)
+    assert frames.shape == (136, frontend.n_frames(len(audio)))
+    assert torch.equal(frames[:96], frontend(audio))
+    i = 5
+    centre = audio[i * 1280 + 4336 : i * 1280 + 4336 + 3840]  # (12512 - 3840) / 2 into frame i's audio
+    assert torch.allclose(frames[96:, i], LogMel(FeatureConfig())(centre).mean(-1), atol=1e-5)
+    assert torch.allclose(fused(audio[i * 1280 : i * 1280 + 12512])[:, 0], frames[:, i], atol=1e-5)  # frame-local
+    assert torch.allclose(fused.silence_value[:, 0], fused(torch.zeros(12512))[:, 0])
+
+
 def test_silence_value_is_the_embedding_of_zeros(frontend):
     assert frontend.silence_value.shape == (96, 1) and frontend.silence_value.dtype == torch.float32
     zeros = frontend(torch.zeros(2, 3 * frontend.hop_samples + frontend.window_samples))
@@ -200,14 +216,14 @@ def test_runs_on_gpu_and_matches_cpu(frontend, real_audio):
     assert torch.allclose(gpu.silence_value.cpu(), frontend.silence_value, atol=1e-3)
 
 
-def _embedding_model(tmp_path):
+def _embedding_model(tmp_path, kind="speech_embedding"):
     """A small untrained embedding model written as a checkpoint and loaded back, as a user would get one."""
     from drsn_asr.checkpoint import load_model, save_checkpoint
     from drsn_asr.config import FeatureConfig, ModelConfig
     from drsn_asr.model import build_net
 
     torch.manual_seed(0)
-    features = FeatureConfig(kind="speech_embedding", n_mels=96, window_ms=782.0, hop_ms=80.0)
+    features = FeatureConfig(kind=kind, n_mels=96 if kind == "speech_embedding" else 136, window_ms=782.0, hop_ms=80.0)
     config = ModelConfig(stem_channels=8, stage_channels=(8,), stage_blocks=(1,), stage_strides=(1,), window_s=1.2)
     net = build_net(config, features, 4).eval()
     path = tmp_path / "embedding.pt"
@@ -230,11 +246,12 @@ def test_a_checkpoint_records_the_frontend_files_by_hash_and_holds_none_of_their
         build_model(state, "tampered")
 
 
-def test_streaming_equals_offline_for_any_chunking_with_the_embedding_frontend(tmp_path, real_audio):
+@pytest.mark.parametrize("kind", ["speech_embedding", "embedding_logmel"])
+def test_streaming_equals_offline_for_any_chunking_with_the_embedding_frontend(tmp_path, real_audio, kind):
     import drsn_asr
     from drsn_asr.stream import Recognizer
 
-    model, _ = _embedding_model(tmp_path)
+    model, _ = _embedding_model(tmp_path, kind)
     speech, digits = real_audio
     audio = np.concatenate([speech[:40000], np.zeros(8000, np.float32), digits[:30000]])
     reference = drsn_asr.transcribe(audio, model=model, threshold=0.3)
