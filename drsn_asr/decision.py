@@ -72,7 +72,19 @@ class DecisionRule:
         self.pending_label = np.zeros(0, np.int64)  # -1: no detection pending
         self.pending_peak = np.zeros(0, np.float32)
         self.pending_since_s = np.zeros(0)
+        self.slot_thresholds: np.ndarray | None = None  # (capacity, n_labels) once any stream has its own
         self.grow(capacity)
+
+    def set_thresholds(self, slots: np.ndarray, thresholds: dict[int, float] | None) -> None:
+        """Give `slots` their own thresholds, {label index: threshold} over the rule's (None: the rule's own)."""
+        if self.slot_thresholds is None:
+            if not thresholds:
+                return
+            self.slot_thresholds = np.tile(self.thresholds, (len(self.scores), 1))
+        row = self.thresholds.copy()
+        for label, value in (thresholds or {}).items():
+            row[label] = value
+        self.slot_thresholds[slots] = row
 
     def grow(self, capacity: int) -> None:
         """Make room for `capacity` streams; the new rows start reset."""
@@ -83,6 +95,9 @@ class DecisionRule:
                      "pending_peak", "pending_since_s"):
             a = getattr(self, name)
             setattr(self, name, np.concatenate([a, np.zeros((capacity - old, *a.shape[1:]), a.dtype)]))
+        if self.slot_thresholds is not None:
+            self.slot_thresholds = np.concatenate([self.slot_thresholds,
+                                                   np.tile(self.thresholds, (capacity - old, 1))])
         self.reset(np.arange(old, capacity))
 
     def reset(self, slots: np.ndarray) -> None:
@@ -106,7 +121,8 @@ class DecisionRule:
             total += self.recent[slots, (count + i) % self.smooth_n]
         smoothed = total / np.minimum(count, self.smooth_n).astype(np.float32)[:, None]
         self.scores[slots] = smoothed
-        self.armed[slots] |= smoothed < self.half_thresholds
+        own = None if self.slot_thresholds is None else self.slot_thresholds[slots]  # (rows, labels)
+        self.armed[slots] |= smoothed < (self.half_thresholds if own is None else own / 2)
         waiting = self.pending_label[slots] >= 0
         emitted = (self._none, self._none, self._no_scores)
 
@@ -127,13 +143,14 @@ class DecisionRule:
                 return emitted
 
         # otherwise a keyword that leads, reaches its threshold, is armed and is past the refractory time starts one
-        if not (smoothed >= self._keyword_thresholds).any():  # no keyword at its threshold, so not the leading one
+        keyword_thresholds = self._keyword_thresholds if own is None else np.where(self.keyword, own, np.inf)
+        if not (smoothed >= keyword_thresholds).any():  # no keyword at its threshold, so not the leading one
             return emitted
         rows = (~waiting).nonzero()[0]
         score = smoothed[rows]
         best = np.where(self.keyword, score, 0).argmax(axis=1)
         top = score[np.arange(len(rows)), best]
-        crossing = top >= self.thresholds[best]
+        crossing = top >= (self.thresholds[best] if own is None else own[rows, best])
         if not crossing.any():
             return emitted
         s = slots[rows]

@@ -21,6 +21,7 @@ faster at batch 16, but scores move by ~1e-3).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
@@ -212,7 +213,7 @@ def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
-_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Callable]]] = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, int], tuple[tuple, Callable]]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -235,13 +236,45 @@ def _signature(net: nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype) for t in (*net.parameters(), *net.buffers()))
 
 
-def inference_forward(net: nn.Module, backend: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
+DEFAULT_THREADS = 1
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int | None):
+    """Run the block's torch operations on `n` intra-op threads, then restore the caller's setting; None leaves
+    it as it is. torch keeps this setting per OS thread (OpenMP's and MKL's thread-local counts), so other
+    threads of the process are not affected, and setting and restoring costs about a microsecond.
+
+    Why the library picks its own: a stream's hop is a few small tensors, where extra intra-op threads spin and
+    wait for each other instead of working (6-18x slower per hop on a loaded 2-core host; docs/performance.md).
+    """
+    saved = torch.get_num_threads()
+    if n is None or n == saved:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """`threads` as given, or a ValueError that says what is allowed."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int (intra-op threads for inference) or None (torch's own "
+                         f"setting), got {threads!r}")
+    return threads
+
+
+def inference_forward(net: nn.Module, backend: str = "auto", threads: int | None = None
+                      ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The fastest exact-up-to-rounding forward of `net` for inference, from its weights as they are now.
 
     A plain KeywordNet in eval mode gets an OnnxNet on the CPU when `backend` is "onnxruntime", or "auto" and
-    onnxruntime is installed; a FoldedNet otherwise ("torch", or on a GPU). The ONNX Runtime session uses as
-    many threads as torch does when it is made. Cached per network and backend (rebuilt when the weights or
-    torch's thread count change); anything else is returned as it is. Thread-safe.
+    onnxruntime is installed; a FoldedNet otherwise ("torch", or on a GPU). The ONNX Runtime session uses
+    `threads` intra-op threads (None: as many as torch uses when it is made). Cached per network, backend and
+    thread count (rebuilt when the weights change); anything else is returned as it is. Thread-safe.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -257,8 +290,9 @@ def inference_forward(net: nn.Module, backend: str = "auto") -> Callable[[torch.
     if type(net) is not KeywordNet or net.training:
         return net
     use_onnx = on_cpu and (backend == "onnxruntime" or (backend == "auto" and onnxruntime_available()))
-    kind, threads = ("onnxruntime" if use_onnx else "torch"), torch.get_num_threads()
-    signature = (*_signature(net), threads if use_onnx else 0)
+    threads = threads or torch.get_num_threads()
+    kind = ("onnxruntime", threads) if use_onnx else ("torch", 0)  # a session per thread count
+    signature = _signature(net)
     with _lock:
         built = _cache.setdefault(net, {})
         cached = built.get(kind)

@@ -28,6 +28,7 @@ import torch
 
 from .audio import StreamResampler
 from .checkpoint import LoadedModel, load_model
+from .inference import DEFAULT_THREADS
 from .stream import MAX_BATCH_WINDOWS, Detection, StreamBank, check_chunk, detector_config
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class MultiStreamRecognizer:
         autocast: None (float32: exactly the Recognizer's decisions) or "float16"/"bfloat16" to run the
             forward pass in that precision (faster on GPUs; scores then differ by ~1e-3; runs on torch).
         backend: "auto", "torch" or "onnxruntime", as for `stream.Recognizer`.
+        threads: intra-op threads of its inference, default 1, set only around its own work (None: torch's
+            setting as you left it); as for `stream.Recognizer`.
         **detector_options: fields of DetectorConfig (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms).
 
     Not thread-safe: call it from one thread (a server's inference thread) and hand results back.
@@ -61,6 +64,7 @@ class MultiStreamRecognizer:
         max_batch_windows: int | None = None,
         autocast: str | None = None,
         backend: str = "auto",
+        threads: int | None = DEFAULT_THREADS,
         **detector_options: Any,
     ):
         self.model = load_model(model, device=device)
@@ -77,7 +81,7 @@ class MultiStreamRecognizer:
         if not isinstance(max_batch_windows, int) or max_batch_windows < 1:
             raise ValueError(f"max_batch_windows must be a positive int, got {max_batch_windows!r}")
         self._bank = StreamBank(self.model, self.config, capacity=0, max_batch_windows=max_batch_windows,
-                                autocast_dtype=AUTOCAST_DTYPES.get(autocast), backend=backend)
+                                autocast_dtype=AUTOCAST_DTYPES.get(autocast), backend=backend, threads=threads)
         self._slots: dict[Hashable, int] = {}  # stream → slot, in the order streams were added
         self._keys: list[Hashable | None] = []  # slot → stream (None: free)
         self._free: list[int] = []
@@ -86,8 +90,12 @@ class MultiStreamRecognizer:
         self._all: tuple[list[Hashable], np.ndarray] | None = None  # cached (streams, slots) for feed_many
 
     # -- streams ---------------------------------------------------------------------------------------------
-    def add_stream(self, stream: Hashable | None = None, sample_rate: int = 16000) -> Hashable:
-        """Start a stream (a new id when `stream` is None) of audio at `sample_rate`; return its id."""
+    def add_stream(self, stream: Hashable | None = None, sample_rate: int = 16000,
+                   thresholds: Mapping[str, float] | None = None) -> Hashable:
+        """Start a stream (a new id when `stream` is None) of audio at `sample_rate`; return its id.
+
+        `thresholds` ({label: threshold}) override the recognizer's for this stream alone, e.g. a threshold
+        above 1 for the commands a client did not ask for (they then never fire)."""
         if stream is None:
             while self._next_id in self._slots:
                 self._next_id += 1
@@ -98,12 +106,17 @@ class MultiStreamRecognizer:
             raise ValueError(f"sample_rate must be a positive int in Hz, got {sample_rate!r}")
         rate = self.model.features.sample_rate
         resampler = StreamResampler(sample_rate, rate) if sample_rate != rate else None  # checks the rate first
+        unknown = set(thresholds or {}) - set(self.labels)
+        if unknown:
+            raise ValueError(f"thresholds for unknown labels {sorted(unknown)}; the model's labels are {self.labels}")
+        own = {self.labels.index(k): float(v) for k, v in (thresholds or {}).items()}
         if not self._free:
             old = self._bank.capacity
             self._bank.grow(max(1, 2 * old))
             self._keys += [None] * (self._bank.capacity - old)
             self._free = list(range(self._bank.capacity - 1, old - 1, -1))
         slot = self._free.pop()  # free slots are reset: new ones by grow(), freed ones by remove_stream()
+        self._bank.rule.set_thresholds(np.array([slot]), own)
         self._slots[stream] = slot
         self._keys[slot] = stream
         if resampler is not None:

@@ -36,7 +36,7 @@ from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, from_dict
 from .decision import DecisionRule, default_hop_ms, hop_frames
 from .features import make_frontend
-from .inference import inference_forward
+from .inference import DEFAULT_THREADS, check_threads, inference_forward, intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,9 @@ class StreamBank:
 
     def __init__(self, model: LoadedModel, config: DetectorConfig, capacity: int = 1,
                  max_batch_windows: int = MAX_BATCH_WINDOWS, autocast_dtype: torch.dtype | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", threads: int | None = DEFAULT_THREADS):
         self.model = model
+        self.threads = check_threads(threads)
         if autocast_dtype is not None and backend == "onnxruntime":
             raise ValueError("autocast runs on the torch backend: use backend='torch' (or 'auto') with it")
         self.backend = "torch" if autocast_dtype is not None else backend  # autocast is torch's
@@ -122,7 +123,7 @@ class StreamBank:
 
     def refresh_model(self) -> None:
         """Take the model's weights as they are now (they are folded for inference once, not per hop)."""
-        self.forward = inference_forward(self.model.net, self.backend)
+        self.forward = inference_forward(self.model.net, self.backend, self.threads)
         self._probs = getattr(self.forward, "probs", None)  # a backend that gives posteriors as numpy directly
 
     def grow(self, capacity: int) -> None:
@@ -152,6 +153,13 @@ class StreamBank:
         self.n_samples[slots] = 0
         self.rule.reset(slots)
 
+    def samples_until_due(self, slot: int) -> int:
+        """How many more samples the slot needs before its next window is classified (at least 1): until then a
+        feed only buffers, so a caller may hold samples back and feed them together at no change in decisions."""
+        counted = int(self.n_frames[slot])
+        first = (-counted - 1) % self.hop_frames  # the new frame that ends the next window
+        return first * self.hop_samples + self.window_samples - int(self.pending_len[slot])
+
     def time_s(self, slot: int) -> float:
         """Stream time covered by the slot's frames so far."""
         c, n = self.features, int(self.n_frames[slot])
@@ -168,7 +176,8 @@ class StreamBank:
         slots = np.asarray(slots, np.int64)
         n_samples = audio.shape[1]
         step = self.step_samples(len(slots))
-        with torch.inference_mode():  # state tensors are inference tensors: no autograd bookkeeping per op
+        # state tensors are inference tensors: no autograd bookkeeping per op
+        with torch.inference_mode(), intra_op_threads(self.threads):
             if lengths is None and n_samples <= step:  # the common live case: one step, every row full
                 self.n_samples[slots] += n_samples
                 return self._step(slots, audio, np.full(len(slots), n_samples, np.int64)) if n_samples else []
@@ -386,8 +395,13 @@ class Recognizer:
         device: "cpu", "cuda" or None (CUDA when available).
         backend: how the network runs: "auto" (ONNX Runtime on the CPU when it is installed, torch otherwise),
             "torch", or "onnxruntime". Both give the same posteriors up to float rounding (~1e-6).
+        threads: intra-op threads of its inference (torch and ONNX Runtime), default 1: a hop is too small for
+            more to pay, and more cost 6-18x on a busy host. Set only around the Recognizer's own work, never
+            for the rest of your program; None uses torch's setting as you left it.
         **detector_options: fields of DetectorConfig (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms).
 
+    `feed` only buffers until the next window is due (one per `hop_ms`), so its cost per second of audio is the
+    same for 10 ms chunks as for 100 ms ones, and the decisions are those of any other chunking.
     Not thread-safe: use one Recognizer per stream (they may share one LoadedModel). The model's weights are
     read when the Recognizer is made and at each `reset()`. For many concurrent streams in one process,
     `multistream.MultiStreamRecognizer` batches them into shared forward passes.
@@ -400,6 +414,7 @@ class Recognizer:
         sample_rate: int = 16000,
         device: str | torch.device | None = None,
         backend: str = "auto",
+        threads: int | None = DEFAULT_THREADS,
         **detector_options: Any,
     ):
         self.model = load_model(model, device=device)
@@ -414,7 +429,7 @@ class Recognizer:
         if unknown:
             raise ValueError(f"thresholds for unknown labels {sorted(unknown)}; the model's labels are {self.labels}")
         self._resampler = StreamResampler(sample_rate, features.sample_rate) if sample_rate != features.sample_rate else None
-        self._bank = StreamBank(self.model, self.config, capacity=1, backend=backend)
+        self._bank = StreamBank(self.model, self.config, capacity=1, backend=backend, threads=threads)
         self._slot = np.zeros(1, np.int64)
         self.reset()
 
@@ -424,6 +439,9 @@ class Recognizer:
             self._resampler.reset()
         self._bank.reset(self._slot)
         self._bank.refresh_model()
+        self._held: list[np.ndarray] = []  # samples not yet given to the bank: no window is due before they are
+        self._n_held = 0
+        self._due_in = self._bank.samples_until_due(0)
 
     @property
     def scores(self) -> dict[str, float]:
@@ -450,12 +468,27 @@ class Recognizer:
     def flush(self) -> list[Detection]:
         """End of stream: push half a window of silence through so the last word is classified; emit it."""
         head = self._resampler.flush() if self._resampler is not None else np.zeros(0, np.float32)
-        return self._emit_all([d for _, d in self._bank.flush(self._slot, [head])])
+        head = np.concatenate([*self._take_held(), head])
+        found = self._bank.flush(self._slot, [head])
+        self._due_in = self._bank.samples_until_due(0)
+        return self._emit_all([d for _, d in found])
 
     def _consume(self, samples: np.ndarray) -> list[Detection]:
         if samples.size == 0:
             return []
-        return self._emit_all([d for _, d in self._bank.feed(self._slot, torch.from_numpy(samples)[None])])
+        self._held.append(samples.copy())  # the caller may reuse its buffer once feed returns
+        self._n_held += len(samples)
+        if self._n_held < self._due_in:
+            return []
+        held = self._take_held()
+        block = held[0] if len(held) == 1 else np.concatenate(held)
+        found = self._bank.feed(self._slot, torch.from_numpy(block)[None])
+        self._due_in = self._bank.samples_until_due(0)
+        return self._emit_all([d for _, d in found])
+
+    def _take_held(self) -> list[np.ndarray]:
+        held, self._held, self._n_held = self._held, [], 0
+        return held
 
     def _emit_all(self, detections: list[Detection]) -> list[Detection]:
         for detection in detections:

@@ -245,3 +245,21 @@ def test_autocast_path_runs_on_cpu():
     multi.add_stream("s")
     found = multi.feed({"s": x}).get("s", []) + multi.flush().get("s", [])
     assert [d.label for d in found] == [d.label for d in _alone(_model(), x)]
+
+
+def test_a_stream_with_its_own_thresholds_decides_as_a_recognizer_with_them():
+    model = _model()
+    signals = {"all": _bursts([0.5, 2.0, 3.5], seed=1), "no_only": _bursts([0.5, 2.0, 3.5], seed=1),
+               "strict": _bursts([1.0, 4.0], seed=2)}
+    own = {"no_only": {"yes": 2.0}, "strict": {"yes": 0.99, "no": 0.99}}
+    multi = MultiStreamRecognizer(model, threshold=0.5)
+    for k in signals:
+        multi.add_stream(k, thresholds=own.get(k))
+    got = _interleaved(multi, signals, seed=3)
+    for k, x in signals.items():
+        expected = _alone(model, x, threshold=0.5, thresholds=own.get(k, {}))
+        assert [(d.label, d.end_s) for d in got[k]] == [(d.label, d.end_s) for d in expected], k
+    assert {d.label for d in got["all"]} == {"yes", "no"}
+    assert {d.label for d in got["no_only"]} == {"no"}  # "yes" above 1 never fires on this stream alone
+    with pytest.raises(ValueError, match="unknown labels"):
+        multi.add_stream("bad", thresholds={"maybe": 0.5})

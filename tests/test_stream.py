@@ -224,3 +224,52 @@ def test_a_model_without_its_own_hop_gets_a_whole_number_of_its_frames():
     model = _loud_model()
     assert detector_config(model).hop_ms == 50.0
     assert detector_config(model, hop_ms=100.0).hop_ms == 100.0
+
+
+class ThreadsSeen(LoudIsYes):
+    """LoudIsYes that records torch's intra-op thread count each time it classifies."""
+
+    seen: list[int] = []
+
+    def forward(self, logmel):
+        ThreadsSeen.seen.append(torch.get_num_threads())
+        return super().forward(logmel)
+
+
+def test_inference_runs_on_the_recognizers_own_threads_and_the_callers_setting_is_left_alone():
+    net = ThreadsSeen(ModelConfig(), FeatureConfig(), 4).eval()
+    model = drsn_asr.checkpoint.LoadedModel(net, LABELS, FeatureConfig(), {}, "test")
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for threads, expected in ((1, 1), (3, 3), (None, 2)):
+            ThreadsSeen.seen = []
+            rec = Recognizer(model, threads=threads)
+            _feed_in_chunks(rec, _bursts([1.0], total_s=3.0), [320])
+            assert ThreadsSeen.seen and set(ThreadsSeen.seen) == {expected}
+            assert torch.get_num_threads() == 2  # the caller's setting, untouched
+    finally:
+        torch.set_num_threads(saved)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be a positive int"):
+            Recognizer(model, threads=bad)
+
+
+def test_feed_buffers_until_a_window_is_due_and_decides_as_if_fed_at_once():
+    model = _loud_model()
+    rec = Recognizer(model, hop_ms=100.0)
+    x = _bursts([1.0, 3.0, 5.0], total_s=7.0)
+    due = rec._bank.samples_until_due(0)
+    assert due == 400 + 9 * 160  # the first window ends with frame 9 (frames of 400 samples, 160 apart)
+    rec.feed(x[: due - 1])
+    assert rec.n_classifications == 0 and rec.time_s == 0.0  # only held: nothing computed yet
+    rec.feed(x[due - 1 : due])
+    assert rec.n_classifications == 1 and rec.time_s == pytest.approx(due / 16000)
+    assert rec._bank.samples_until_due(0) == 1600  # then one per hop
+    whole = Recognizer(model, hop_ms=100.0)
+    expected = whole.feed(x) + whole.flush()
+    for sizes in ([160], [320, 512, 1600], [7]):
+        got = _feed_in_chunks(Recognizer(model, hop_ms=100.0), x, sizes)
+        assert [(d.label, d.start_s, d.end_s, d.score) for d in got] == \
+            [(d.label, d.start_s, d.end_s, d.score) for d in expected]
+    assert len(expected) == 3
