@@ -390,7 +390,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 1
     options = {"threshold": args.threshold} if args.threshold is not None else {}
     try:
-        server = KeywordServer(args.model, device=args.device, **options)
+        server = KeywordServer(args.model, device=args.device, max_streams=args.max_streams,
+                               threads=args.threads or None, **options)
     except (ValueError, FileNotFoundError) as e:
         print(f"drsn-asr: {e}", file=sys.stderr)
         return 1
@@ -401,7 +402,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if server.address:
             host, port = server.address
             where = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-        print(f"serving {server.name} ({len(server.keywords)} commands) on {where}; Ctrl-C to stop", file=sys.stderr)
+        print(f"serving {server.name} ({len(server.keywords)} commands) on {where}; up to {server.max_streams} "
+              "streams at once; Ctrl-C to stop", file=sys.stderr)
         stop = asyncio.Event()
         with contextlib.suppress(NotImplementedError):  # SIGTERM (docker stop, systemd) ends it cleanly too
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -553,6 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--max-streams", type=int, default=None,
+                   help="concurrent audio streams served; more are refused with an 'overloaded' error event "
+                        "(default: what a 2-core host serves in real time for the model: 300 log-mel, 40 embedding; "
+                        "measure yours with drsn-asr bench)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads of the inference thread (default 1; 0 = torch's default)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("export", help="export a model to ONNX or TorchScript",

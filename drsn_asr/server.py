@@ -2,9 +2,14 @@
 
     drsn-asr serve --uri tcp://127.0.0.1:10400
 
-One model is loaded once and shared; every connection gets its own Recognizer per audio stream, and each
-stream's inference runs in a worker thread so that a slow client never stalls the event loop. Framing and
-event types come from the `wyoming` package; this module only adds limits and the recognizer.
+One model is loaded once; every connection's audio stream is one row of a single `MultiStreamRecognizer`,
+advanced by one inference thread (`StreamEngine`): what all connections sent since its last pass goes through
+one batched step, so the windows of hundreds of streams share each forward pass, and the event loop only
+parses and answers. Each stream's decisions are exactly those of a `Recognizer` fed its audio alone.
+
+Overload is refused, not absorbed: a stream beyond `max_streams`, or one that starts while inference is more
+than LAG_LIMIT_S behind its input, gets an `error` event (code "overloaded") and the connection is closed, and
+the log says why; streams already running go on. Framing and event types come from the `wyoming` package.
 
 Flows (event types as the protocol names them):
     describe                                       → info (wake words = the model's commands; ASR program)
@@ -30,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import ipaddress
+import itertools
 import json
 import logging
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -52,7 +59,9 @@ from wyoming.wake import Detect, Detection, NotDetected
 from .audio import to_float32
 from .checkpoint import LoadedModel, load_model
 from .config import LABEL_SILENCE, LABEL_UNKNOWN
-from .stream import Recognizer, detector_config
+from .inference import DEFAULT_THREADS
+from .multistream import MultiStreamRecognizer
+from .stream import Recognizer, check_chunk
 
 DEFAULT_URI = "tcp://127.0.0.1:10400"
 PROGRAM = "drsn-asr"
@@ -64,8 +73,12 @@ SAMPLE_WIDTHS = (1, 2, 3, 4)
 MAX_CHANNELS = 32
 RATE_RANGE_HZ = (1000, 384000)
 NEVER = 2.0  # a threshold no probability reaches: keywords a `detect` did not ask for
-DEFAULT_WORKERS = 4
 LINGER_S = 1.0  # after an error, how long to wait for the client to stop sending before closing
+LAG_LIMIT_S = 0.5  # inference this far behind its input refuses new streams
+LAG_WARNING_EVERY_S = 10.0
+# Concurrent real-time streams one inference thread serves with p99 end-of-audio → transcript under 0.5 s on the
+# 2-core host of docs/performance.md (`drsn-asr bench` measures it), by frontend; `--max-streams` overrides it.
+DEFAULT_MAX_STREAMS = {"logmel": 300, "speech_embedding": 40, "embedding_logmel": 40}
 
 log = logging.getLogger(__name__)
 
@@ -149,26 +162,170 @@ class _CheckedReader:
         return await self.reader.readexactly(n)
 
 
+class Overloaded(ProtocolError):
+    """More than the server can serve in real time: answered with an `error` event, logged, and closed."""
+
+    def __init__(self, text: str):
+        super().__init__(text, "overloaded")
+
+
+class StreamEngine:
+    """Every connection's stream as one row of one MultiStreamRecognizer, advanced by one inference thread.
+
+    Connections `submit` operations ("start", "audio", "stop", "drop") and await their results; the thread takes
+    everything submitted since its last pass as one batch: the starts, then one `feed` of all the audio (one
+    forward pass for every due window of every stream), then the stops (one `flush`). A connection awaits each
+    of its operations before sending the next, so its own order holds. `lag_s` is how long the oldest operation
+    of the latest batch waited for the thread; `backlog_s()` how long the oldest unanswered one has waited so far:
+    above LAG_LIMIT_S the server refuses new streams.
+    """
+
+    def __init__(self, model: LoadedModel, threads: int | None, **detector_options: Any):
+        self.recognizer = MultiStreamRecognizer(model, threads=threads, **detector_options)
+        self.lag_s = 0.0
+        self.n_batches = 0
+        self._ops: list[tuple[str, int, Any, asyncio.Future, float]] = []
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._running_since: float | None = None  # submit time of the oldest operation of the batch being run
+        self._ids = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="drsn-asr-inference", daemon=True)
+        self._thread.start()
+
+    def backlog_s(self) -> float:
+        """How far behind its input the thread is now: the age of the oldest operation not yet answered (in the
+        batch being run, or still queued); 0 when idle."""
+        with self._wake:
+            oldest = self._running_since if self._running_since is not None else (self._ops[0][4] if self._ops else None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
+    def new_stream_id(self) -> int:
+        return next(self._ids)
+
+    def submit(self, kind: str, stream: int, payload: Any = None) -> asyncio.Future:
+        """Queue an operation; the future resolves, on the calling event loop, to its detections (or None)."""
+        future = asyncio.get_running_loop().create_future()
+        with self._wake:
+            if self._stopping:
+                raise ConnectionError("the server is stopping")
+            self._ops.append((kind, stream, payload, future, time.monotonic()))
+            self._wake.notify()
+        return future
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._ops and not self._stopping:
+                    self._wake.wait()
+                batch, self._ops = self._ops, []
+                if self._stopping:
+                    for op in batch:
+                        _settle(op[3], ConnectionError("the server is stopping"))
+                    return
+                self._running_since = min(op[4] for op in batch)
+            self.lag_s = time.monotonic() - self._running_since
+            self.n_batches += 1
+            results = self._apply(batch)
+            with self._wake:
+                self._running_since = None
+            for (_, _, _, future, _), result in zip(batch, results):
+                _settle(future, result)
+
+    def _apply(self, batch: list[tuple[str, int, Any, asyncio.Future, float]]) -> list[Any]:
+        rec = self.recognizer
+        results: list[Any] = [None] * len(batch)
+        audio: dict[int, np.ndarray] = {}
+        at: dict[int, int] = {}
+        stops: list[tuple[int, int]] = []
+        for i, (kind, stream, payload, _, _) in enumerate(batch):
+            try:
+                if kind == "start":
+                    rate, thresholds = payload
+                    rec.add_stream(stream, sample_rate=rate, thresholds=thresholds)
+                elif kind == "audio":
+                    audio[stream] = check_chunk(payload, what="audio-chunk")
+                    at[stream] = i
+                elif kind == "stop":
+                    stops.append((i, stream))
+                elif stream in rec:  # "drop": the connection went away mid-stream
+                    rec.remove_stream(stream)
+            except Exception as e:  # this operation fails; the batch goes on
+                results[i] = e
+        if audio:
+            try:
+                found = rec.feed(audio)
+                for stream, i in at.items():
+                    results[i] = found.get(stream, [])
+            except Exception as e:  # a model failure fails every stream of the step
+                log.exception("inference failed for %d streams", len(audio))
+                for i in at.values():
+                    results[i] = e
+        if stops:
+            try:
+                found = rec.flush([stream for _, stream in stops])
+                for i, stream in stops:
+                    results[i] = found.get(stream, [])
+            except Exception as e:
+                for i, _ in stops:
+                    results[i] = e
+            for _, stream in stops:
+                rec.remove_stream(stream)
+        return results
+
+
+def _settle(future: asyncio.Future, result: Any) -> None:
+    """Resolve `future` on its own loop from the inference thread."""
+
+    def set_result() -> None:
+        if future.done():  # the connection was cancelled meanwhile
+            return
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    try:
+        future.get_loop().call_soon_threadsafe(set_result)
+    except RuntimeError:  # its loop has closed: nobody is waiting
+        pass
+
+
 class KeywordServer:
     """Serves one loaded model over the Wyoming protocol.
 
     Args:
         model: shipped model name, checkpoint path, LoadedModel, or None for the default model (loaded once).
         device: "cpu", "cuda" or None (CUDA when available).
-        max_workers: threads running inference for all connections (each connection uses one at a time).
+        max_streams: concurrent audio streams served; one more is refused with an `error` event (code
+            "overloaded"). Default: DEFAULT_MAX_STREAMS for the model's frontend, measured on a 2-core host.
+        threads: intra-op threads of the inference thread (default 1; None: torch's setting).
         **detector_options: fields of DetectorConfig (threshold, thresholds, hop_ms, ...) for every stream.
     """
 
     def __init__(self, model: str | os.PathLike | LoadedModel | None = None, device: str | None = None,
-                 max_workers: int = DEFAULT_WORKERS, **detector_options: Any):
+                 max_streams: int | None = None, threads: int | None = DEFAULT_THREADS, **detector_options: Any):
         self.model = load_model(model, device=device)
         self.detector_options = dict(detector_options)
-        Recognizer(self.model, **self.detector_options)  # bad options fail here, not per connection
+        Recognizer(self.model, threads=threads, **self.detector_options)  # bad options fail here, not per stream
+        if max_streams is None:
+            max_streams = DEFAULT_MAX_STREAMS.get(self.model.features.kind, 40)
+        if isinstance(max_streams, bool) or not isinstance(max_streams, int) or max_streams < 1:
+            raise ValueError(f"max_streams must be a positive int, got {max_streams!r}")
+        self.max_streams = max_streams
+        self.threads = threads
         self.keywords = [label for label in self.model.labels if label not in (LABEL_UNKNOWN, LABEL_SILENCE)]
         self.name = Path(self.model.source).stem if self.model.source.endswith(".pt") else self.model.source
         self.info = self._describe()
-        self.max_workers = max_workers
-        self.executor: ThreadPoolExecutor | None = None  # made by start(), shut down by stop()
+        self.engine: StreamEngine | None = None  # made by start(), stopped by stop()
+        self.n_streams = 0  # streams admitted and not yet ended
+        self.n_refused = 0
+        self._last_warning = -LAG_WARNING_EVERY_S
         self._server: AsyncServer | None = None
 
     def _describe(self) -> Info:
@@ -195,13 +352,33 @@ class KeywordServer:
         )
         return Info(wake=[wake], asr=[asr])
 
-    def recognizer(self, sample_rate: int, names: list[str] | None) -> Recognizer:
-        """A fresh Recognizer for one stream; keywords outside `names` (when given) never fire."""
-        options = dict(self.detector_options)
-        if names is not None:
-            base = detector_config(self.model, **self.detector_options).thresholds
-            options["thresholds"] = {**base, **{k: NEVER for k in self.keywords if k not in names}}
-        return Recognizer(self.model, sample_rate=sample_rate, **options)
+    def admit(self) -> None:
+        """Count in one more stream, or raise Overloaded (logged) when it cannot be served in real time."""
+        engine = self.engine
+        why = None
+        if self.n_streams >= self.max_streams:
+            why = f"server at capacity: {self.n_streams} streams (max_streams {self.max_streams})"
+        elif engine is not None and (lag_s := engine.backlog_s()) > LAG_LIMIT_S:
+            why = f"inference is {lag_s:.2f} s behind real time with {self.n_streams} streams (limit {LAG_LIMIT_S} s)"
+        if why is None:
+            self.n_streams += 1
+            return
+        self.n_refused += 1
+        now = time.monotonic()
+        if now - self._last_warning >= LAG_WARNING_EVERY_S or self.n_refused == 1:
+            log.warning("refusing a new stream (%d refused so far): %s", self.n_refused, why)
+            self._last_warning = now
+        raise Overloaded(f"{why}; try again later, or run more servers (a larger --max-streams only helps on a "
+                         "faster host)")
+
+    def release(self) -> None:
+        self.n_streams -= 1
+
+    def thresholds(self, names: list[str] | None) -> dict[str, float] | None:
+        """A stream's own thresholds: keywords outside `names` (when given) never fire."""
+        if names is None:
+            return None
+        return {k: NEVER for k in self.keywords if k not in names}
 
     async def start(self, uri: str = DEFAULT_URI) -> None:
         """Bind and start accepting connections (tcp://HOST:PORT, port 0 = any free port; or unix://PATH)."""
@@ -211,11 +388,12 @@ class KeywordServer:
         if parsed.scheme == "tcp" and parsed.hostname is not None and not _is_loopback(parsed.hostname):
             log.warning("listening on %s: anyone who can reach it can stream audio to this server", parsed.hostname)
         server = AsyncServer.from_uri(uri)
-        self.executor = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="drsn-asr-infer")
+        self.engine = StreamEngine(self.model, self.threads, **self.detector_options)
         try:
             await server.start(lambda reader, writer: _Handler(self, reader, writer))
         except BaseException:
-            self.executor.shutdown(wait=False)
+            self.engine.stop()
+            self.engine = None
             raise
         self._server = server
 
@@ -230,13 +408,13 @@ class KeywordServer:
         return host, port
 
     async def stop(self) -> None:
-        """Stop accepting, close every connection and the worker threads."""
+        """Stop accepting, close every connection and the inference thread."""
         if self._server is not None:
             await self._server.stop()
             self._server = None
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = None
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            await asyncio.get_running_loop().run_in_executor(None, engine.stop)
 
 
 def _is_loopback(host: str) -> bool:
@@ -257,7 +435,7 @@ class _Handler(AsyncEventHandler):
         self._checked = _CheckedReader(reader)
         self._mode: str | None = None  # "wake" or "asr" once detect/transcribe has been received
         self._names: list[str] | None = None
-        self._recognizer: Recognizer | None = None
+        self._stream: int | None = None  # this connection's stream in the server's engine, once audio started
         self._format: tuple[int, int, int] | None = None  # (rate, width, channels) of the stream
         self._start_ms = 0
         self._labels: list[str] = []
@@ -284,6 +462,7 @@ class _Handler(AsyncEventHandler):
             except Exception:
                 pass
         finally:
+            self._end_stream(drop=True)
             self.writer.close()
 
     async def _read(self) -> Event | None:
@@ -311,8 +490,23 @@ class _Handler(AsyncEventHandler):
         except (asyncio.TimeoutError, ConnectionError):
             pass
 
-    async def _in_worker(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.server.executor, fn, *args)
+    async def _engine(self, kind: str, payload: Any = None) -> Any:
+        engine = self.server.engine
+        if engine is None:
+            raise ConnectionError("the server is stopping")
+        return await engine.submit(kind, self._stream, payload)
+
+    def _end_stream(self, drop: bool) -> None:
+        """Forget this connection's stream (with `drop`, also in the engine: no audio-stop came)."""
+        if self._stream is None:
+            return
+        if drop and self.server.engine is not None:
+            try:
+                self.server.engine.submit("drop", self._stream)
+            except (ConnectionError, RuntimeError):
+                pass
+        self._stream = None
+        self.server.release()
 
     async def handle_event(self, event: Event) -> bool:
         if Describe.is_type(event.type):
@@ -334,8 +528,9 @@ class _Handler(AsyncEventHandler):
         return True
 
     def _begin(self, mode: str | None, names: list[str] | None) -> None:
+        self._end_stream(drop=True)  # a new detect/transcribe mid-stream abandons that stream
         self._mode, self._names = mode, names
-        self._recognizer, self._format = None, None
+        self._format = None
 
     def _check_names(self, names: Any) -> list[str] | None:
         if names is None:
@@ -360,10 +555,13 @@ class _Handler(AsyncEventHandler):
         timestamp = data.get("timestamp")
         self._start_ms = timestamp if isinstance(timestamp, int) and not isinstance(timestamp, bool) else 0
         self._labels = []
-        self._recognizer = await self._in_worker(self.server.recognizer, rate, self._names)
+        self._end_stream(drop=True)  # audio-start again without audio-stop: the earlier stream is abandoned
+        self.server.admit()
+        self._stream = self.server.engine.new_stream_id()
+        await self._engine("start", (rate, self.server.thresholds(self._names)))
 
     async def _audio_chunk(self, event: Event) -> None:
-        if self._recognizer is None:
+        if self._stream is None:
             raise ProtocolError("audio-chunk before audio-start", "bad-order")
         data = event.data
         fmt = (data.get("rate"), data.get("width"), data.get("channels"))
@@ -371,12 +569,15 @@ class _Handler(AsyncEventHandler):
             raise ProtocolError(f"audio-chunk format (rate, width, channels) {fmt} differs from audio-start's "
                                 f"{self._format}", "bad-audio")
         samples = pcm_to_float32(event.payload or b"", self._format[1], self._format[2])
-        await self._send(await self._in_worker(self._recognizer.feed, samples))
+        if samples.size:
+            await self._send(await self._engine("audio", samples))
 
     async def _audio_stop(self) -> None:
-        if self._recognizer is None:
+        if self._stream is None:
             raise ProtocolError("audio-stop before audio-start", "bad-order")
-        await self._send(await self._in_worker(self._recognizer.flush))
+        detections = await self._engine("stop")
+        self._end_stream(drop=False)
+        await self._send(detections)
         if self._mode == "asr":
             await self.write_event(Transcript(text=" ".join(self._labels), language=LANGUAGES[0]).event())
         elif not self._labels:

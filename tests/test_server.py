@@ -8,6 +8,7 @@ that need a trained model skip themselves while the default model is the placeho
 import asyncio
 import importlib.resources
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -422,3 +423,106 @@ def test_cli_refuses_a_uri_it_cannot_serve(capsys):
 
     assert main(["serve", "--uri", "http://127.0.0.1:10400"]) == 1
     assert "use tcp://HOST:PORT" in capsys.readouterr().err
+
+
+def test_many_clients_share_batched_steps_and_each_gets_what_it_would_alone(loud):
+    signals = [_bursts([0.3 + 0.2 * (i % 5)], total_s=2.0, seed=10 + i) for i in range(24)]
+    alone = [[(d.label, round(d.end_s * 1000)) for d in drsn_asr.transcribe(x, model=loud)] for x in signals]
+    assert all(alone)
+
+    async def scenario(port):
+        found = await asyncio.gather(*(_wake(port, x, chunk_frames=320) for x in signals))
+        return found, server_ref[0].engine.n_batches
+
+    server_ref = []
+
+    async def main():
+        server = KeywordServer(loud)
+        server_ref.append(server)
+        await server.start("tcp://127.0.0.1:0")
+        try:
+            return await asyncio.wait_for(scenario(server.address[1]), TIMEOUT_S)
+        finally:
+            await server.stop()
+
+    found, n_batches = asyncio.run(main())
+    assert found == alone
+    n_ops = sum(len(x) // 320 + 3 for x in signals)  # start, chunks, stop per client
+    assert n_batches < n_ops / 3, (n_batches, n_ops)  # the clients' operations went through shared steps
+    assert server_ref[0].n_streams == 0
+
+
+async def _start_stream(port):
+    client = AsyncTcpClient("127.0.0.1", port)
+    await client.connect()
+    await client.write_event(Detect().event())
+    await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
+    await client.write_event(Ping(text="started").event())
+    return client, await client.read_event()
+
+
+def test_streams_beyond_capacity_are_refused_visibly_and_a_freed_place_is_given_again(loud, caplog):
+    async def scenario(port):
+        a, reply_a = await _start_stream(port)
+        b, reply_b = await _start_stream(port)
+        c, reply_c = await _start_stream(port)  # one too many
+        closed_c = await asyncio.wait_for(c.read_event(), 5.0) is None
+        await a.write_event(AudioStop().event())
+        await _results(a)
+        await a.disconnect()
+        d, reply_d = await _start_stream(port)  # a's place
+        await b.disconnect()  # without audio-stop: its place is freed too
+        await d.disconnect()
+        for _ in range(100):
+            if server_ref[0].n_streams == 0:
+                break
+            await asyncio.sleep(0.01)
+        return reply_a, reply_b, reply_c, closed_c, reply_d, server_ref[0].n_streams
+
+    server_ref = []
+
+    async def main():
+        server = KeywordServer(loud, max_streams=2)
+        server_ref.append(server)
+        await server.start("tcp://127.0.0.1:0")
+        try:
+            return await asyncio.wait_for(scenario(server.address[1]), TIMEOUT_S)
+        finally:
+            await server.stop()
+
+    with caplog.at_level(logging.WARNING, logger="drsn_asr.server"):
+        reply_a, reply_b, reply_c, closed_c, reply_d, left = asyncio.run(main())
+    assert Pong.is_type(reply_a.type) and Pong.is_type(reply_b.type) and Pong.is_type(reply_d.type)
+    assert Error.is_type(reply_c.type)
+    error = Error.from_event(reply_c)
+    assert error.code == "overloaded" and "max_streams 2" in error.text and closed_c
+    assert "refusing a new stream" in caplog.text and "at capacity" in caplog.text
+    assert left == 0
+
+
+def test_a_stream_is_refused_while_inference_is_behind_its_input(caplog):
+    Gated.gate.clear()
+    Gated.entered.clear()
+    gated = LoadedModel(Gated(ModelConfig(), FeatureConfig(), 4).eval(), ["yes", "no", "_unknown_", "_silence_"],
+                        FeatureConfig(), {}, "gated")
+
+    async def scenario(port):
+        async with AsyncTcpClient("127.0.0.1", port) as slow:
+            await slow.write_event(Detect().event())
+            await _send_audio(slow, _bursts([], total_s=1.0))
+            while not Gated.entered.is_set():
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.7)  # inference is now over LAG_LIMIT_S behind the slow client's audio
+            other, reply = await _start_stream(port)
+            Gated.gate.set()
+            await other.disconnect()
+            return reply, await _results(slow)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="drsn_asr.server"):
+            reply, slow_result = _serve(gated, scenario)
+    finally:
+        Gated.gate.set()
+    assert Error.is_type(reply.type) and Error.from_event(reply).code == "overloaded"
+    assert "behind real time" in Error.from_event(reply).text and "behind real time" in caplog.text
+    assert slow_result == []
