@@ -20,13 +20,19 @@ headline real-time factor because on a shared machine the wall clock also counts
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
+import importlib.util
 import os
 import platform
+import re
 import resource
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -353,6 +359,134 @@ def training_throughput(model: LoadedModel, device: torch.device, batch: int, st
     return float(np.median(runs))
 
 
+CHUNKS_MS = (10, 20, 32, 100)  # microphones deliver 10-32 ms blocks (Porcupine takes 32 ms); files and servers 100 ms
+
+
+@contextlib.contextmanager
+def busy_core() -> Iterator[None]:
+    """Keep one core busy with a second process (a spinning Python loop) for the block: a loaded machine."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)  # let it start spinning
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def chunk_costs(model: LoadedModel, audio: np.ndarray, repeats: int) -> dict[str, dict[str, float]]:
+    """Wall-clock real-time factor of one Recognizer fed `audio` in 10, 20, 32 and 100 ms chunks, three ways:
+    "defaults" (nothing set by the caller: torch's own thread count, the Recognizer's own threads), "pinned" (the
+    caller pinned torch to one thread, as the other figures do) and "torch_threads" (Recognizer(threads=None):
+    inference on torch's default thread count, the behaviour before the library chose its own)."""
+    default_threads = torch.get_num_threads()
+    out: dict[str, dict[str, float]] = {}
+    for ms in CHUNKS_MS:
+        chunk = round(ms * model.features.sample_rate / 1000)
+        for way in ("defaults", "pinned", "torch_threads"):
+            try:
+                if way == "pinned":
+                    torch.set_num_threads(1)
+                options = {"threads": None} if way == "torch_threads" else {}
+                out.setdefault(way, {})[str(ms)] = float(np.median(
+                    [live_stream(model, audio, chunk, **options)["rtf"] for _ in range(repeats)]))
+            finally:
+                torch.set_num_threads(default_threads)
+    return out
+
+
+async def _server_client(port: int, pcm: bytes, chunk_bytes: int, chunk_s: float, start_at: float) -> float:
+    """One real-time Wyoming client: transcribe `pcm` sent in `chunk_s` pieces at the pace of a microphone;
+    return the seconds from the end of its audio to its transcript."""
+    import asyncio
+
+    from wyoming.asr import Transcribe
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, start_at - loop.time()))
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Transcribe().event())
+        await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+        t0 = loop.time()
+        for i, at in enumerate(range(0, len(pcm), chunk_bytes)):
+            await asyncio.sleep(max(0.0, t0 + (i + 1) * chunk_s - loop.time()))  # its audio has been spoken
+            await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=pcm[at : at + chunk_bytes]).event())
+        end_of_audio = t0 + len(pcm) / 32000
+        await client.write_event(AudioStop().event())
+        while True:
+            event = await client.read_event()
+            if event is None:
+                raise ConnectionError("the server closed the connection before the transcript")
+            if event.type == "transcript":
+                return loop.time() - end_of_audio
+            if event.type == "error":
+                raise ConnectionError(f"the server answered: {event.data.get('text')}")
+
+
+def server_capacity(model_source: str, audio: np.ndarray, seconds: float, max_clients: int,
+                    progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """The most concurrent real-time Wyoming clients `drsn-asr serve` (a separate process on loopback, its
+    defaults, no stream limit) answers with p99 end-of-audio → transcript under 0.5 s and no client failing:
+    each client streams `seconds` of its own part of `audio` in 100 ms chunks at real-time pace, the clients
+    starting within one chunk of each other. Doubling, then bisecting."""
+    import asyncio
+
+    proc = subprocess.Popen([sys.executable, "-m", "drsn_asr.cli", "serve", "--uri", "tcp://127.0.0.1:0",
+                             "--model", model_source, "--max-streams", str(max_clients * 2)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        found = re.search(r"on tcp://127\.0\.0\.1:(\d+);", line)
+        if not found:
+            raise RuntimeError(f"drsn-asr serve did not start: {line.strip()}")
+        port = int(found.group(1))
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # a full pipe would block the server's log
+        n_samples = int(seconds * 16000)
+        pcm_all = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
+        tried: dict[int, dict[str, Any]] = {}
+
+        def ok(n: int) -> bool:
+            async def run() -> list[Any]:
+                loop = asyncio.get_running_loop()
+                start = loop.time() + 0.5
+                tasks = []
+                for i in range(n):
+                    at = (i * 104_729) % max(1, len(pcm_all) - n_samples)
+                    pcm = pcm_all[at : at + n_samples].tobytes()
+                    tasks.append(_server_client(port, pcm, 3200, 0.1, start + 0.1 * i / n))
+                return await asyncio.gather(*tasks, return_exceptions=True)
+
+            results = asyncio.run(run())
+            latencies = [r for r in results if isinstance(r, float)]
+            failed = len(results) - len(latencies)
+            p99 = float(np.percentile(latencies, 99)) if latencies else float("inf")
+            tried[n] = {"p99_s": p99, "p50_s": float(np.median(latencies)) if latencies else None, "failed": failed}
+            if progress is not None:
+                progress(f"  {n} clients: p99 {p99:.3f} s, {failed} failed")
+            return failed == 0 and p99 < 0.5
+
+        good, bad, n = 0, None, 4
+        while n <= max_clients:
+            if not ok(n):
+                bad = n
+                break
+            good, n = n, n * 2
+        if bad is not None:
+            while bad - good > max(1, good // 8):
+                mid = (good + bad) // 2
+                good, bad = (mid, bad) if ok(mid) else (good, mid)
+        return {"max_clients": good, "capped": bad is None, "seconds_per_client": seconds,
+                "tried": {str(k): v for k, v in sorted(tried.items())}}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _figure(value: float | None, unit: str, note: str = "", **extra: Any) -> dict[str, Any]:
     return {"value": None if value is None else float(value), "unit": unit, "note": note, **extra}
 
@@ -454,6 +588,21 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
         finally:
             torch.set_num_threads(default_threads)
 
+    if not gpu_only:
+        short = audio[: int((6.0 if quick else 60.0) * cpu_model.features.sample_rate)]
+        for load in ("idle", "loaded"):
+            say(f"chunk sizes {', '.join(map(str, CHUNKS_MS))} ms, the caller's threads and pinned, {load} machine")
+            with busy_core() if load == "loaded" else contextlib.nullcontext():
+                costs = chunk_costs(cpu_model, short, 1 if quick else repeats)
+            for way, by_chunk in costs.items():
+                for ms, value in by_chunk.items():
+                    fig[f"rtf_chunk{ms}_{way}_{load}"] = _figure(value, "", f"{ms} ms chunks, {way}, {load} machine")
+            for ms in CHUNKS_MS:
+                ratio[f"defaults_over_pinned_chunk{ms}_{load}"] = costs["defaults"][str(ms)] / costs["pinned"][str(ms)]
+            ratio[f"chunk20_over_chunk100_{load}"] = costs["defaults"]["20"] / costs["defaults"]["100"]
+            ratio[f"torch_threads_over_defaults_chunk20_{load}"] = costs["torch_threads"]["20"] / costs["defaults"]["20"]
+        ratio["rtf_chunk20_loaded_over_target"] = fig["rtf_chunk20_defaults_loaded"]["value"] / TARGET_RTF
+
     say(f"offline transcription, CPU, {default_threads} threads")
     if not gpu_only:
         fig["offline_cpu1_audio_h_per_h"] = _figure(1 / fig["rtf_file_cpu1"]["value"], "audio h/h",
@@ -484,6 +633,19 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
                                                  "cores: one recognizer per core, idle machine")
         say("multi-stream vs separate Recognizers, CPU 1 thread, 32 streams")
         ratio["multistream_over_separate_cpu"] = batched_over_separate(cpu_model, audio, 32, n_hops)
+        if importlib.util.find_spec("wyoming") is None:
+            fig["server_clients_cpu"] = _figure(None, "clients", "skipped: pip install 'drsn-asr[server]'")
+        elif isinstance(model, LoadedModel):
+            fig["server_clients_cpu"] = _figure(None, "clients", "skipped: the server loads a model by name or path")
+        else:
+            say("server capacity: real-time Wyoming clients on loopback")
+            served = server_capacity(cpu_model.source, audio, 3.0 if quick else 10.0, 16 if quick else 1024,
+                                     progress=say)
+            fig["server_clients_cpu"] = _figure(served["max_clients"], "clients",
+                                                "drsn-asr serve, its defaults; p99 end-of-audio → transcript < 0.5 s",
+                                                search=served)
+            if cpu_cap["max_streams"]:
+                ratio["server_clients_over_streams_cpu"] = served["max_clients"] / cpu_cap["max_streams"]
     if gpu_model is not None:
         for precision in (None, "float16"):
             say(f"multi-stream capacity, GPU, {precision or 'float32'}")
@@ -532,6 +694,11 @@ ROWS = [  # (figure, label, format)
     ("streams_cpu_by_cpu_time", "  same, from CPU time (1 recognizer per core, idle machine)", "{:.0f}"),
     ("streams_gpu_float32", "Concurrent real-time streams, GPU float32", "{:.0f}"),
     ("streams_gpu_float16", "Concurrent real-time streams, GPU float16", "{:.0f}"),
+    *[(f"rtf_chunk{ms}_{way}_{load}", f"RTF, {ms} ms chunks, {label}, {load} machine", "{:.4f}")
+      for load in ("idle", "loaded") for way, label in (("defaults", "library defaults"), ("pinned", "1 pinned thread"),
+                                                        ("torch_threads", "threads=None (torch's)"))
+      for ms in CHUNKS_MS],
+    ("server_clients_cpu", "Real-time Wyoming clients, drsn-asr serve (p99 < 0.5 s)", "{:.0f}"),
     ("train_cpu_clips_per_s", "Training throughput, CPU (clips/s)", "{:.0f}"),
     ("train_gpu_clips_per_s", "Training throughput, GPU (clips/s)", "{:.0f}"),
 ]
@@ -572,6 +739,13 @@ def format_report(result: dict[str, Any]) -> str:
         "multistream_over_separate_cpu": "32 Recognizers ÷ 1 MultiStream of 32 (CPU, 1 thread)",
         "offline_gpu_over_cpu": "offline transcription, GPU ÷ CPU all threads",
         "train_gpu_over_cpu": "training throughput, GPU (AMP) ÷ CPU",
+        "server_clients_over_streams_cpu": "server clients ÷ in-process streams (CPU, 1 thread)",
+        "rtf_chunk20_loaded_over_target": f"RTF at 20 ms chunks, defaults, loaded ÷ target {TARGET_RTF}",
+        **{f"defaults_over_pinned_chunk{ms}_{load}": f"defaults ÷ pinned, {ms} ms chunks, {load}"
+           for ms in CHUNKS_MS for load in ("idle", "loaded")},
+        **{f"chunk20_over_chunk100_{load}": f"20 ms ÷ 100 ms chunks, defaults, {load}" for load in ("idle", "loaded")},
+        **{f"torch_threads_over_defaults_chunk20_{load}": f"threads=None ÷ defaults, 20 ms chunks, {load}"
+           for load in ("idle", "loaded")},
     }
     for key, value in result["ratios"].items():
         lines.append(f"{names.get(key, key):<{width}}  {value:>10.2f}")

@@ -21,14 +21,19 @@ def test_quick_bench_reports_every_figure(tmp_path):
     for name in ("rtf_live_cpu1", "rtf_file_cpu1", "hop_latency_p50_ms", "hop_latency_p99_ms", "peak_rss_mb",
                  "rtf_naive_cpu1", "offline_cpu_audio_h_per_h", "offline_cpu1_audio_h_per_h", "train_cpu_clips_per_s",
                  "streams_cpu", "streams_cpu_by_cpu_time", "state_kb_per_stream", "forward_onnx_b1_us",
-                 "rtf_torch_backend_cpu1", "rtf_live_cpu1_other_hop"):
+                 "rtf_torch_backend_cpu1", "rtf_live_cpu1_other_hop", "server_clients_cpu",
+                 *(f"rtf_chunk{ms}_{way}_{load}" for ms in (10, 20, 32, 100) for load in ("idle", "loaded")
+                   for way in ("defaults", "pinned", "torch_threads"))):
         assert name in figures, name
+    served = figures["server_clients_cpu"]["search"]
+    assert all(t["failed"] == 0 for n, t in served["tried"].items() if int(n) <= served["max_clients"])
+    assert "defaults_over_pinned_chunk20_loaded" in result["ratios"] and "chunk20_over_chunk100_idle" in result["ratios"]
     for name, figure in figures.items():
         if figure["value"] is None:  # GPU figures on a CPU machine, PocketSphinx when not installed
             assert figure["note"].startswith(("pending", "skipped")), name
-        elif name != "streams_cpu":  # a loaded machine may sustain no stream at all
+        elif name not in ("streams_cpu", "server_clients_cpu"):  # a loaded machine may sustain no stream at all
             assert figure["value"] > 0, name
-    assert figures["streams_cpu"]["value"] >= 0
+    assert figures["streams_cpu"]["value"] >= 0 and figures["server_clients_cpu"]["value"] >= 0
     assert all(v > 0 for v in result["ratios"].values())
     import drsn_asr  # the default model's network: log-mel ones run folded on ONNX Runtime, the embedding head on torch
 
