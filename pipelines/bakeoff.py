@@ -27,6 +27,7 @@ from drsn_asr.evaluate import evaluate  # noqa: E402
 SNRS_DB = [20.0, 10.0, 5.0, 0.0, -5.0]
 SETS = {"speech_commands": "data/testset/speech_commands", "real": "data/testset/real"}
 REST = (LABEL_UNKNOWN, LABEL_SILENCE)
+FRICATIVE_WORDS = ("six", "seven", "yes", "stop")  # their fricatives lie above the speech embedding's ~3.8 kHz
 
 
 def _share(hits: list[bool]) -> float | None:
@@ -49,6 +50,7 @@ def figures(results: dict[str, dict]) -> dict[str, dict[str, float | None]]:
             row[f"{key}commands"] = _share([p[field] == p["label"] for p in kw(sc) if p["label"] not in DIGIT_WORDS])
             row[f"{key}digits"] = _share([p[field] == p["label"] for p in kw(sc + theo) if p["label"] in DIGIT_WORDS])
             row[f"{key}R"] = _share([p[field] in REST for p in sc + theo if p["label"] in REST])
+            row[f"{key}fricatives"] = _share([p[field] == p["label"] for p in sc if p["label"] in FRICATIVE_WORDS])
         out[condition] = row
     return out
 
@@ -94,8 +96,8 @@ def verdict(arms: dict[str, list[dict]]) -> list[str]:
 
 
 def table(arms: dict[str, list[dict]]) -> str:
-    head = ("| arm | checkpoint | condition | K_cmd | K_dig | commands | digits | R | op. K_cmd | op. K_dig | op. R |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| arm | checkpoint | condition | K_cmd | K_dig | commands | digits | six/seven/yes/stop | R | op. K_cmd | "
+            "op. K_dig | op. R |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [head]
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for arm, runs in arms.items():
@@ -103,7 +105,8 @@ def table(arms: dict[str, list[dict]]) -> str:
             for condition in ("clean", "10.0", "0.0", "-5.0"):
                 f = run["figures"][condition]
                 rows.append(f"| {arm} | `{run['checkpoint']}` | {condition} | {pct(f['K_cmd'])} | {pct(f['K_dig'])} | "
-                            f"{pct(f['commands'])} | {pct(f['digits'])} | {pct(f['R'])} | {pct(f['op_K_cmd'])} | "
+                            f"{pct(f['commands'])} | {pct(f['digits'])} | {pct(f.get('fricatives'))} | {pct(f['R'])} | "
+                            f"{pct(f['op_K_cmd'])} | "
                             f"{pct(f['op_K_dig'])} | {pct(f['op_R'])} |")
     return "\n".join(rows)
 
