@@ -6,11 +6,14 @@
     drsn_asr.transcribe("street.flac")                # -> [Detection(label, score, start_s, end_s), ...]
 """
 
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
+
 from .checkpoint import available_models, load_model
 from .stream import Detection, Recognizer
 from .transcribe import transcribe
 
-__all__ = ["Detection", "Recognizer", "available_models", "load_model", "transcribe", "listen"]
+__all__ = ["Detection", "MultiStreamRecognizer", "Recognizer", "available_models", "load_model", "transcribe", "listen",
+           "__version__"]
 
 
 def __getattr__(name: str):
@@ -19,4 +22,8 @@ def __getattr__(name: str):
         from .microphone import listen
 
         return listen
+    if name == "MultiStreamRecognizer":
+        from .multistream import MultiStreamRecognizer
+
+        return MultiStreamRecognizer
     raise AttributeError(f"module 'drsn_asr' has no attribute {name!r}")

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import __version__
 from .stream import Detection
 
 FORMATS = ("text", "json", "csv", "srt")
@@ -472,6 +473,7 @@ _HOP_RULE = "a multiple of the model's feature frame, 10 ms for the shipped mode
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drsn-asr", description="Streaming keyword recognizer for noisy streets.")
+    parser.add_argument("--version", action="version", version=f"drsn-asr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
     sub = parser.add_subparsers(dest="command", required=True)
 

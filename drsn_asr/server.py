@@ -33,7 +33,6 @@ is answered with an `error` event and the connection is closed; other connection
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import ipaddress
 import itertools
 import json
@@ -56,6 +55,7 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler, AsyncServer
 from wyoming.wake import Detect, Detection, NotDetected
 
+from . import __version__
 from .audio import to_float32
 from .checkpoint import LoadedModel, load_model
 from .config import LABEL_SILENCE, LABEL_UNKNOWN
@@ -329,10 +329,7 @@ class KeywordServer:
         self._server: AsyncServer | None = None
 
     def _describe(self) -> Info:
-        try:
-            version = importlib.metadata.version("drsn-asr")
-        except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
-            version = "unknown"
+        version = __version__
         attribution = Attribution(name=PROGRAM, url="")
         note = self.model.training.get("note")
         about = (f"{self.name}: {self.model.net.config.block} network, {len(self.keywords)} commands"

@@ -127,3 +127,18 @@ def test_stereo_44k_file_is_transcribed_like_mono_16k(tmp_path):
     la = [d["label"] for d in json.loads(a.stdout)]
     lb = [d["label"] for d in json.loads(b.stdout)]
     assert la == lb and la
+
+
+def test_python_dash_m_is_the_cli_and_the_version_is_written_once():
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    import drsn_asr
+
+    out = subprocess.run([sys.executable, "-m", "drsn_asr", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"drsn-asr {drsn_asr.__version__}"
+    assert importlib.metadata.version("drsn-asr") == drsn_asr.__version__  # pyproject.toml reads it from the package
+    bad = subprocess.run([sys.executable, "-m", "drsn_asr", "no-such-command"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -1,0 +1,7 @@
+"""`python -m drsn_asr ...` is the `drsn-asr` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
