@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import StreamResampler, to_float32
+from .audio import StreamResampler, float32_and_peak
 from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, from_dict
 from .decision import DecisionRule, default_hop_ms, hop_frames
@@ -66,10 +66,10 @@ def detector_config(model: LoadedModel | None = None, **options: Any) -> Detecto
 
 def check_chunk(chunk: np.ndarray | torch.Tensor, what: str = "Recognizer.feed") -> np.ndarray:
     """A chunk of mono audio (int16, or float32 in [-1, 1]) as float32, or a ValueError that says what to do."""
-    samples = to_float32(chunk, what=what)
-    if samples.size and samples.dtype == np.float32 and np.abs(samples).max() > 4.0:
+    samples, peak = float32_and_peak(chunk, what=what)
+    if peak is not None and peak > 4.0:
         raise ValueError(
-            f"{what}: float samples far beyond [-1, 1] (max |x| = {float(np.abs(samples).max()):.1f}) look like "
+            f"{what}: float samples far beyond [-1, 1] (max |x| = {peak:.1f}) look like "
             "integer PCM stored as float; pass the int16 array itself or divide by 32768"
         )
     return samples

@@ -21,7 +21,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
     for name in ("rtf_live_cpu1", "rtf_file_cpu1", "hop_latency_p50_ms", "hop_latency_p99_ms", "peak_rss_mb",
                  "rtf_naive_cpu1", "offline_cpu_audio_h_per_h", "offline_cpu1_audio_h_per_h", "train_cpu_clips_per_s",
                  "streams_cpu", "streams_cpu_by_cpu_time", "state_kb_per_stream", "forward_onnx_b1_us",
-                 "rtf_torch_backend_cpu1", "rtf_live_cpu1_other_hop", "server_clients_cpu",
+                 "rtf_torch_backend_cpu1", "rtf_live_cpu1_other_hop", "server_clients_cpu", "feed_buffering_us",
                  *(f"rtf_chunk{ms}_{way}_{load}" for ms in (10, 20, 32, 100) for load in ("idle", "loaded")
                    for way in ("defaults", "pinned", "torch_threads"))):
         assert name in figures, name
