@@ -177,6 +177,8 @@ def train_config(cfg: WordsConfig, base: Path = Path(".")) -> TrainConfig:
         sentences_dir=sentences,
         sentences_as_unknown=sentences is not None,
         sentences_validation_part=(0.0, 0.0),  # validate on held-out voices only; real sentences ≥ 0.8 stay unseen
+        tts_validation=True,  # the phrases are spoken by TTS voices only: a base recipe that validated on real
+        # speakers alone (the speech-embedding default's) would choose the checkpoint on rejection alone
         # Only slot words are known for the sentences: a recording whose slots hold a word of a phrase is left
         # out (train.sentence_exclusions does it for every vocabulary).
         noise_files=_existing(base_cfg.data.noise_files, base),

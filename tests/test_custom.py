@@ -163,3 +163,14 @@ def test_cli_train_words_explains_missing_out_and_bad_phrases(capsys):
     assert "--out is required" in capsys.readouterr().err
     assert cli_main(["train-words", "channel 4", "--out", "x.pt"]) == 1
     assert "numbers as words" in capsys.readouterr().err
+
+
+def test_the_recipe_validates_on_held_out_voices_even_when_the_base_validated_on_real_speakers_only(tmp_path):
+    from drsn_asr.custom import WordsConfig, train_config
+
+    base = load_model("default", device="cpu")
+    assert base.training["config"]["data"]["tts_validation"] is False  # the default chose its checkpoint on real voices
+    recipe = train_config(WordsConfig(phrases=("lights on",), work_dir=str(tmp_path)))
+    assert recipe.data.tts_validation is True  # else no phrase is in validation and the score is rejection alone
+    assert recipe.data.vocabulary == ("lights on",) and recipe.init_from == "default"
+    assert recipe.features == base.features and recipe.model == base.net.config
