@@ -231,7 +231,11 @@ class StreamEngine:
                 self._running_since = min(op[4] for op in batch)
             self.lag_s = time.monotonic() - self._running_since
             self.n_batches += 1
-            results = self._apply(batch)
+            try:
+                results = self._apply(batch)
+            except Exception as e:  # a bug must not end the thread that every connection waits on
+                log.exception("an inference step failed")
+                results = [e] * len(batch)
             with self._wake:
                 self._running_since = None
             for (_, _, _, future, _), result in zip(batch, results):
@@ -249,9 +253,13 @@ class StreamEngine:
                     rate, thresholds = payload
                     rec.add_stream(stream, sample_rate=rate, thresholds=thresholds)
                 elif kind == "audio":
+                    if stream not in rec:  # its start failed: one stream must not fail the others' step
+                        raise ValueError(f"no stream {stream}")
                     audio[stream] = check_chunk(payload, what="audio-chunk")
                     at[stream] = i
                 elif kind == "stop":
+                    if stream not in rec:
+                        raise ValueError(f"no stream {stream}")
                     stops.append((i, stream))
                 elif stream in rec:  # "drop": the connection went away mid-stream
                     rec.remove_stream(stream)
