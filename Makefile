@@ -1,7 +1,7 @@
 # The two commands of the README. Both install what is missing first (Debian packages and .venv).
 .PHONY: demo test install
 
-.venv/.installed: install.sh pyproject.toml
+.venv/.installed: install.sh pyproject.toml constraints.txt
 	./install.sh
 
 install: .venv/.installed

@@ -7,6 +7,7 @@ down-mixed (arrays are refused: a stereo stream fed to a recognizer is a caller 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torch.nn.functional as F
 
 from .fileio import atomic_write
 
@@ -83,13 +84,46 @@ def float32_and_peak(samples: np.ndarray | torch.Tensor, what: str = "audio") ->
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _sinc_kernel(from_unit: int, to_unit: int, zero_crossings: int = 6, rolloff: float = 0.99
+                 ) -> tuple[torch.Tensor, int]:
+    """The band-limited (Hann-windowed sinc) kernels of torchaudio.functional.resample for rates reduced by their
+    gcd: (to_unit, 1, taps) float32 and the padding width. Ported from torchaudio (BSD-2-Clause) so that the
+    runtime needs no torchaudio, whose PyPI builds do not load beside a CPU-only torch."""
+    base = min(from_unit, to_unit) * rolloff
+    width = math.ceil(zero_crossings * from_unit / base)
+    idx = torch.arange(-width, width + from_unit, dtype=torch.float64)[None, None] / from_unit
+    t = torch.arange(0, -to_unit, -1)[:, None, None] / to_unit + idx  # float32 then float64, as torchaudio does
+    t = (t * base).clamp_(-zero_crossings, zero_crossings)
+    window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
+    t *= math.pi
+    kernels = torch.where(t == 0, torch.tensor(1.0, dtype=torch.float64), t.sin() / t)
+    kernels *= window * (base / from_unit)
+    return kernels.to(torch.float32), width
+
+
+def resample_tensor(x: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    """Band-limited sinc resampling of float audio (..., n_samples): torchaudio.functional.resample's algorithm
+    and defaults (6 zero crossings, roll-off 0.99), to float rounding."""
+    if from_rate == to_rate:
+        return x
+    g = math.gcd(int(from_rate), int(to_rate))
+    from_unit, to_unit = int(from_rate) // g, int(to_rate) // g
+    kernel, width = _sinc_kernel(from_unit, to_unit)
+    shape = x.shape
+    flat = F.pad(x.reshape(-1, shape[-1]), (width, width + from_unit))
+    out = F.conv1d(flat[:, None], kernel.to(x.device, x.dtype), stride=from_unit)
+    out = out.transpose(1, 2).reshape(flat.shape[0], -1)[:, : -(-to_unit * shape[-1] // from_unit)]
+    return out.reshape(*shape[:-1], out.shape[-1])
+
+
 def resample(samples: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample float32 mono audio with torchaudio's band-limited sinc interpolation."""
+    """Resample float32 mono audio with band-limited sinc interpolation (`resample_tensor`)."""
     if from_rate <= 0:
         raise ValueError(f"sample rate must be positive, got {from_rate}")
     if from_rate == to_rate:
         return samples
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(samples)), int(from_rate), int(to_rate))
+    out = resample_tensor(torch.from_numpy(np.ascontiguousarray(samples)), int(from_rate), int(to_rate))
     return out.numpy().astype(np.float32, copy=False)
 
 

@@ -6,12 +6,37 @@ as its last sample has arrived and the frames equal those of the whole signal.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
-import torchaudio.functional as AF
 from torch import nn
 
 from .config import FeatureConfig
+
+
+def _hz_to_slaney_mel(hz: float) -> float:
+    """Linear below 1 kHz (15 mels there), logarithmic above."""
+    return hz / (200.0 / 3) if hz < 1000.0 else 15.0 + math.log(hz / 1000.0) / (math.log(6.4) / 27.0)
+
+
+def _slaney_mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
+    linear = mel * (200.0 / 3)
+    return torch.where(mel >= 15.0, 1000.0 * torch.exp((math.log(6.4) / 27.0) * (mel - 15.0)), linear)
+
+
+def mel_filterbank(n_freqs: int, f_min_hz: float, f_max_hz: float, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Triangular mel filters (n_freqs, n_mels) on the Slaney mel scale with Slaney (area) normalisation: the
+    matrix torchaudio.functional.melscale_fbanks(..., norm="slaney", mel_scale="slaney") gives, to float rounding
+    (its algorithm, ported so that the runtime needs no torchaudio)."""
+    freqs = torch.linspace(0, sample_rate // 2, n_freqs)
+    points = _slaney_mel_to_hz(torch.linspace(_hz_to_slaney_mel(f_min_hz), _hz_to_slaney_mel(f_max_hz), n_mels + 2))
+    widths = points[1:] - points[:-1]
+    slopes = points[None, :] - freqs[:, None]  # (n_freqs, n_mels + 2)
+    down = -slopes[:, :-2] / widths[:-1]
+    up = slopes[:, 2:] / widths[1:]
+    fbank = torch.clamp(torch.minimum(down, up), min=0.0)
+    return fbank * (2.0 / (points[2:] - points[:-2]))[None, :]
 
 
 class LogMel(nn.Module):
@@ -23,15 +48,8 @@ class LogMel(nn.Module):
         if config.window_samples > config.n_fft:
             raise ValueError(f"features.window_ms gives {config.window_samples} samples > n_fft={config.n_fft}")
         self.register_buffer("window", torch.hann_window(config.window_samples, periodic=True), persistent=False)
-        fbank = AF.melscale_fbanks(
-            n_freqs=config.n_fft // 2 + 1,
-            f_min=config.f_min_hz,
-            f_max=config.f_max_hz,
-            n_mels=config.n_mels,
-            sample_rate=config.sample_rate,
-            norm="slaney",
-            mel_scale="slaney",
-        )
+        fbank = mel_filterbank(config.n_fft // 2 + 1, config.f_min_hz, config.f_max_hz, config.n_mels,
+                               config.sample_rate)
         self.register_buffer("fbank", fbank, persistent=False)  # (n_freqs, n_mels)
         self._numpy_window: np.ndarray | None = None
 

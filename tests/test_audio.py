@@ -138,3 +138,17 @@ def test_stream_audio_blocks_equal_whole_file(tmp_path):
     blocks = np.concatenate(list(stream_audio(tmp_path / "a.wav", block_s=0.7)))
     assert len(blocks) == len(whole)
     assert np.abs(blocks - whole).max() < 1e-5
+
+
+@pytest.mark.parametrize("from_rate, to_rate", [(48000, 16000), (8000, 16000), (44100, 16000), (16000, 22050), (11025, 16000)])
+def test_resampling_is_torchaudios_without_torchaudio(from_rate, to_rate):
+    from drsn_asr.audio import resample_tensor
+
+    AF = pytest.importorskip("torchaudio.functional")  # the port's reference: only in development installs
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 12345)).astype(np.float32))
+    expected = AF.resample(x, from_rate, to_rate)
+    got = resample_tensor(x, from_rate, to_rate)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=0, atol=1e-4)  # the same kernels; float32 convolutions' rounding
+    exact = resample_tensor(x.double(), from_rate, to_rate)
+    assert (got - exact).abs().max() <= (expected - exact).abs().max() + 1e-6  # and no further from float64's

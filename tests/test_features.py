@@ -119,3 +119,13 @@ def test_numpy_log_mel_equals_the_torch_module():
         got = frontend.numpy(audio)
         assert got.shape == expected.shape and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_fft, f_min, f_max, n_mels, rate", [(512, 20.0, 7600.0, 40, 16000), (512, 0.0, 8000.0, 64, 16000),
+                                                               (400, 50.0, 4000.0, 32, 8000)])
+def test_mel_filterbank_is_torchaudios_without_torchaudio(n_fft, f_min, f_max, n_mels, rate):
+    from drsn_asr.features import mel_filterbank
+
+    AF = pytest.importorskip("torchaudio.functional")  # the port's reference: only in development installs
+    expected = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, rate, norm="slaney", mel_scale="slaney")
+    assert torch.equal(mel_filterbank(n_fft // 2 + 1, f_min, f_max, n_mels, rate), expected)
