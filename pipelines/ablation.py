@@ -10,8 +10,8 @@
    from the same recipe: the shipped default, say);
 2. copies each best checkpoint to models/ablation[/TAG]/<block>.pt;
 3. evaluates every checkpoint in that folder on the held-out real test set (pipelines/build_testset.py) clean
-   and with held-out noise at 20, 10, 5, 0, -5 dB, and writes docs/ablation[_TAG].md (table),
-   docs/ablation[_TAG].json and docs/ablation[_TAG]_plots/ (accuracy vs SNR, confusion matrices); whatever
+   and with held-out noise at 20, 10, 5, 0, -5 dB, and writes docs/experiments/ablation[_TAG].md (table),
+   docs/experiments/ablation[_TAG].json and docs/experiments/ablation[_TAG]_plots/ (accuracy vs SNR, confusion matrices); whatever
    the report holds from the ANALYSIS_MARKER line on (the written analysis) is kept.
 """
 
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--blocks", nargs="+", choices=BLOCKS, default=list(BLOCKS), help="backbones to train")
     parser.add_argument("--use", action="append", default=[], metavar="BLOCK=CHECKPOINT",
                         help="take this trained checkpoint for BLOCK instead of training it")
-    parser.add_argument("--tag", default="", help="name of this comparison: models/ablation/TAG, docs/ablation_TAG.md")
+    parser.add_argument("--tag", default="", help="name of this comparison: models/ablation/TAG, docs/experiments/ablation_TAG.md")
     parser.add_argument("--skip-train", action="store_true", help="only evaluate the checkpoints already there")
     parser.add_argument("--testset", default=str(REPO / "data" / "testset"))
     args = parser.parse_args()

@@ -24,7 +24,7 @@ A run already judged in an earlier trial can join an arm as `TRIAL.json:RUN` (TR
 RUN as named there), so control seeds need not be trained again once their weights are gone. Its figures are
 used only if they were measured at the same settings on the same data (the SHA-256 of every file under
 `--data` and `--noise-dir`); whether the recipe itself reproduces on another checkout or host is for the trial's
-author to have checked (docs/validation_tuning_fold.json, "R1c again"). The runs of one arm must have trained on the
+author to have checked (docs/experiments/validation_tuning_fold.json, "R1c again"). The runs of one arm must have trained on the
 same examples and noise recordings (the `examples_sha256` and `noise_files_sha256` that `drsn-asr train` records
 in its checkpoints); whether the two arms did is printed and recorded, as a trial may judge a change of data.
 """
