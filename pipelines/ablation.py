@@ -160,7 +160,7 @@ def main() -> None:
     for result in results.values():
         for r in _conditions(result):
             r.pop("predictions")
-    docs = REPO / "docs"
+    docs = REPO / "docs" / "experiments"
     docs.mkdir(exist_ok=True)
     (docs / f"ablation{suffix}.json").write_text(json.dumps(results, indent=1))
     plot_results(results, docs / f"ablation{suffix}_plots")
