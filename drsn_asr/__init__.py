@@ -8,9 +8,9 @@
 
 __version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
-from .checkpoint import available_models, load_model
-from .stream import Detection, Recognizer
-from .transcribe import transcribe
+from .runtime.checkpoint import available_models, load_model
+from .runtime.stream import Detection, Recognizer
+from .runtime.transcribe import transcribe
 
 __all__ = ["Detection", "MultiStreamRecognizer", "Recognizer", "available_models", "load_model", "transcribe", "listen",
            "__version__"]
@@ -19,11 +19,11 @@ __all__ = ["Detection", "MultiStreamRecognizer", "Recognizer", "available_models
 def __getattr__(name: str):
     # sounddevice enumerates audio devices at import: only pay for it when live capture is used
     if name == "listen":
-        from .microphone import listen
+        from .runtime.microphone import listen
 
         return listen
     if name == "MultiStreamRecognizer":
-        from .multistream import MultiStreamRecognizer
+        from .runtime.multistream import MultiStreamRecognizer
 
         return MultiStreamRecognizer
     raise AttributeError(f"module 'drsn_asr' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .stream import Detection
+from .runtime.stream import Detection
 
 FORMATS = ("text", "json", "csv", "srt")
 
@@ -51,14 +51,14 @@ _WORKER: dict = {}  # a --jobs worker process's model and detector options
 def _transcribe_worker_init(model: str | None, options: dict) -> None:
     import torch
 
-    from .checkpoint import load_model
+    from .runtime.checkpoint import load_model
 
     torch.set_num_threads(1)  # one file per core; intra-op threads only slow one stream's small batches down
     _WORKER.update(model=load_model(model, device="cpu"), options=options)
 
 
 def _transcribe_in_worker(file: str) -> tuple[list[Detection] | None, str | None]:
-    from .transcribe import transcribe
+    from .runtime.transcribe import transcribe
 
     try:
         return transcribe(file, model=_WORKER["model"], **_WORKER["options"]), None
@@ -69,8 +69,8 @@ def _transcribe_in_worker(file: str) -> tuple[list[Detection] | None, str | None
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .checkpoint import load_model
-    from .transcribe import transcribe
+    from .runtime.checkpoint import load_model
+    from .runtime.transcribe import transcribe
 
     if args.jobs < 1 or (args.jobs > 1 and args.device not in (None, "cpu")):
         print("drsn-asr: --jobs N runs N CPU processes, one file each: give N >= 1, and --jobs 1 with --device cuda",
@@ -128,7 +128,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import load_train_config, train
+    from .training.train import load_train_config, train
 
     overrides = {}
     optim = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
@@ -144,7 +144,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_words(args: argparse.Namespace) -> int:
-    from .custom import WordsConfig, check_config, load_words_config, train_words
+    from .training.custom import WordsConfig, check_config, load_words_config, train_words
 
     overrides = {"out": args.out, "epochs": args.epochs, "work_dir": args.work_dir, "base_model": args.base_model}
     if args.negative:
@@ -185,9 +185,9 @@ def _cmd_train_words(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .evaluate import evaluate
-    from .fileio import atomic_write
-    from .report import plot_results, result_table, snr_table
+    from .tools.evaluate import evaluate
+    from .runtime.fileio import atomic_write
+    from .tools.report import plot_results, result_table, snr_table
 
     snrs = [float(s) for s in args.snr.split(",")] if args.snr else None
     if snrs and not args.noise_dir:
@@ -226,8 +226,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .checkpoint import available_models, load_model
-    from .model import count_parameters
+    from .runtime.checkpoint import available_models, load_model
+    from .runtime.model import count_parameters
 
     for name in available_models():
         m = load_model(name, device="cpu")
@@ -236,8 +236,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_report, run_benchmarks
-    from .fileio import atomic_write
+    from .tools.bench import format_report, run_benchmarks
+    from .runtime.fileio import atomic_write
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -317,10 +317,10 @@ class _ConsoleLogHandler(logging.Handler):
 def _cmd_listen(args: argparse.Namespace) -> int:
     import torch
 
-    from .microphone import CaptureError, list_input_devices, listen
+    from .runtime.microphone import CaptureError, list_input_devices, listen
 
     if args.list_devices:
-        from .microphone import find_input_device
+        from .runtime.microphone import find_input_device
 
         try:
             default = find_input_device(None).index
@@ -385,7 +385,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     try:
-        from .server import KeywordServer
+        from .runtime.server import KeywordServer
     except ImportError as e:
         print(f"drsn-asr: serve needs the wyoming package ({e}): pip install 'drsn-asr[server]'", file=sys.stderr)
         return 1
@@ -422,8 +422,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .export import check_export, export_model
+    from .runtime.checkpoint import load_model
+    from .tools.export import check_export, export_model
 
     try:
         model = load_model(args.model, device="cpu")
@@ -441,8 +441,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain
-    from .explain_plot import SUFFIXES, save_report
+    from .tools.explain import explain
+    from .tools.explain_plot import SUFFIXES, save_report
 
     out = Path(args.out) if args.out else Path(f"{Path(args.file).stem}_explain.png")
     if out.suffix.lower() not in SUFFIXES:
@@ -506,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "default model on them. Phrases must fit in 1 s. Reruns resume.")
     p.add_argument("phrases", nargs="*", help='commands, e.g. "lights on" "lights off" "computer"')
     p.add_argument("--out", default=None, help="checkpoint to write (required unless the config names one)")
-    p.add_argument("--config", default=None, help="YAML with the keys of drsn_asr.custom.WordsConfig")
+    p.add_argument("--config", default=None, help="YAML with the keys of drsn_asr.training.custom.WordsConfig")
     p.add_argument("--negative", action="append", default=[],
                    help="a word or phrase that must NOT trigger (a near-miss of yours); repeatable")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 12)")

@@ -29,10 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr.checkpoint import read_checkpoint  # noqa: E402
-from drsn_asr.evaluate import evaluate  # noqa: E402
-from drsn_asr.report import plot_results, snr_table  # noqa: E402
-from drsn_asr.train import load_train_config, prepare_data  # noqa: E402
+from drsn_asr.runtime.checkpoint import read_checkpoint  # noqa: E402
+from drsn_asr.tools.evaluate import evaluate  # noqa: E402
+from drsn_asr.tools.report import plot_results, snr_table  # noqa: E402
+from drsn_asr.training.train import load_train_config, prepare_data  # noqa: E402
 
 BLOCKS = ("drsn_cw", "drsn_cs", "resnet", "se_resnet")
 SNRS_DB = [20.0, 10.0, 5.0, 0.0, -5.0]
@@ -52,7 +52,7 @@ def train_all(config: Path, blocks: list[str], runs: str, parallel: int, threads
             log = open(REPO / "runs" / f"{runs}_{block}.log", "w")
             overrides = {"model": {"block": block}, "optim": optim, "out_dir": f"runs/{runs}/{block}"}
             cmd = [sys.executable, "-c", (
-                "from pathlib import Path; from drsn_asr.train import load_train_config, train; "
+                "from pathlib import Path; from drsn_asr.training.train import load_train_config, train; "
                 f"cfg = load_train_config({str(config)!r}, {overrides!r}); "
                 f"train(cfg, Path({str(REPO)!r}), progress=True)")]
             running.append((block, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)))

@@ -4,7 +4,7 @@
     python pipelines/bakeoff.py --arm A=drsn_asr/assets/default.pt,models/ablation/30_epochs_seed1/drsn_cw.pt \\
         --arm C=runs/embedding_s0/best.pt,runs/embedding_s1/best.pt [--out docs/experiments/real_voices_bakeoff]
 
-Evaluates every checkpoint with `drsn_asr.evaluate.evaluate` on the Speech Commands test speakers
+Evaluates every checkpoint with `drsn_asr.tools.evaluate.evaluate` on the Speech Commands test speakers
 (data/testset/speech_commands) and on theo's digits with the held-out sentences (data/testset/real), clean and
 with held-out noise at 20, 10, 5, 0, -5 dB (seed 0); keeps each run's JSON (under OUT/, by arm and seed) and
 writes OUT.json (every figure) and OUT_table.md (the rule's figures per arm and seed, and the verdict).
@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr.config import LABEL_SILENCE, LABEL_UNKNOWN  # noqa: E402
-from drsn_asr.data import DIGIT_WORDS  # noqa: E402
-from drsn_asr.evaluate import evaluate  # noqa: E402
+from drsn_asr.runtime.config import LABEL_SILENCE, LABEL_UNKNOWN  # noqa: E402
+from drsn_asr.training.data import DIGIT_WORDS  # noqa: E402
+from drsn_asr.tools.evaluate import evaluate  # noqa: E402
 
 SNRS_DB = [20.0, 10.0, 5.0, 0.0, -5.0]
 SETS = {"speech_commands": "data/testset/speech_commands", "real": "data/testset/real"}

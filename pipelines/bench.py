@@ -1,4 +1,4 @@
-"""Speed and scale benchmarks, as a script: the same as `drsn-asr bench` (the code is drsn_asr/bench.py, so that
+"""Speed and scale benchmarks, as a script: the same as `drsn-asr bench` (the code is drsn_asr/tools/bench.py, so that
 an installed package can run it without this repository).
 
     python pipelines/bench.py [--json OUT] [--device cpu|cuda] [--quick] [--model NAME_OR_PATH]

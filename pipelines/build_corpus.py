@@ -1,9 +1,9 @@
-"""Build the synthetic keyword corpus of the default model (drsn_asr/corpus.py does the work).
+"""Build the synthetic keyword corpus of the default model (drsn_asr/training/corpus.py does the work).
 
     python pipelines/build_corpus.py --config configs/corpus.yaml [--out data/corpus/tts] [--limit-voices N]
     python pipelines/build_corpus.py --config configs/corpus.yaml --fingerprints   # digests only, no build
 
-After a build it prints the corpus's digests (`drsn_asr.corpus.fingerprints`): the whole folder's, the
+After a build it prints the corpus's digests (`drsn_asr.training.corpus.fingerprints`): the whole folder's, the
 manifest's and each engine's, so that two builds that differ can be told apart by engine.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from drsn_asr.corpus import build, fingerprints, load_config  # noqa: E402
+from drsn_asr.training.corpus import build, fingerprints, load_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

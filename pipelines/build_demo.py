@@ -20,10 +20,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr import noise  # noqa: E402
-from drsn_asr.audio import SAMPLE_RATE, read_audio, write_audio  # noqa: E402
-from drsn_asr.augment import active_rms  # noqa: E402
-from drsn_asr.data import Example, read_fsdd, read_sentences  # noqa: E402
+from drsn_asr.training import noise  # noqa: E402
+from drsn_asr.runtime.audio import SAMPLE_RATE, read_audio, write_audio  # noqa: E402
+from drsn_asr.training.augment import active_rms  # noqa: E402
+from drsn_asr.training.data import Example, read_fsdd, read_sentences  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 STREET_LEVEL_RMS = 0.05
@@ -98,7 +98,7 @@ def validation_speech(rng: np.random.Generator, n_words: int, n_others: int, n_s
     settings may be chosen on it. When the recipe validates on real speakers (data.fsdd_validation_speakers,
     data.real_commands_validation_part), `real_share` of the keywords are theirs (all of them when no TTS voice
     validates): TTS keywords alone make a threshold that is strict for real voices."""
-    from drsn_asr.train import collect_examples, load_train_config
+    from drsn_asr.training.train import collect_examples, load_train_config
 
     data = load_train_config(recipe).data
     validation = collect_examples(data, REPO)["validation"]

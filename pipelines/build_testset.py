@@ -31,11 +31,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr import noise  # noqa: E402
-from drsn_asr.audio import SAMPLE_RATE, read_audio, write_audio  # noqa: E402
-from drsn_asr.data import (REAL_COMMANDS_TEST_PART, load_example, read_fsdd, read_real_commands,  # noqa: E402
+from drsn_asr.training import noise  # noqa: E402
+from drsn_asr.runtime.audio import SAMPLE_RATE, read_audio, write_audio  # noqa: E402
+from drsn_asr.training.data import (REAL_COMMANDS_TEST_PART, load_example, read_fsdd, read_real_commands,  # noqa: E402
                            read_sentences, read_tts_corpus, stable_fraction)
-from drsn_asr.train import DataConfig, load_train_config, sentence_exclusions  # noqa: E402
+from drsn_asr.training.train import DataConfig, load_train_config, sentence_exclusions  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 TEST_SPEAKERS = ("theo",)

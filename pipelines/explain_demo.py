@@ -3,9 +3,9 @@
     python pipelines/explain_demo.py [--out docs/explain_demo.png] [--model default] [--compare PATH] [--seed 0]
 
 The recording (7 s at 16 kHz), all of it licensed or synthesized:
-    quiet road rumble throughout (drsn_asr.noise.road_rumble, 26 dB below the speech);
+    quiet road rumble throughout (drsn_asr.training.noise.road_rumble, 26 dB below the speech);
     a digit at 1.3 s, clean (FSDD, speaker theo: held out from training; CC BY-SA 4.0);
-    a car-horn honk from 2.8 s alone (drsn_asr.noise.car_horn, 6 dB above the speech);
+    a car-horn honk from 2.8 s alone (drsn_asr.training.noise.car_horn, 6 dB above the speech);
     another digit at 4.8 s with a second honk over it.
 --compare defaults to models/ablation/30_epochs/resnet.pt (the plain ResNet trained with the default's recipe)
 when that file exists.
@@ -27,12 +27,12 @@ sys.path.insert(0, str(REPO / "pipelines"))
 
 from build_demo import trim  # noqa: E402
 
-from drsn_asr import noise  # noqa: E402
-from drsn_asr.audio import SAMPLE_RATE, read_audio, write_audio  # noqa: E402
-from drsn_asr.augment import active_rms  # noqa: E402
-from drsn_asr.data import read_fsdd  # noqa: E402
-from drsn_asr.explain import explain  # noqa: E402
-from drsn_asr.explain_plot import save_report  # noqa: E402
+from drsn_asr.training import noise  # noqa: E402
+from drsn_asr.runtime.audio import SAMPLE_RATE, read_audio, write_audio  # noqa: E402
+from drsn_asr.training.augment import active_rms  # noqa: E402
+from drsn_asr.training.data import read_fsdd  # noqa: E402
+from drsn_asr.tools.explain import explain  # noqa: E402
+from drsn_asr.tools.explain_plot import save_report  # noqa: E402
 
 FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
 HELD_OUT_SPEAKERS = ("theo",)

@@ -28,12 +28,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from drsn_asr import Recognizer, load_model  # noqa: E402
-from drsn_asr.audio import read_audio  # noqa: E402
-from drsn_asr.decision import DecisionRule  # noqa: E402
-from drsn_asr.features import LogMel  # noqa: E402
-from drsn_asr.inference import FoldedNet, OnnxNet  # noqa: E402
-from drsn_asr.model import KeywordNet, count_parameters  # noqa: E402
-from drsn_asr.stream import StreamBank  # noqa: E402
+from drsn_asr.runtime.audio import read_audio  # noqa: E402
+from drsn_asr.runtime.decision import DecisionRule  # noqa: E402
+from drsn_asr.runtime.features import LogMel  # noqa: E402
+from drsn_asr.runtime.inference import FoldedNet, OnnxNet  # noqa: E402
+from drsn_asr.runtime.model import KeywordNet, count_parameters  # noqa: E402
+from drsn_asr.runtime.stream import StreamBank  # noqa: E402
 
 CANDIDATES = {  # name: ModelConfig fields changed from the shipped default's architecture
     "default": {},

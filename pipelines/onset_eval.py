@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import drsn_asr  # noqa: E402
-from drsn_asr.audio import SAMPLE_RATE, read_audio  # noqa: E402
+from drsn_asr.runtime.audio import SAMPLE_RATE, read_audio  # noqa: E402
 
 NOISE_DIRS = (REPO / "data" / "testset" / "noise", REPO.parent / "shared" / "data" / "speech-commands-noise")
 CLIP_S = 2.0

@@ -42,9 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr.checkpoint import read_checkpoint, sha256  # noqa: E402
-from drsn_asr.data import folder_fingerprint as fingerprint  # noqa: E402
-from drsn_asr.evaluate import evaluate  # noqa: E402
+from drsn_asr.runtime.checkpoint import read_checkpoint, sha256  # noqa: E402
+from drsn_asr.training.data import folder_fingerprint as fingerprint  # noqa: E402
+from drsn_asr.tools.evaluate import evaluate  # noqa: E402
 
 EVAL_FILE = "seed_trial_eval.json"
 PATH_SETTINGS = ("data", "noise_dir")  # where the data lay; the rest (fingerprints included) must match in a record

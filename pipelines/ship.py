@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr.checkpoint import ASSETS, build_model, read_checkpoint, save_model, sha256  # noqa: E402
+from drsn_asr.runtime.checkpoint import ASSETS, build_model, read_checkpoint, save_model, sha256  # noqa: E402
 
 THRESHOLDS = "0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9"
 HOPS_MS = (50, 80, 100, 160)  # those that are whole numbers of the model's frames are swept (log-mel: 50/80/100)

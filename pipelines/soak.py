@@ -4,7 +4,7 @@
                              [--repeat-scene] [--json OUT]
 
 The audio is made on the fly, one block at a time, and never held whole: a fresh synthesized street scene
-(`drsn_asr.noise.street_scene`) for every 10 s, and every `--demo-every-min` minutes the bundled street demo
+(`drsn_asr.training.noise.street_scene`) for every 10 s, and every `--demo-every-min` minutes the bundled street demo
 recording (spoken commands in street noise), so the recognizer has something to detect all along. Each block is
 fed in `--chunk-ms` chunks as fast as the recognizer takes them. Printed:
 - RSS (VmRSS in /proc/self/status) after loading, after the first 10 % of the run (the warm-up) and at the end,
@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from drsn_asr import Recognizer, load_model  # noqa: E402
-from drsn_asr.audio import SAMPLE_RATE, read_audio  # noqa: E402
-from drsn_asr.noise import street_scene  # noqa: E402
+from drsn_asr.runtime.audio import SAMPLE_RATE, read_audio  # noqa: E402
+from drsn_asr.training.noise import street_scene  # noqa: E402
 
 SCENE_S = 10.0
 DEMO = REPO / "drsn_asr" / "assets" / "street_demo.flac"

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "pipelines"))
 from build_demo import held_out_speech, make_recording, validation_speech  # noqa: E402
 
 from drsn_asr import Recognizer, load_model  # noqa: E402
-from drsn_asr.checkpoint import save_model  # noqa: E402
+from drsn_asr.runtime.checkpoint import save_model  # noqa: E402
 
 CHUNK_SAMPLES = 160
 

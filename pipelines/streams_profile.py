@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from drsn_asr import load_model  # noqa: E402
-from drsn_asr.bench import _hop_samples, noisy_recording  # noqa: E402
-from drsn_asr.multistream import MultiStreamRecognizer, _as_float_block  # noqa: E402
+from drsn_asr.tools.bench import _hop_samples, noisy_recording  # noqa: E402
+from drsn_asr.runtime.multistream import MultiStreamRecognizer, _as_float_block  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,9 +21,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr.checkpoint import LoadedModel, build_model, load_model, read_checkpoint  # noqa: E402
-from drsn_asr.features import make_frontend  # noqa: E402
-from drsn_asr.train import (  # noqa: E402
+from drsn_asr.runtime.checkpoint import LoadedModel, build_model, load_model, read_checkpoint  # noqa: E402
+from drsn_asr.runtime.features import make_frontend  # noqa: E402
+from drsn_asr.training.train import (  # noqa: E402
     VALIDATION_SEED,
     evaluate_split,
     load_train_config,

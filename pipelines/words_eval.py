@@ -27,12 +27,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr import load_model, transcribe  # noqa: E402
-from drsn_asr.audio import SAMPLE_RATE, read_audio  # noqa: E402
-from drsn_asr.augment import active_rms  # noqa: E402
-from drsn_asr.config import LABEL_SILENCE, LABEL_UNKNOWN  # noqa: E402
-from drsn_asr.data import read_fsdd, sentence_labels, stable_fraction  # noqa: E402
-from drsn_asr.noise import street_scene  # noqa: E402
+from drsn_asr import load_model  # noqa: E402
+from drsn_asr.runtime import transcribe  # noqa: E402
+from drsn_asr.runtime.audio import SAMPLE_RATE, read_audio  # noqa: E402
+from drsn_asr.training.augment import active_rms  # noqa: E402
+from drsn_asr.runtime.config import LABEL_SILENCE, LABEL_UNKNOWN  # noqa: E402
+from drsn_asr.training.data import read_fsdd, sentence_labels, stable_fraction  # noqa: E402
+from drsn_asr.training.noise import street_scene  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 SENTENCES = SHARED / "command-sentences" / "clean"

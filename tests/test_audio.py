@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from drsn_asr.audio import StreamResampler, read_audio, resample, stream_audio, to_float32, write_audio
+from drsn_asr.runtime.audio import StreamResampler, read_audio, resample, stream_audio, to_float32, write_audio
 
 
 def _tone(n=16000, rate=16000, f=440.0):
@@ -142,7 +142,7 @@ def test_stream_audio_blocks_equal_whole_file(tmp_path):
 
 @pytest.mark.parametrize("from_rate, to_rate", [(48000, 16000), (8000, 16000), (44100, 16000), (16000, 22050), (11025, 16000)])
 def test_resampling_is_torchaudios_without_torchaudio(from_rate, to_rate):
-    from drsn_asr.audio import resample_tensor
+    from drsn_asr.runtime.audio import resample_tensor
 
     AF = pytest.importorskip("torchaudio.functional")  # the port's reference: only in development installs
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 12345)).astype(np.float32))

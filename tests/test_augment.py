@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from drsn_asr import augment
+from drsn_asr.training import augment
 
 SR = 16000
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drsn_asr.audio import write_audio
+from drsn_asr.runtime.audio import write_audio
 from drsn_asr.cli import build_parser, format_detections
-from drsn_asr.stream import Detection
+from drsn_asr.runtime.stream import Detection
 
 DEMO = Path(__file__).resolve().parent.parent / "drsn_asr" / "assets" / "street_demo.flac"
 
@@ -116,7 +116,7 @@ def test_unknown_model_lists_the_shipped_ones():
 
 
 def test_stereo_44k_file_is_transcribed_like_mono_16k(tmp_path):
-    from drsn_asr.audio import read_audio, resample
+    from drsn_asr.runtime.audio import read_audio, resample
     import soundfile as sf
 
     audio = read_audio(DEMO)[: 16000 * 8]

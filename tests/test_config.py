@@ -1,6 +1,6 @@
 import pytest
 
-from drsn_asr.config import FeatureConfig, ModelConfig, DetectorConfig, from_dict, load_yaml, to_dict
+from drsn_asr.runtime.config import FeatureConfig, ModelConfig, DetectorConfig, from_dict, load_yaml, to_dict
 
 
 def test_round_trip():
@@ -43,10 +43,10 @@ def test_yaml_is_safe_loaded(tmp_path):
 def test_shipped_configs_parse():
     from pathlib import Path
 
-    from drsn_asr.train import load_train_config
+    from drsn_asr.training.train import load_train_config
 
     configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
-    from drsn_asr.custom import load_words_config
+    from drsn_asr.training.custom import load_words_config
 
     train_configs = [p for p in configs if p.name != "corpus.yaml" and not p.name.startswith("words_")]
     assert train_configs

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from drsn_asr import Recognizer, load_model, tts
-from drsn_asr.audio import write_audio
+from drsn_asr import Recognizer, load_model
+from drsn_asr.training import tts
+from drsn_asr.runtime.audio import write_audio
 from drsn_asr.cli import main as cli_main
-from drsn_asr.config import ModelConfig
-from drsn_asr.custom import (
+from drsn_asr.runtime.config import ModelConfig
+from drsn_asr.training.custom import (
     COMMON_WORDS,
     WordsConfig,
     check_config,
@@ -21,10 +22,10 @@ from drsn_asr.custom import (
     sub_phrases,
     train_words,
 )
-from drsn_asr.data import read_sentences
-from drsn_asr.evaluate import expected_label
-from drsn_asr.model import build_net
-from drsn_asr.train import initialise_from, labels_for
+from drsn_asr.training.data import read_sentences
+from drsn_asr.tools.evaluate import expected_label
+from drsn_asr.runtime.model import build_net
+from drsn_asr.training.train import initialise_from, labels_for
 
 needs_espeak = pytest.mark.skipif(not tts.engine_available("espeak"), reason="espeak-ng is not installed")
 
@@ -166,7 +167,7 @@ def test_cli_train_words_explains_missing_out_and_bad_phrases(capsys):
 
 
 def test_the_recipe_validates_on_held_out_voices_even_when_the_base_validated_on_real_speakers_only(tmp_path):
-    from drsn_asr.custom import WordsConfig, train_config
+    from drsn_asr.training.custom import WordsConfig, train_config
 
     base = load_model("default", device="cpu")
     assert base.training["config"]["data"]["tts_validation"] is False  # the default chose its checkpoint on real voices

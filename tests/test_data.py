@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from drsn_asr.audio import write_audio
-from drsn_asr.data import (
+from drsn_asr.runtime.audio import write_audio
+from drsn_asr.training.data import (
     NoisyBatches,
     fit_window,
     label_for,
@@ -15,7 +15,7 @@ from drsn_asr.data import (
     speech_commands_noise,
     stable_fraction,
 )
-from drsn_asr.config import LABEL_SILENCE, LABEL_UNKNOWN
+from drsn_asr.runtime.config import LABEL_SILENCE, LABEL_UNKNOWN
 
 
 def _speech_commands_tree(root):
@@ -131,7 +131,7 @@ def test_a_second_noise_is_added_at_its_relative_level_and_only_when_asked():
 
 
 def test_real_commands_split_by_speaker_never_shares_a_speaker_and_covers_every_clip():
-    from drsn_asr.data import REAL_COMMANDS_TEST_PART, read_real_commands
+    from drsn_asr.training.data import REAL_COMMANDS_TEST_PART, read_real_commands
 
     root = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech-commands-v0.02-test"
     if not root.is_dir():
@@ -148,7 +148,7 @@ def test_real_commands_split_by_speaker_never_shares_a_speaker_and_covers_every_
 
 
 def test_a_recipe_cannot_train_or_validate_on_the_real_test_speakers(tmp_path):
-    from drsn_asr.train import DataConfig, collect_examples
+    from drsn_asr.training.train import DataConfig, collect_examples
 
     cfg = DataConfig(tts_dir=None, fsdd_dir=None, sentences_dir=None, real_commands_dir=str(tmp_path),
                      real_commands_validation_part=(0.6, 0.9))

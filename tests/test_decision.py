@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from drsn_asr.config import DetectorConfig
-from drsn_asr.decision import TIME_TOLERANCE_MS, DecisionRule
+from drsn_asr.runtime.config import DetectorConfig
+from drsn_asr.runtime.decision import TIME_TOLERANCE_MS, DecisionRule
 
 LABELS = ["yes", "no", "stop", "_unknown_", "_silence_"]
 

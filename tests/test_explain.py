@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import drsn_asr
-from drsn_asr import noise
-from drsn_asr.audio import read_audio, write_audio
-from drsn_asr.checkpoint import LoadedModel, load_model
+from drsn_asr.training import noise
+from drsn_asr.runtime.audio import read_audio, write_audio
+from drsn_asr.runtime.checkpoint import LoadedModel, load_model
 from drsn_asr.cli import main
-from drsn_asr.config import FeatureConfig, ModelConfig
-from drsn_asr.explain import capture_shrinkage, explain
-from drsn_asr.model import KeywordNet
-from drsn_asr.stream import Recognizer
+from drsn_asr.runtime.config import FeatureConfig, ModelConfig
+from drsn_asr.tools.explain import capture_shrinkage, explain
+from drsn_asr.runtime.model import KeywordNet
+from drsn_asr.runtime.stream import Recognizer
 
 RATE = 16000
 WORD = Path(__file__).resolve().parent / "data" / "fsdd_7_theo_0.wav"  # held-out speaker, CC BY-SA 4.0

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import drsn_asr
-from drsn_asr.audio import read_audio, write_audio
+from drsn_asr.runtime.audio import read_audio, write_audio
 from drsn_asr.cli import main
-from drsn_asr.config import to_dict
-from drsn_asr.export import AudioClassifier, export_model, parity, read_metadata, run_exported
+from drsn_asr.runtime.config import to_dict
+from drsn_asr.tools.export import AudioClassifier, export_model, parity, read_metadata, run_exported
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from drsn_asr.config import FeatureConfig
-from drsn_asr.features import LogMel, StreamingLogMel
+from drsn_asr.runtime.config import FeatureConfig
+from drsn_asr.runtime.features import LogMel, StreamingLogMel
 
 
 def _audio(n=16000 * 2 + 123, seed=0):
@@ -124,7 +124,7 @@ def test_numpy_log_mel_equals_the_torch_module():
 @pytest.mark.parametrize("n_fft, f_min, f_max, n_mels, rate", [(512, 20.0, 7600.0, 40, 16000), (512, 0.0, 8000.0, 64, 16000),
                                                                (400, 50.0, 4000.0, 32, 8000)])
 def test_mel_filterbank_is_torchaudios_without_torchaudio(n_fft, f_min, f_max, n_mels, rate):
-    from drsn_asr.features import mel_filterbank
+    from drsn_asr.runtime.features import mel_filterbank
 
     AF = pytest.importorskip("torchaudio.functional")  # the port's reference: only in development installs
     expected = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, rate, norm="slaney", mel_scale="slaney")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from drsn_asr.config import BLOCK_KINDS, FeatureConfig, ModelConfig
-from drsn_asr.inference import FoldedNet, OnnxNet, inference_forward, onnxruntime_available
-from drsn_asr.model import KeywordNet
+from drsn_asr.runtime.config import BLOCK_KINDS, FeatureConfig, ModelConfig
+from drsn_asr.runtime.inference import FoldedNet, OnnxNet, inference_forward, onnxruntime_available
+from drsn_asr.runtime.model import KeywordNet
 
 
 def _net(block, **config):

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import drsn_asr
-from drsn_asr.audio import read_audio, write_audio
+from drsn_asr.runtime.audio import read_audio, write_audio
 
 FSDD = Path("/work/shared/data/fsdd/recordings")
 CLIP_WORDS = (("seven", "7_theo_0.wav"), ("two", "2_lucas_0.wav"))  # held-out speakers
@@ -136,14 +136,14 @@ def pulse(daemons) -> PulseDaemon:
 
 @pytest.fixture(scope="module")
 def mic(pulse):
-    """drsn_asr.microphone, imported (or PortAudio re-initialized) once the daemon is up."""
+    """drsn_asr.runtime.microphone, imported (or PortAudio re-initialized) once the daemon is up."""
     already = "sounddevice" in sys.modules
     import sounddevice as sd
 
     if already:  # PortAudio lists devices when it initializes: list them again now that the server runs
         sd._terminate()
         sd._initialize()
-    from drsn_asr import microphone
+    from drsn_asr.runtime import microphone
 
     names = [d.name for d in microphone.list_input_devices()]
     if "pulse" not in names:
@@ -256,7 +256,7 @@ def test_device_by_name_substring_or_index(mic, model, caplog):
     assert mic.find_input_device("PULS").index == pulse_index
     assert mic.find_input_device(pulse_index).name == "pulse"
     assert mic.find_input_device("Default").name == "default"  # exact name, case-insensitive
-    with caplog.at_level(logging.WARNING, logger="drsn_asr.microphone"):
+    with caplog.at_level(logging.WARNING, logger="drsn_asr.runtime.microphone"):
         picked = mic.find_input_device("u")  # in both 'pulse' and 'default': the first one, with a warning
     with_u = [d.index for d in mic.list_input_devices() if "u" in d.name.casefold()]
     assert picked.index == with_u[0]
@@ -322,7 +322,7 @@ def test_detections_arrive_during_playback_and_a_raising_callback_does_not_stop_
 
     player = pulse.play(clip[0])
     time.sleep(0.3)
-    with caplog.at_level(logging.ERROR, logger="drsn_asr.stream"):
+    with caplog.at_level(logging.ERROR, logger="drsn_asr.runtime.stream"):
         listener = mic.Listener(on_detection, model=model, threshold=0.0)
         listener.start()
         try:
@@ -349,7 +349,7 @@ def test_slow_consumer_drops_blocks_counted_and_logged(mic, pulse, model, clip, 
 
     player = pulse.play(clip[0])
     time.sleep(0.3)
-    with caplog.at_level(logging.WARNING, logger="drsn_asr.microphone"):
+    with caplog.at_level(logging.WARNING, logger="drsn_asr.runtime.microphone"):
         listener = mic.listen(slow, model=model, queue_blocks=1, on_event=lambda *e: events.append(e), threshold=0.0)
         try:
             assert _wait_for(lambda: listener.n_dropped_blocks > 0, 4.0)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from drsn_asr.config import FeatureConfig, ModelConfig
-from drsn_asr.model import (KeywordNet, ResidualUnit, Shrinkage, SqueezeExcite, Threshold, count_parameters, soft_threshold,
+from drsn_asr.runtime.config import FeatureConfig, ModelConfig
+from drsn_asr.runtime.model import (KeywordNet, ResidualUnit, Shrinkage, SqueezeExcite, Threshold, count_parameters, soft_threshold,
                             stem_input)
 
 
@@ -180,7 +180,7 @@ def test_floor_input_reads_each_band_above_its_quietest_frame():
 
 
 def test_sequence_net_is_a_1d_drsn_over_time_with_channelwise_thresholds():
-    from drsn_asr.model import SequenceNet, build_net
+    from drsn_asr.runtime.model import SequenceNet, build_net
 
     features = FeatureConfig(kind="speech_embedding", n_mels=96, window_ms=782.0, hop_ms=80.0)
     config = ModelConfig(stem_channels=16, stage_channels=(16, 24), stage_blocks=(1, 1), stage_strides=(1, 1),

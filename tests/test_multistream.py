@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import drsn_asr
-from drsn_asr.checkpoint import LoadedModel
-from drsn_asr.config import FeatureConfig, ModelConfig
-from drsn_asr.model import KeywordNet
-from drsn_asr.multistream import MultiStreamRecognizer
-from drsn_asr.stream import Recognizer
+from drsn_asr.runtime.checkpoint import LoadedModel
+from drsn_asr.runtime.config import FeatureConfig, ModelConfig
+from drsn_asr.runtime.model import KeywordNet
+from drsn_asr.runtime.multistream import MultiStreamRecognizer
+from drsn_asr.runtime.stream import Recognizer
 
 LABELS = ["yes", "no", "_unknown_", "_silence_"]
 
@@ -83,7 +83,7 @@ def test_interleaved_random_chunks_equal_each_stream_alone():
 
 def test_resampled_stream_equals_its_recognizer():
     model = _model()
-    x48 = drsn_asr.audio.resample(_bursts([1.0, 3.0], total_s=5), 16000, 48000)
+    x48 = drsn_asr.runtime.audio.resample(_bursts([1.0, 3.0], total_s=5), 16000, 48000)
     multi = MultiStreamRecognizer(model)
     multi.add_stream("hi", sample_rate=48000)
     multi.add_stream("lo")
@@ -96,7 +96,7 @@ def test_real_network_streams_equal_recognizers():
     options = dict(threshold=0.3, refractory_ms=0.0)
     from pathlib import Path
 
-    from drsn_asr.audio import read_audio
+    from drsn_asr.runtime.audio import read_audio
 
     demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # real speech in noise
     signals = {i: demo[16000 * 10 * i : 16000 * 10 * (i + 1)] for i in range(3)}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from drsn_asr import noise
+from drsn_asr.training import noise
 
 SR = 16000
 

@@ -19,12 +19,12 @@ from hypothesis.extra import numpy as hnp
 from test_stream import _bursts, _loud_model  # a tiny real network: 'yes' while loud
 
 import drsn_asr
-from drsn_asr.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, read_audio, stream_audio, to_float32, write_audio
-from drsn_asr.checkpoint import load_model, read_checkpoint, save_checkpoint
-from drsn_asr.stream import detector_config
-from drsn_asr.features import LogMel, StreamingLogMel
-from drsn_asr.multistream import MultiStreamRecognizer
-from drsn_asr.stream import Recognizer
+from drsn_asr.runtime.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, read_audio, stream_audio, to_float32, write_audio
+from drsn_asr.runtime.checkpoint import load_model, read_checkpoint, save_checkpoint
+from drsn_asr.runtime.stream import detector_config
+from drsn_asr.runtime.features import LogMel, StreamingLogMel
+from drsn_asr.runtime.multistream import MultiStreamRecognizer
+from drsn_asr.runtime.stream import Recognizer
 
 PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TRIGGER_HAPPY = dict(threshold=0.0, refractory_ms=0.0)  # detections to compare, from any model
@@ -194,7 +194,7 @@ def test_non_integer_rates_are_refused(rate):
 
 def test_a_files_header_rate_wins_and_a_contradicting_declared_rate_is_an_error(tmp_path):
     x = _bursts([0.5], total_s=1.5)
-    sf.write(tmp_path / "a.wav", drsn_asr.audio.resample(x, 16000, 44100), 44100)
+    sf.write(tmp_path / "a.wav", drsn_asr.runtime.audio.resample(x, 16000, 44100), 44100)
     reference = drsn_asr.transcribe(x, model=_loud_model())
     assert [d.label for d in drsn_asr.transcribe(tmp_path / "a.wav", model=_loud_model(), sample_rate=44100)] == \
         [d.label for d in reference] == ["yes"]

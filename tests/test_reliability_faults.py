@@ -12,7 +12,7 @@ import time
 import pytest
 from test_train import _tiny_recipe
 
-from drsn_asr.checkpoint import read_checkpoint
+from drsn_asr.runtime.checkpoint import read_checkpoint
 
 CLI = [sys.executable, "-m", "drsn_asr.cli"]
 

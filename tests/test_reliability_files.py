@@ -2,7 +2,7 @@
 older version); a shipped model whose bytes differ from the SHA-256 recorded in the package is refused; and
 the library writes nowhere but the paths it was given.
 
-Outputs are written to a temp file beside the target and renamed only when complete (drsn_asr.fileio).
+Outputs are written to a temp file beside the target and renamed only when complete (drsn_asr.runtime.fileio).
 """
 
 import getpass
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 import drsn_asr
-from drsn_asr.audio import read_audio, write_audio
-from drsn_asr.checkpoint import load_model, save_checkpoint
-from drsn_asr.fileio import atomic_write
+from drsn_asr.runtime.audio import read_audio, write_audio
+from drsn_asr.runtime.checkpoint import load_model, save_checkpoint
+from drsn_asr.runtime.fileio import atomic_write
 
 DEMO = Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac"
 
@@ -86,8 +86,8 @@ FSIZE_SCRIPT = textwrap.dedent(
     import json, os, resource, signal, sys
     from pathlib import Path
     import numpy as np
-    from drsn_asr.audio import write_audio
-    from drsn_asr.checkpoint import load_model, save_checkpoint
+    from drsn_asr.runtime.audio import write_audio
+    from drsn_asr.runtime.checkpoint import load_model, save_checkpoint
     out, model = Path(sys.argv[1]), load_model(device="cpu")
     noise = (np.random.default_rng(0).standard_normal(16000 * 60) * 0.1).astype(np.float32)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-limit writes then fail with EFBIG instead of killing us
@@ -164,7 +164,7 @@ def test_a_tampered_shipped_model_is_refused(tmp_path):
 
 
 def test_the_recorded_digest_matches_the_shipped_file():
-    from drsn_asr.checkpoint import _shipped_digests, available_models, sha256
+    from drsn_asr.runtime.checkpoint import _shipped_digests, available_models, sha256
 
     digests = _shipped_digests()
     for name in available_models():
@@ -197,12 +197,12 @@ AUDITED = textwrap.dedent(
     sys.addaudithook(hook)
     import torch
     import drsn_asr
-    from drsn_asr.audio import audio_info, read_audio, stream_audio, write_audio
-    from drsn_asr.checkpoint import save_checkpoint
+    from drsn_asr.runtime.audio import audio_info, read_audio, stream_audio, write_audio
+    from drsn_asr.runtime.checkpoint import save_checkpoint
     from drsn_asr.cli import main
-    from drsn_asr.export import export_model
-    from drsn_asr.multistream import MultiStreamRecognizer
-    from drsn_asr.train import load_train_config, train
+    from drsn_asr.tools.export import export_model
+    from drsn_asr.runtime.multistream import MultiStreamRecognizer
+    from drsn_asr.training.train import load_train_config, train
 
     torch.set_num_threads(1)  # small inputs: more threads only contend
     inputs, out = Path(sys.argv[1]), Path(sys.argv[2])

@@ -34,11 +34,11 @@ from wyoming.ping import Ping, Pong  # noqa: E402
 from wyoming.wake import Detect, Detection, NotDetected  # noqa: E402
 
 import drsn_asr  # noqa: E402
-from drsn_asr.audio import read_audio, resample  # noqa: E402
-from drsn_asr.checkpoint import LoadedModel  # noqa: E402
-from drsn_asr.config import FeatureConfig, ModelConfig  # noqa: E402
-from drsn_asr.model import KeywordNet  # noqa: E402
-from drsn_asr.server import KeywordServer, pcm_to_float32  # noqa: E402
+from drsn_asr.runtime.audio import read_audio, resample  # noqa: E402
+from drsn_asr.runtime.checkpoint import LoadedModel  # noqa: E402
+from drsn_asr.runtime.config import FeatureConfig, ModelConfig  # noqa: E402
+from drsn_asr.runtime.model import KeywordNet  # noqa: E402
+from drsn_asr.runtime.server import KeywordServer, pcm_to_float32  # noqa: E402
 
 RATE = 16000
 CHUNK_SAMPLES = 1024  # what Home Assistant sends
@@ -490,7 +490,7 @@ def test_streams_beyond_capacity_are_refused_visibly_and_a_freed_place_is_given_
         finally:
             await server.stop()
 
-    with caplog.at_level(logging.WARNING, logger="drsn_asr.server"):
+    with caplog.at_level(logging.WARNING, logger="drsn_asr.runtime.server"):
         reply_a, reply_b, reply_c, closed_c, reply_d, left = asyncio.run(main())
     assert Pong.is_type(reply_a.type) and Pong.is_type(reply_b.type) and Pong.is_type(reply_d.type)
     assert Error.is_type(reply_c.type)
@@ -519,7 +519,7 @@ def test_a_stream_is_refused_while_inference_is_behind_its_input(caplog):
             return reply, await _results(slow)
 
     try:
-        with caplog.at_level(logging.WARNING, logger="drsn_asr.server"):
+        with caplog.at_level(logging.WARNING, logger="drsn_asr.runtime.server"):
             reply, slow_result = _serve(gated, scenario)
     finally:
         Gated.gate.set()

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import drsn_asr
-from drsn_asr.audio import read_audio, resample
-from drsn_asr.stream import Recognizer
+from drsn_asr.runtime.audio import read_audio, resample
+from drsn_asr.runtime.stream import Recognizer
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "pipelines"))

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import drsn_asr
-import drsn_asr.evaluate  # a submodule the package does not import itself
-from drsn_asr.checkpoint import build_model
-from drsn_asr.config import FeatureConfig, ModelConfig, to_dict
-from drsn_asr.model import KeywordNet
-from drsn_asr.stream import Detection, Recognizer
+import drsn_asr.tools.evaluate  # a submodule the package does not import itself
+from drsn_asr.runtime.checkpoint import build_model
+from drsn_asr.runtime.config import FeatureConfig, ModelConfig, to_dict
+from drsn_asr.runtime.model import KeywordNet
+from drsn_asr.runtime.stream import Detection, Recognizer
 
 LABELS = ["yes", "no", "_unknown_", "_silence_"]
 
@@ -30,7 +30,7 @@ class LoudIsYes(KeywordNet):
 
 def _loud_model():
     net = LoudIsYes(ModelConfig(), FeatureConfig(), 4).eval()
-    return drsn_asr.checkpoint.LoadedModel(net, LABELS, FeatureConfig(), {}, "test")
+    return drsn_asr.runtime.checkpoint.LoadedModel(net, LABELS, FeatureConfig(), {}, "test")
 
 
 def _bursts(starts_s, length_s=0.4, total_s=8.0, seed=0):
@@ -75,7 +75,7 @@ def test_chunking_does_not_change_detections(sizes):
 def test_chunking_invariance_with_real_network_and_resampling():
     from pathlib import Path
 
-    from drsn_asr.audio import read_audio, resample
+    from drsn_asr.runtime.audio import read_audio, resample
 
     demo = Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac"
     x = resample(read_audio(demo)[: 16000 * 12], 16000, 48000)  # real speech in street noise, declared 48 kHz
@@ -114,8 +114,8 @@ def test_a_hop_that_is_not_whole_frames_is_refused_everywhere_it_is_used(hop_ms)
     with pytest.raises(ValueError, match=r"multiple of 10 ms, e\.g\. hop_ms="):
         Recognizer(_loud_model(), hop_ms=hop_ms)
     with pytest.raises(ValueError, match="multiple of 10 ms"):
-        drsn_asr.evaluate.classify_clip(_loud_model(), drsn_asr.features.LogMel(FeatureConfig()),
-                                        _bursts([0.5], total_s=2.0), drsn_asr.stream.detector_config(hop_ms=hop_ms))
+        drsn_asr.tools.evaluate.classify_clip(_loud_model(), drsn_asr.runtime.features.LogMel(FeatureConfig()),
+                                        _bursts([0.5], total_s=2.0), drsn_asr.runtime.stream.detector_config(hop_ms=hop_ms))
     Recognizer(_loud_model(), hop_ms=30.0)  # whole frames are fine
 
 
@@ -174,7 +174,7 @@ def test_empty_chunk_is_fine():
 
 def test_declared_rate_is_resampled():
     x16 = _bursts([1.0, 3.0], total_s=5)
-    x48 = drsn_asr.audio.resample(x16, 16000, 48000)
+    x48 = drsn_asr.runtime.audio.resample(x16, 16000, 48000)
     a = drsn_asr.transcribe(x16, model=_loud_model())
     b = drsn_asr.transcribe(x48, model=_loud_model(), sample_rate=48000)
     assert [d.label for d in a] == [d.label for d in b]
@@ -191,7 +191,7 @@ def test_scores_exposed_for_meters():
 def test_torch_and_onnxruntime_backends_make_the_same_detections():
     from pathlib import Path
 
-    from drsn_asr.audio import read_audio
+    from drsn_asr.runtime.audio import read_audio
 
     x = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # 30 s of speech in the street
     model = drsn_asr.load_model("logmel", device="cpu")  # the ONNX Runtime backend folds log-mel networks
@@ -207,7 +207,7 @@ def test_torch_and_onnxruntime_backends_make_the_same_detections():
 
 
 def test_unknown_backend_and_autocast_on_onnxruntime_are_refused():
-    from drsn_asr.multistream import MultiStreamRecognizer
+    from drsn_asr.runtime.multistream import MultiStreamRecognizer
 
     with pytest.raises(ValueError, match="backend must be one of"):
         Recognizer(drsn_asr.load_model(device="cpu"), backend="tensorrt")
@@ -216,8 +216,8 @@ def test_unknown_backend_and_autocast_on_onnxruntime_are_refused():
 
 
 def test_a_model_without_its_own_hop_gets_a_whole_number_of_its_frames():
-    from drsn_asr.decision import default_hop_ms
-    from drsn_asr.stream import detector_config
+    from drsn_asr.runtime.decision import default_hop_ms
+    from drsn_asr.runtime.stream import detector_config
 
     assert default_hop_ms(10.0) == 50.0  # log-mel: DetectorConfig's 50 ms, as before
     assert default_hop_ms(80.0) == 80.0  # speech-embedding frames
@@ -238,7 +238,7 @@ class ThreadsSeen(LoudIsYes):
 
 def test_inference_runs_on_the_recognizers_own_threads_and_the_callers_setting_is_left_alone():
     net = ThreadsSeen(ModelConfig(), FeatureConfig(), 4).eval()
-    model = drsn_asr.checkpoint.LoadedModel(net, LABELS, FeatureConfig(), {}, "test")
+    model = drsn_asr.runtime.checkpoint.LoadedModel(net, LABELS, FeatureConfig(), {}, "test")
     saved = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

@@ -9,10 +9,10 @@ sys.path.insert(0, str(REPO / "pipelines"))
 from build_demo import make_recording  # noqa: E402
 from stream_eval import best_point, score  # noqa: E402
 
-from drsn_asr.audio import write_audio  # noqa: E402
-from drsn_asr.data import Example  # noqa: E402
+from drsn_asr.runtime.audio import write_audio  # noqa: E402
+from drsn_asr.training.data import Example  # noqa: E402
 
-from drsn_asr.stream import Detection  # noqa: E402
+from drsn_asr.runtime.stream import Detection  # noqa: E402
 
 TRUTH = [
     {"label": "yes", "start_s": 1.0, "end_s": 1.5},

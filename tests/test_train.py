@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from drsn_asr.audio import write_audio
-from drsn_asr.checkpoint import load_model, read_checkpoint
-from drsn_asr.features import make_frontend
-from drsn_asr.train import (DataConfig, NoisyBatches, OptimConfig, WeightAverage, frontend_views, load_train_config,
+from drsn_asr.runtime.audio import write_audio
+from drsn_asr.runtime.checkpoint import load_model, read_checkpoint
+from drsn_asr.runtime.features import make_frontend
+from drsn_asr.training.train import (DataConfig, NoisyBatches, OptimConfig, WeightAverage, frontend_views, load_train_config,
                             noise_files_sha256, prepare_data, spec_augment, train)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,8 +82,8 @@ def test_the_checkpoint_names_the_examples_it_trained_on_wherever_they_lie(tmp_p
     """examples_sha256 follows the files' content, words and voices, not the folder they were read from."""
     import shutil
 
-    from drsn_asr.data import examples_sha256
-    from drsn_asr.train import collect_examples, prepare_data
+    from drsn_asr.training.data import examples_sha256
+    from drsn_asr.training.train import collect_examples, prepare_data
 
     recipe = _tiny_recipe(tmp_path, epochs=1)
     best = train(load_train_config(recipe), progress=False)
@@ -209,7 +209,7 @@ def test_real_keyword_clips_get_their_own_augmented_copies_and_keyword_sentences
     import json as json_
     import shutil
 
-    from drsn_asr.train import prepare_data
+    from drsn_asr.training.train import prepare_data
 
     fsdd = tmp_path / "fsdd"
     fsdd.mkdir()
@@ -256,7 +256,7 @@ data:
 def test_a_real_speaker_can_validate_but_not_also_train(tmp_path):
     if not SHARED.is_dir():
         pytest.skip("shared/data is not beside this checkout")
-    from drsn_asr.train import DataConfig, collect_examples
+    from drsn_asr.training.train import DataConfig, collect_examples
 
     cfg = DataConfig(tts_dir=None, sentences_dir=None, fsdd_dir=str(SHARED / "fsdd" / "recordings"),
                      fsdd_train_speakers=("jackson", "nicolas"), fsdd_validation_speakers=("lucas",))
@@ -270,7 +270,7 @@ def test_a_real_speaker_can_validate_but_not_also_train(tmp_path):
 
 def test_the_example_cache_is_keyed_by_the_seed_that_drew_it(tmp_path):
     """optim.seed draws the augmented copies and the noise pool: another seed must not reuse that cache."""
-    from drsn_asr.train import prepare_data
+    from drsn_asr.training.train import prepare_data
 
     recipe = _tiny_recipe(tmp_path, epochs=1)
     seed0 = prepare_data(load_train_config(recipe), tmp_path, progress=False)
@@ -308,9 +308,9 @@ def test_resuming_an_averaged_run_without_the_average_is_refused(tmp_path):
 
 
 def test_the_validation_score_counts_unknown_and_silence_alike_and_weighs_keywords_half():
-    from drsn_asr.data import NoisyBatches
-    from drsn_asr.features import LogMel
-    from drsn_asr.train import evaluate_split
+    from drsn_asr.training.data import NoisyBatches
+    from drsn_asr.runtime.features import LogMel
+    from drsn_asr.training.train import evaluate_split
 
     names = ["yes", "no", "_unknown_", "_silence_"]
     labels = torch.tensor([0, 1, 2, 2, 2, 2, 3, 3])  # 2 keywords, 6 others

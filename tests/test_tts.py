@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from drsn_asr import corpus as build_corpus
-from drsn_asr import tts
-from drsn_asr.audio import write_audio
+from drsn_asr.training import corpus as build_corpus
+from drsn_asr.training import tts
+from drsn_asr.runtime.audio import write_audio
 
 
 
@@ -47,7 +47,7 @@ def test_synthesize_returns_normalised_16k_float(engine):
 def test_every_engine_renders_a_batch_the_same_in_another_process(engine, tmp_path):
     voice = _first_voice(engine)  # Piper's noise is drawn inside its graph, where only a seeded node repeats
     here = tts.synthesize_batch(voice, ["seven", "I said go"], rate=1.1)
-    script = ("import sys, numpy as np; from drsn_asr import tts; "
+    script = ("import sys, numpy as np; from drsn_asr.training import tts; "
               f"v = [v for v in tts.list_voices([{engine!r}])[0] if v.name == {voice.name!r}][0]; "
               "a = tts.synthesize_batch(v, ['seven', 'I said go'], rate=1.1); "
               "np.save(sys.argv[1], np.concatenate(a)); print(*map(len, a))")
@@ -150,7 +150,7 @@ def test_config_rejects_unquoted_yes(tmp_path):
 
 def test_corpus_fingerprints_tell_which_engine_changed(tmp_path):
     """Per-engine digests: a changed clip moves its engine's digest and the corpus's, no other engine's."""
-    from drsn_asr.data import folder_fingerprint
+    from drsn_asr.training.data import folder_fingerprint
 
     out = tmp_path / "tts"
     for word in ("yes", "no"):

@@ -39,17 +39,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import noise
-from .audio import read_audio
-from .checkpoint import LoadedModel, load_model
-from .config import to_dict
-from .decision import DecisionRule, hop_frames
-from .features import make_frontend
-from .inference import inference_forward, onnxruntime_available
-from .model import build_net, count_parameters
-from .multistream import MultiStreamRecognizer
-from .stream import Recognizer, check_chunk, detector_config
-from .transcribe import transcribe
+from ..training import noise
+from ..runtime.audio import read_audio
+from ..runtime.checkpoint import LoadedModel, load_model
+from ..runtime.config import to_dict
+from ..runtime.decision import DecisionRule, hop_frames
+from ..runtime.features import make_frontend
+from ..runtime.inference import inference_forward, onnxruntime_available
+from ..runtime.model import build_net, count_parameters
+from ..runtime.multistream import MultiStreamRecognizer
+from ..runtime.stream import Recognizer, check_chunk, detector_config
+from ..runtime.transcribe import transcribe
 
 DEMO = "street_demo.flac"
 VOCABULARY = "yes no up down left right on off stop go zero one two three four five six seven eight nine".split()

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import LABEL_SILENCE, LABEL_UNKNOWN
+from ..runtime.config import LABEL_SILENCE, LABEL_UNKNOWN
 from .explain import Explanation
-from .fileio import atomic_write
+from ..runtime.fileio import atomic_write
 
 MAX_SCORE_LINES = 6  # labels drawn in a scores row: those that come closest to winning
 MIN_SCORE_SHOWN = 0.1  # ... among those whose posterior reaches this somewhere

@@ -1,5 +1,5 @@
 """Synthetic speech corpus: every installed TTS voice speaks the keywords and a share of the unknown
-words, each cut out of a carrier phrase (see drsn_asr/tts.py). Used by pipelines/build_corpus.py (the
+words, each cut out of a carrier phrase (see drsn_asr/training/tts.py). Used by pipelines/build_corpus.py (the
 default model's corpus) and by `drsn-asr train-words` (custom phrases).
 
 Writes <out>/<word>/<engine>__<voice>__v<k>.wav (16 kHz mono int16) and <out>/manifest.csv

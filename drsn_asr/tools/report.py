@@ -46,7 +46,7 @@ def plot_results(results: dict[str, dict[str, Any]], out_dir: str | Path) -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fileio import atomic_write
+    from ..runtime.fileio import atomic_write
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -194,7 +194,7 @@ def _scheme_string(text: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _piper_model(model_path: str):
-    from .inference import import_onnxruntime
+    from ..runtime.inference import import_onnxruntime
 
     import_onnxruntime()  # before piper imports it, so that its telemetry stays off
     from piper import PiperConfig, PiperVoice
@@ -220,7 +220,7 @@ def _piper_session(model_path: str, seed: int):
     """
     import onnx
 
-    from .inference import import_onnxruntime
+    from ..runtime.inference import import_onnxruntime
 
     onnxruntime = import_onnxruntime()
     graph = _piper_graph(model_path)
@@ -239,7 +239,7 @@ def _piper_session(model_path: str, seed: int):
 
 @functools.lru_cache(maxsize=1)
 def _hibari_model():
-    from .inference import import_onnxruntime
+    from ..runtime.inference import import_onnxruntime
 
     import_onnxruntime()  # before hibari imports it, so that its telemetry stays off
     from hibari import Hibari

@@ -24,15 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import SAMPLE_RATE, read_audio
-from .augment import active_rms, mix_at_snr
-from .checkpoint import LoadedModel, load_model
-from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
-from .data import AUDIO_SUFFIXES, Example, read_labelled_dir
-from .decision import hop_frames, smoothing_classifications
-from .features import make_frontend
-from .inference import inference_forward
-from .stream import detector_config
+from ..runtime.audio import SAMPLE_RATE, read_audio
+from ..training.augment import active_rms, mix_at_snr
+from ..runtime.checkpoint import LoadedModel, load_model
+from ..runtime.config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
+from ..training.data import AUDIO_SUFFIXES, Example, read_labelled_dir
+from ..runtime.decision import hop_frames, smoothing_classifications
+from ..runtime.features import make_frontend
+from ..runtime.inference import inference_forward
+from ..runtime.stream import detector_config
 
 
 SILENT_CLIP_NOISE_RMS = 0.01

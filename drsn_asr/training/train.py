@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import augment, noise
-from .audio import SAMPLE_RATE, read_audio
-from .checkpoint import read_checkpoint, resolve_device, save_checkpoint, sha256
-from .config import LABEL_SILENCE, LABEL_UNKNOWN, SPEECH_EMBEDDING_FRAME, FeatureConfig, ModelConfig, from_dict, load_yaml, to_dict
+from . import augment
+from . import noise
+from ..runtime.audio import SAMPLE_RATE, read_audio
+from ..runtime.checkpoint import read_checkpoint, resolve_device, save_checkpoint, sha256
+from ..runtime.config import LABEL_SILENCE, LABEL_UNKNOWN, SPEECH_EMBEDDING_FRAME, FeatureConfig, ModelConfig, from_dict, load_yaml, to_dict
 from .data import (
     Example,
     NoisyBatches,
@@ -44,9 +45,9 @@ from .data import (
     speech_commands_noise,
     stable_fraction,
 )
-from .features import EmbeddingWithLogMel, make_frontend
-from .fileio import atomic_write
-from .model import KeywordNet, build_net, count_parameters
+from ..runtime.features import EmbeddingWithLogMel, make_frontend
+from ..runtime.fileio import atomic_write
+from ..runtime.model import KeywordNet, build_net, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +444,7 @@ def initialise_from(net: KeywordNet, labels: list[str], base_name: str) -> None:
     The base must have the same architecture and frontend. Rows of labels the base lacks (new commands) keep
     their fresh initialisation; `_unknown_` and `_silence_` start from what the base learned.
     """
-    from .checkpoint import load_model
+    from ..runtime.checkpoint import load_model
 
     base = load_model(base_name, device="cpu")
     if base.net.config != net.config or base.features != net.features:

@@ -12,7 +12,7 @@ The frontend, for anyone who feeds features instead (all settings are in `featur
     spectrum  = |rfft(frame · periodic Hann(window), n_fft)|²
     log-mel   = ln(spectrum @ mel_filterbank + log_floor)  Slaney-normalised, Slaney-scale filters, f_min..f_max
 An exported model scores one window; streaming (a window every `hop_ms`, smoothing, thresholds) is the
-caller's, as in drsn_asr.stream.Recognizer — pipelines/onnx_example.py shows a minimal version.
+caller's, as in drsn_asr.runtime.stream.Recognizer — pipelines/onnx_example.py shows a minimal version.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import LoadedModel, load_model
-from .config import to_dict
-from .features import LogMel  # export writes log-mel models only (export_model says why)
-from .fileio import atomic_write
-from .inference import import_onnxruntime
+from ..runtime.checkpoint import LoadedModel, load_model
+from ..runtime.config import to_dict
+from ..runtime.features import LogMel  # export writes log-mel models only (export_model says why)
+from ..runtime.fileio import atomic_write
+from ..runtime.inference import import_onnxruntime
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 20  # DFT with a dft_length input, needed for rfft with n_fft > window

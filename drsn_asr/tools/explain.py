@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import resample, stream_audio, to_float32
-from .checkpoint import LoadedModel, load_model
-from .features import make_frontend
-from .model import KeywordNet, Shrinkage, Threshold
-from .stream import MAX_BATCH_WINDOWS, Detection, Recognizer, detector_config
+from ..runtime.audio import resample, stream_audio, to_float32
+from ..runtime.checkpoint import LoadedModel, load_model
+from ..runtime.features import make_frontend
+from ..runtime.model import KeywordNet, Shrinkage, Threshold
+from ..runtime.stream import MAX_BATCH_WINDOWS, Detection, Recognizer, detector_config
 
 DECISION_CONTEXT_S = 2.0  # detections come from a Recognizer started this long before start_s (smoothing, hold-offs)
 DECISION_TAIL_S = 1.0  # ... and fed this long past end_s, so a word near the end is still decided

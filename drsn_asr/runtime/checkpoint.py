@@ -115,7 +115,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"{path}: not a readable checkpoint (corrupt: {e}); re-download or re-train it") from e
         raise ValueError(
             f"{path}: refused — the file needs arbitrary pickle execution to load, which drsn-asr never does. "
-            "Re-save it with drsn_asr.checkpoint.save_checkpoint from a trusted environment."
+            "Re-save it with drsn_asr.runtime.checkpoint.save_checkpoint from a trusted environment."
         ) from e
     except Exception as e:  # RuntimeError, EOFError, UnicodeDecodeError, ... from a damaged file
         raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {e}); re-download or re-train it") from e

@@ -7,7 +7,7 @@ Steps, all under `work_dir` (a second run with the same phrases reuses the corpu
    trigger it) and the user's `negatives` spoken by every rendering; a share of common words (`COMMON_WORDS`)
    as `_unknown_`; drsn_asr.corpus does the work with the voices counted in this config;
 2. training: the base model's own recipe (augmentation, street noise, SpecAugment, random gain) with the new
-   vocabulary, starting from the base model's weights (drsn_asr.train.initialise_from);
+   vocabulary, starting from the base model's weights (drsn_asr.training.train.initialise_from);
 3. a report on the TTS voices held out of training (accuracy per phrase, rejection of the negatives).
 The result is an ordinary checkpoint: load_model(path), Recognizer(model=path), serve, export, evaluate.
 """
@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from . import corpus
-from .audio import read_audio
-from .checkpoint import LoadedModel, load_model
-from .config import DetectorConfig, from_dict, load_yaml
+from ..runtime.audio import read_audio
+from ..runtime.checkpoint import LoadedModel, load_model
+from ..runtime.config import DetectorConfig, from_dict, load_yaml
 from .data import read_tts_corpus, stable_fraction
-from .decision import default_hop_ms
-from .evaluate import Prediction, classify_clip, expected_label, summarize
-from .features import make_frontend
-from .fileio import atomic_write
+from ..runtime.decision import default_hop_ms
+from ..tools.evaluate import Prediction, classify_clip, expected_label, summarize
+from ..runtime.features import make_frontend
+from ..runtime.fileio import atomic_write
 from .train import TrainConfig, _resolve, train
 
 log = logging.getLogger(__name__)

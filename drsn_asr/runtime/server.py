@@ -55,7 +55,7 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler, AsyncServer
 from wyoming.wake import Detect, Detection, NotDetected
 
-from . import __version__
+from .. import __version__
 from .audio import to_float32
 from .checkpoint import LoadedModel, load_model
 from .config import LABEL_SILENCE, LABEL_UNKNOWN

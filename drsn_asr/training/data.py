@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, read_audio
-from .checkpoint import sha256
-from .config import LABEL_SILENCE, LABEL_UNKNOWN
+from ..runtime.audio import SAMPLE_RATE, read_audio
+from ..runtime.checkpoint import sha256
+from ..runtime.config import LABEL_SILENCE, LABEL_UNKNOWN
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
