@@ -1,9 +1,9 @@
-"""The bake-off's decision rule (docs/experiments/real_voices_bakeoff.md), applied by pipelines/bakeoff.py."""
+"""The bake-off's decision rule (docs/experiments/real_voices_bakeoff.md), applied by pipelines/experiments/bakeoff.py."""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines" / "experiments"))
 
 from bakeoff import figures, verdict  # noqa: E402
 

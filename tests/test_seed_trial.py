@@ -1,4 +1,4 @@
-"""pipelines/seed_trial.py: a recipe change judged on means over seeds, with a margin above their spread."""
+"""pipelines/experiments/seed_trial.py: a recipe change judged on means over seeds, with a margin above their spread."""
 
 import json
 import shutil
@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "pipelines"))
+sys.path.insert(0, str(REPO / "pipelines" / "experiments"))
 
 from seed_trial import data_check, judge, shown  # noqa: E402
 
@@ -87,7 +87,7 @@ def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_o
     runs = [_run(tmp_path / f"run{i}", score, examples_sha256="x", noise_files_sha256=noise_files[i])
             for i, score in enumerate((0.70, 0.72, 0.71, 0.73))]
     out = tmp_path / "trial.json"
-    cmd = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", *runs[:2], "--treatment",
+    cmd = [sys.executable, str(REPO / "pipelines" / "experiments" / "seed_trial.py"), "--control", *runs[:2], "--treatment",
            *runs[2:], "--data", str(data), "--noise-dir", str(noise), "--snr", "10,0", "--workers", "1",
            "--json", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -122,7 +122,7 @@ def test_the_pipeline_scores_runs_caches_them_and_finds_no_gain_between_copies_o
 def test_runs_an_earlier_trial_recorded_join_an_arm_only_when_measured_on_the_same_data_and_settings(tmp_path):
     data, noise = _validation_data(tmp_path)
     first = [_run(tmp_path / f"first{i}", score) for i, score in enumerate((0.70, 0.72))]
-    trial = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--data", str(data), "--noise-dir",
+    trial = [sys.executable, str(REPO / "pipelines" / "experiments" / "seed_trial.py"), "--data", str(data), "--noise-dir",
              str(noise), "--snr", "0", "--workers", "1"]
     record = tmp_path / "first.json"
     r = subprocess.run(trial + ["--control", *first, "--treatment", *first, "--json", str(record)],
@@ -164,7 +164,7 @@ def test_runs_an_earlier_trial_recorded_join_an_arm_only_when_measured_on_the_sa
 
 def test_arms_short_of_min_seeds_are_recorded_without_a_verdict_and_complete_a_later_trial(tmp_path):
     data, noise = _validation_data(tmp_path)
-    trial = [sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--data", str(data), "--noise-dir",
+    trial = [sys.executable, str(REPO / "pipelines" / "experiments" / "seed_trial.py"), "--data", str(data), "--noise-dir",
              str(noise), "--snr", "0", "--workers", "1", "--min-seeds", "2"]
     first = [_run(tmp_path / "c0", 0.70), _run(tmp_path / "t0", 0.72)]
     record = tmp_path / "seed0.json"
@@ -186,7 +186,7 @@ def test_arms_short_of_min_seeds_are_recorded_without_a_verdict_and_complete_a_l
 
 
 def test_a_folder_that_is_not_a_finished_run_is_refused_with_what_to_pass(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", str(tmp_path),
+    r = subprocess.run([sys.executable, str(REPO / "pipelines" / "experiments" / "seed_trial.py"), "--control", str(tmp_path),
                         str(tmp_path), "--treatment", str(tmp_path), str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "out_dir of a finished training run" in r.stderr
@@ -197,7 +197,7 @@ def test_data_without_non_keyword_clips_is_refused_rather_than_judged_without_re
     (data / "seven").mkdir(parents=True)
     shutil.copyfile(REPO / "tests" / "data" / "fsdd_7_theo_0.wav", data / "seven" / "7_theo_0.wav")
     runs = [_run(tmp_path / f"run{i}", 0.7) for i in range(4)]
-    r = subprocess.run([sys.executable, str(REPO / "pipelines" / "seed_trial.py"), "--control", *runs[:2],
+    r = subprocess.run([sys.executable, str(REPO / "pipelines" / "experiments" / "seed_trial.py"), "--control", *runs[:2],
                         "--treatment", *runs[2:], "--data", str(data), "--noise-dir", str(tmp_path), "--snr", "0",
                         "--workers", "1"], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "no clips of words outside the vocabulary" in r.stderr

@@ -1,7 +1,7 @@
-"""Long runs and concurrency: the short CI version of pipelines/soak.py (flat memory, steady per-chunk cost, no
+"""Long runs and concurrency: the short CI version of pipelines/experiments/soak.py (flat memory, steady per-chunk cost, no
 drift), and several recognizers in threads at once making exactly the decisions each makes alone.
 
-The long soak is `python pipelines/soak.py --minutes 180`; its figures are in docs/reliability.md.
+The long soak is `python pipelines/experiments/soak.py --minutes 180`; its figures are in docs/reliability.md.
 """
 
 import sys
@@ -17,7 +17,7 @@ from drsn_asr.runtime.audio import read_audio, resample
 from drsn_asr.runtime.stream import Recognizer
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "pipelines"))
+sys.path.insert(0, str(REPO / "pipelines" / "experiments"))
 
 from soak import soak  # noqa: E402
 

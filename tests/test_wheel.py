@@ -20,7 +20,11 @@ def _run(args, cwd=None, timeout=900):
 
 @pytest.mark.slow
 def test_the_wheel_installs_with_its_runtime_dependencies_beside_another_torch_and_transcribes(tmp_path):
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", REPO])
+    # from a copy: setuptools leaves a build/ folder beside the sources, whose stale files a later wheel would take
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "data", "runs", "build", "models", "docs",
+                                                                 "*.egg-info", "__pycache__", ".pytest_cache"))
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", source])
     wheel = next((tmp_path / "dist").glob("drsn_asr-*.whl"))
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv])

@@ -1,6 +1,6 @@
 """False detections on noise that starts abruptly, as a stream opened in a street does.
 
-    python pipelines/onset_eval.py [--model M ...] [--clips 120] [--seed 0]
+    python pipelines/experiments/onset_eval.py [--model M ...] [--clips 120] [--seed 0]
 
 Cuts `--clips` two-second excerpts from the held-out test noise (data/testset/noise, pipelines/build_testset.py)
 and the Speech Commands noise in ../shared/data, each at a random level of −45…−15 dB RMS, transcribes each as
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import drsn_asr  # noqa: E402

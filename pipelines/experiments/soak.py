@@ -1,6 +1,6 @@
 """Soak test: hours of synthetic street audio through one Recognizer at full speed; memory and latency figures.
 
-    python pipelines/soak.py [--minutes 180] [--chunk-ms 100] [--model M] [--threads 1] [--seed 0]
+    python pipelines/experiments/soak.py [--minutes 180] [--chunk-ms 100] [--model M] [--threads 1] [--seed 0]
                              [--repeat-scene] [--json OUT]
 
 The audio is made on the fly, one block at a time, and never held whole: a fresh synthesized street scene
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from drsn_asr import Recognizer, load_model  # noqa: E402

@@ -1,6 +1,6 @@
 """Judge a recipe change over several seeds: a control arm of training runs against a treatment arm.
 
-    python pipelines/seed_trial.py --control runs/r1_control runs/r1_seed1 runs/r1_seed2 \\
+    python pipelines/experiments/seed_trial.py --control runs/r1_control runs/r1_seed1 runs/r1_seed2 \\
         --treatment runs/u_seed0 runs/u_seed1 runs/u_seed2 [--json OUT]
 
 One run of the tuning recipe moves a real voice's figures by up to 5 points from seed to seed, so a change is
@@ -39,7 +39,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from drsn_asr.runtime.checkpoint import read_checkpoint, sha256  # noqa: E402

@@ -1,7 +1,7 @@
 """Where a hop of many lockstep streams goes (the figures behind docs/performance.md's "What the stream count
 was spent on").
 
-    python pipelines/streams_profile.py [--device cuda] [--streams 8192] [--hops 11]
+    python pipelines/experiments/streams_profile.py [--device cuda] [--streams 8192] [--hops 11]
 
 Feeds `--streams` streams of the shipped default model one hop each per step (`MultiStreamRecognizer.feed_many`'s
 parts, timed apart: the block check, pinning and the host-to-device copy on a GPU, then the StreamBank step),
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from drsn_asr import load_model  # noqa: E402

@@ -1,7 +1,7 @@
 """The bake-off on real voices (docs/experiments/real_voices_bakeoff.md holds its rule, written before the figures).
 
     python pipelines/build_testset.py            # data/testset/{speech_commands,real,noise}
-    python pipelines/bakeoff.py --arm A=drsn_asr/assets/default.pt,models/ablation/30_epochs_seed1/drsn_cw.pt \\
+    python pipelines/experiments/bakeoff.py --arm A=drsn_asr/assets/default.pt,models/ablation/30_epochs_seed1/drsn_cw.pt \\
         --arm C=runs/embedding_s0/best.pt,runs/embedding_s1/best.pt [--out docs/experiments/real_voices_bakeoff]
 
 Evaluates every checkpoint with `drsn_asr.tools.evaluate.evaluate` on the Speech Commands test speakers
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from drsn_asr.runtime.config import LABEL_SILENCE, LABEL_UNKNOWN  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> None:
     lines = verdict(arms)
     out.with_suffix(".json").write_text(json.dumps({"arms": arms, "verdict": lines}, indent=1))
     out.with_name(out.name + "_table.md").write_text(
-        f"Figures in % on real voices (command: `python pipelines/bakeoff.py {' '.join('--arm ' + a for a in args.arm)}`)."
+        f"Figures in % on real voices (command: `python pipelines/experiments/bakeoff.py {' '.join('--arm ' + a for a in args.arm)}`)."
         f"\n\n{table(arms)}\n\nVerdict under the rule:\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -1,7 +1,7 @@
 """Where a live hop's time goes, and what cheaper networks would cost (the figures behind docs/performance.md's
 "Why the target RTF ≤ 0.005 is not reached").
 
-    python pipelines/hop_profile.py [--seconds 60] [--hop-ms MS]
+    python pipelines/experiments/hop_profile.py [--seconds 60] [--hop-ms MS]
 
 At one thread, feeds the street demo (tiled to `--seconds`) to a Recognizer one hop per chunk (the hop the model
 carries, or `--hop-ms`) and reports, per hop:
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from drsn_asr import Recognizer, load_model  # noqa: E402

@@ -1,8 +1,8 @@
 """The seed's claim, tested: DRSN-CW vs DRSN-CS vs plain ResNet vs SE-ResNet, same data, budget and seed.
 
-    python pipelines/ablation.py [--config configs/default.yaml] [--parallel 2] [--epochs N] [--skip-train]
-    python pipelines/ablation.py --tag 30_epochs --blocks resnet se_resnet --use drsn_cw=runs/default/best.pt
-    python pipelines/ablation.py --tag 30_epochs_seed1 --seed 1 --blocks drsn_cw resnet
+    python pipelines/experiments/ablation.py [--config configs/default.yaml] [--parallel 2] [--epochs N] [--skip-train]
+    python pipelines/experiments/ablation.py --tag 30_epochs --blocks resnet se_resnet --use drsn_cw=runs/default/best.pt
+    python pipelines/experiments/ablation.py --tag 30_epochs_seed1 --seed 1 --blocks drsn_cw resnet
 
 1. trains the backbones (`--blocks`, default all four) from one recipe (only `model.block` differs),
    `--parallel` at a time, each on `threads` CPU threads (or the GPU when there is one), into
@@ -26,7 +26,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from drsn_asr.runtime.checkpoint import read_checkpoint  # noqa: E402
@@ -36,7 +36,7 @@ from drsn_asr.training.train import load_train_config, prepare_data  # noqa: E40
 
 BLOCKS = ("drsn_cw", "drsn_cs", "resnet", "se_resnet")
 SNRS_DB = [20.0, 10.0, 5.0, 0.0, -5.0]
-ANALYSIS_MARKER = "<!-- analysis: written by hand, kept when pipelines/ablation.py regenerates the part above -->"
+ANALYSIS_MARKER = "<!-- analysis: written by hand, kept when pipelines/experiments/ablation.py regenerates the part above -->"
 
 
 def train_all(config: Path, blocks: list[str], runs: str, parallel: int, threads: int, epochs: int | None,
@@ -168,7 +168,7 @@ def main() -> None:
     top1_table = snr_table(results, top1=True) + _gap_row(results, "top1_keyword_accuracy")
     epochs, seed = _trained_with([models / f"{b}.pt" for b in present])
     config = Path(args.config).resolve()
-    command = "python pipelines/ablation.py " + " ".join(sys.argv[1:])
+    command = "python pipelines/experiments/ablation.py " + " ".join(sys.argv[1:])
     report = docs / f"ablation{suffix}.md"
     previous = report.read_text() if report.is_file() else ""
     kept = "\n" + previous[previous.index(ANALYSIS_MARKER):] if ANALYSIS_MARKER in previous else ""  # hand-written

@@ -1,6 +1,6 @@
 """Build the README's explain picture: held-out spoken digits and a car horn, through the model and the ResNet.
 
-    python pipelines/explain_demo.py [--out docs/explain_demo.png] [--model default] [--compare PATH] [--seed 0]
+    python pipelines/experiments/explain_demo.py [--out docs/explain_demo.png] [--model default] [--compare PATH] [--seed 0]
 
 The recording (7 s at 16 kHz), all of it licensed or synthesized:
     quiet road rumble throughout (drsn_asr.training.noise.road_rumble, 26 dB below the speech);
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "pipelines"))
 
