@@ -269,6 +269,22 @@ def _hop_samples(model: LoadedModel, hop_ms: float | None = None) -> int:
     return hop_frames(config, model.features.hop_ms) * model.features.hop_samples
 
 
+def _largest_passing(ok: Callable[[int], bool], start: int, limit: int) -> tuple[int, bool]:
+    """The largest n that `ok(n)` accepts, to within 1/8: doubling from `start`, then bisecting between the last
+    success and the first failure. Returns (n, capped), capped when every doubling up to `limit` passed."""
+    good, bad, n = 0, None, start
+    while n <= limit:
+        if not ok(n):
+            bad = n
+            break
+        good, n = n, n * 2
+    if bad is not None:
+        while bad - good > max(1, good // 8):
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if ok(mid) else (good, mid)
+    return good, bad is None
+
+
 def multistream_capacity(model: LoadedModel, audio: np.ndarray, n_hops: int, max_streams: int,
                          autocast: str | None = None, progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """The most lockstep streams whose per-hop step (feed_many of one hop each) has p99 latency under the hop:
@@ -286,16 +302,7 @@ def multistream_capacity(model: LoadedModel, audio: np.ndarray, n_hops: int, max
             progress(f"  {n} streams: p99 {tried[n]['p99']:.1f} ms")
         return stats["p99"] < hop_s
 
-    good, bad, n = 0, None, 1
-    while n <= max_streams:
-        if not ok(n):
-            bad = n
-            break
-        good, n = n, n * 2
-    if bad is not None:
-        while bad - good > max(1, good // 8):
-            mid = (good + bad) // 2
-            good, bad = (mid, bad) if ok(mid) else (good, mid)
+    good, capped = _largest_passing(ok, 1, max_streams)
     by_cpu = None
     if model.device.type == "cpu":  # one recognizer per core, each at 1 thread, on an otherwise idle machine
         threads = torch.get_num_threads()
@@ -307,7 +314,7 @@ def multistream_capacity(model: LoadedModel, audio: np.ndarray, n_hops: int, max
             torch.set_num_threads(threads)
         by_cpu = int(n * hop_s / max(cpu, 1e-9)) * (os.cpu_count() or 1)
     return {"max_streams": good, "hop_ms": hop_s * 1000, "p99_ms_at_max": tried.get(good, {}).get("p99"),
-            "capped": bad is None, "by_cpu_time": by_cpu,
+            "capped": capped, "by_cpu_time": by_cpu,
             "tried": {str(k): v for k, v in sorted(tried.items())}}
 
 
@@ -483,17 +490,8 @@ def server_capacity(model_source: str, audio: np.ndarray, seconds: float, max_cl
                 progress(f"  {n} clients: p99 {p99:.3f} s, {failed} failed")
             return failed == 0 and p99 < 0.5
 
-        good, bad, n = 0, None, 4
-        while n <= max_clients:
-            if not ok(n):
-                bad = n
-                break
-            good, n = n, n * 2
-        if bad is not None:
-            while bad - good > max(1, good // 8):
-                mid = (good + bad) // 2
-                good, bad = (mid, bad) if ok(mid) else (good, mid)
-        return {"max_clients": good, "capped": bad is None, "seconds_per_client": seconds,
+        good, capped = _largest_passing(ok, 4, max_clients)
+        return {"max_clients": good, "capped": capped, "seconds_per_client": seconds,
                 "tried": {str(k): v for k, v in sorted(tried.items())}}
     finally:
         proc.terminate()
