@@ -119,51 +119,19 @@ def residual_stages(config: ModelConfig, time_only: bool) -> nn.Sequential:
     return nn.Sequential(*units)
 
 
-class KeywordNet(nn.Module):
-    """Stem conv → stages of residual units → BN→ReLU→GAP→FC. Input log-mel (B, n_mels, n_frames)."""
+class _ResidualClassifier(nn.Module):
+    """What KeywordNet and SequenceNet share: the subclass's input BatchNorm and stem, then stages of residual
+    units, then BN→ReLU→GAP→FC."""
 
-    def __init__(self, config: ModelConfig, features: FeatureConfig, n_classes: int):
+    def __init__(self, config: ModelConfig, features: FeatureConfig, n_classes: int, input_bn: nn.Module,
+                 stem: nn.Module, time_only: bool):
         super().__init__()
         self.config = config
         self.features = features
         self.n_classes = n_classes
-        in_channels = 1 + config.relative_input + config.floor_input
-        self.input_bn = nn.BatchNorm2d(in_channels)  # log-mel values sit around -14..5: normalise before the stem
-        self.stem = nn.Conv2d(in_channels, config.stem_channels, 3, stride=config.stem_stride, padding=1, bias=False)
-        self.units = residual_stages(config, time_only=False)
-        channels = config.stage_channels[-1]
-        self.head_bn = nn.BatchNorm2d(channels)
-        self.dropout = nn.Dropout(config.dropout)
-        self.fc = nn.Linear(channels, n_classes)
-
-    @property
-    def window_frames(self) -> int:
-        """Number of log-mel frames in one classification window."""
-        return self.features.n_frames(round(self.config.window_s * self.features.sample_rate))
-
-    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        """Log-mel (B, n_mels, n_frames) → class logits (B, n_classes)."""
-        x = self.stem(self.input_bn(stem_input(logmel, self.config.relative_input, self.config.floor_input)))
-        x = self.units(x)
-        x = F.relu(self.head_bn(x)).mean(dim=(2, 3))
-        return self.fc(self.dropout(x))
-
-
-class SequenceNet(nn.Module):
-    """The DRSN head over a sequence of frame vectors (B, n_features, n_frames), e.g. speech embeddings: residual
-    shrinkage units as the paper defines them, 1-D over time (convolutions of `kernel` frames across all feature
-    channels; CW: one threshold per channel), then BN→ReLU→GAP→FC. The same `ModelConfig` fields as KeywordNet:
-    `stem_channels` (a 1-frame projection of the features), `stage_*`, `block`, `reduction`, `dropout`,
-    `window_s`; strides apply to time only."""
-
-    def __init__(self, config: ModelConfig, features: FeatureConfig, n_classes: int):
-        super().__init__()
-        self.config = config
-        self.features = features
-        self.n_classes = n_classes
-        self.input_bn = nn.BatchNorm2d(features.n_mels)
-        self.stem = nn.Conv2d(features.n_mels, config.stem_channels, 1, bias=False)
-        self.units = residual_stages(config, time_only=True)
+        self.input_bn = input_bn
+        self.stem = stem
+        self.units = residual_stages(config, time_only)
         channels = config.stage_channels[-1]
         self.head_bn = nn.BatchNorm2d(channels)
         self.dropout = nn.Dropout(config.dropout)
@@ -174,12 +142,45 @@ class SequenceNet(nn.Module):
         """Number of frames in one classification window."""
         return self.features.n_frames(round(self.config.window_s * self.features.sample_rate))
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames (B, n_features, n_frames) → class logits (B, n_classes)."""
-        x = self.stem(self.input_bn(frames.unsqueeze(2)))  # (B, C, 1, T): time is the only spatial axis
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's output (B, C, H, T) → class logits (B, n_classes)."""
         x = self.units(x)
         x = F.relu(self.head_bn(x)).mean(dim=(2, 3))
         return self.fc(self.dropout(x))
+
+
+class KeywordNet(_ResidualClassifier):
+    """Stem conv → stages of residual units → BN→ReLU→GAP→FC. Input log-mel (B, n_mels, n_frames)."""
+
+    def __init__(self, config: ModelConfig, features: FeatureConfig, n_classes: int):
+        in_channels = 1 + config.relative_input + config.floor_input
+        super().__init__(
+            config, features, n_classes,
+            nn.BatchNorm2d(in_channels),  # log-mel values sit around -14..5: normalise before the stem
+            nn.Conv2d(in_channels, config.stem_channels, 3, stride=config.stem_stride, padding=1, bias=False),
+            time_only=False,
+        )
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Log-mel (B, n_mels, n_frames) → class logits (B, n_classes)."""
+        return self.classify(self.stem(self.input_bn(stem_input(logmel, self.config.relative_input,
+                                                                 self.config.floor_input))))
+
+
+class SequenceNet(_ResidualClassifier):
+    """The DRSN head over a sequence of frame vectors (B, n_features, n_frames), e.g. speech embeddings: residual
+    shrinkage units as the paper defines them, 1-D over time (convolutions of `kernel` frames across all feature
+    channels; CW: one threshold per channel), then BN→ReLU→GAP→FC. The same `ModelConfig` fields as KeywordNet:
+    `stem_channels` (a 1-frame projection of the features), `stage_*`, `block`, `reduction`, `dropout`,
+    `window_s`; strides apply to time only."""
+
+    def __init__(self, config: ModelConfig, features: FeatureConfig, n_classes: int):
+        super().__init__(config, features, n_classes, nn.BatchNorm2d(features.n_mels),
+                         nn.Conv2d(features.n_mels, config.stem_channels, 1, bias=False), time_only=True)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (B, n_features, n_frames) → class logits (B, n_classes)."""
+        return self.classify(self.stem(self.input_bn(frames.unsqueeze(2))))  # (B, C, 1, T): time is the only axis
 
 
 def build_net(config: ModelConfig, features: FeatureConfig, n_classes: int) -> KeywordNet | SequenceNet:
