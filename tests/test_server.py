@@ -73,14 +73,16 @@ def _untrained(model) -> bool:
     return model.training.get("note") == "untrained placeholder"
 
 
-def _serve(model, scenario, **options):
-    """Run `scenario(port)` against a server started in-process on a free loopback port."""
+def _serve(model, scenario, with_server=False, **options):
+    """Run `scenario(port)` (with `with_server`: `scenario(port, server)`) against a server started in-process on a
+    free loopback port."""
 
     async def main():
         server = KeywordServer(model, **options)
         await server.start("tcp://127.0.0.1:0")
         try:
-            return await asyncio.wait_for(scenario(server.address[1]), TIMEOUT_S)
+            args = (server.address[1], server) if with_server else (server.address[1],)
+            return await asyncio.wait_for(scenario(*args), TIMEOUT_S)
         finally:
             await server.stop()
 
@@ -268,9 +270,16 @@ class Gated(LoudIsYes):
         return super().forward(logmel)
 
 
+def _gated():
+    """A model whose inference waits for Gated.gate, the gate closed."""
+    Gated.gate.clear()
+    Gated.entered.clear()
+    return LoadedModel(Gated(ModelConfig(), FeatureConfig(), 4).eval(), ["yes", "no", "_unknown_", "_silence_"],
+                       FeatureConfig(), {}, "gated")
+
+
 def test_a_stalled_inference_does_not_stall_other_clients():
-    gated = LoadedModel(Gated(ModelConfig(), FeatureConfig(), 4).eval(), ["yes", "no", "_unknown_", "_silence_"],
-                        FeatureConfig(), {}, "gated")
+    gated = _gated()
 
     async def scenario(port):
         async with AsyncTcpClient("127.0.0.1", port) as slow:
@@ -430,26 +439,15 @@ def test_many_clients_share_batched_steps_and_each_gets_what_it_would_alone(loud
     alone = [[(d.label, round(d.end_s * 1000)) for d in drsn_asr.transcribe(x, model=loud)] for x in signals]
     assert all(alone)
 
-    async def scenario(port):
+    async def scenario(port, server):
         found = await asyncio.gather(*(_wake(port, x, chunk_frames=320) for x in signals))
-        return found, server_ref[0].engine.n_batches
+        return found, server.engine.n_batches, server
 
-    server_ref = []
-
-    async def main():
-        server = KeywordServer(loud)
-        server_ref.append(server)
-        await server.start("tcp://127.0.0.1:0")
-        try:
-            return await asyncio.wait_for(scenario(server.address[1]), TIMEOUT_S)
-        finally:
-            await server.stop()
-
-    found, n_batches = asyncio.run(main())
+    found, n_batches, server = _serve(loud, scenario, with_server=True)
     assert found == alone
     n_ops = sum(len(x) // 320 + 3 for x in signals)  # start, chunks, stop per client
     assert n_batches < n_ops / 3, (n_batches, n_ops)  # the clients' operations went through shared steps
-    assert server_ref[0].n_streams == 0
+    assert server.n_streams == 0
 
 
 async def _start_stream(port):
@@ -462,7 +460,7 @@ async def _start_stream(port):
 
 
 def test_streams_beyond_capacity_are_refused_visibly_and_a_freed_place_is_given_again(loud, caplog):
-    async def scenario(port):
+    async def scenario(port, server):
         a, reply_a = await _start_stream(port)
         b, reply_b = await _start_stream(port)
         c, reply_c = await _start_stream(port)  # one too many
@@ -474,24 +472,13 @@ def test_streams_beyond_capacity_are_refused_visibly_and_a_freed_place_is_given_
         await b.disconnect()  # without audio-stop: its place is freed too
         await d.disconnect()
         for _ in range(100):
-            if server_ref[0].n_streams == 0:
+            if server.n_streams == 0:
                 break
             await asyncio.sleep(0.01)
-        return reply_a, reply_b, reply_c, closed_c, reply_d, server_ref[0].n_streams
-
-    server_ref = []
-
-    async def main():
-        server = KeywordServer(loud, max_streams=2)
-        server_ref.append(server)
-        await server.start("tcp://127.0.0.1:0")
-        try:
-            return await asyncio.wait_for(scenario(server.address[1]), TIMEOUT_S)
-        finally:
-            await server.stop()
+        return reply_a, reply_b, reply_c, closed_c, reply_d, server.n_streams
 
     with caplog.at_level(logging.WARNING, logger="drsn_asr.runtime.server"):
-        reply_a, reply_b, reply_c, closed_c, reply_d, left = asyncio.run(main())
+        reply_a, reply_b, reply_c, closed_c, reply_d, left = _serve(loud, scenario, with_server=True, max_streams=2)
     assert Pong.is_type(reply_a.type) and Pong.is_type(reply_b.type) and Pong.is_type(reply_d.type)
     assert Error.is_type(reply_c.type)
     error = Error.from_event(reply_c)
@@ -501,10 +488,7 @@ def test_streams_beyond_capacity_are_refused_visibly_and_a_freed_place_is_given_
 
 
 def test_a_stream_is_refused_while_inference_is_behind_its_input(caplog):
-    Gated.gate.clear()
-    Gated.entered.clear()
-    gated = LoadedModel(Gated(ModelConfig(), FeatureConfig(), 4).eval(), ["yes", "no", "_unknown_", "_silence_"],
-                        FeatureConfig(), {}, "gated")
+    gated = _gated()
 
     async def scenario(port):
         async with AsyncTcpClient("127.0.0.1", port) as slow:
