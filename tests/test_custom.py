@@ -175,3 +175,6 @@ def test_the_recipe_validates_on_held_out_voices_even_when_the_base_validated_on
     assert recipe.data.tts_validation is True  # else no phrase is in validation and the score is rejection alone
     assert recipe.data.vocabulary == ("lights on",) and recipe.init_from == "default"
     assert recipe.features == base.features and recipe.model == base.net.config
+    assert recipe.data.real_commands_dir == base.training["config"]["data"]["real_commands_dir"]  # relative to "."
+    elsewhere = train_config(WordsConfig(phrases=("lights on",), work_dir=str(tmp_path)), base=tmp_path)
+    assert elsewhere.data.real_commands_dir is None  # not there (a user's machine): trained without, not an error

@@ -168,12 +168,18 @@ def train_config(cfg: WordsConfig, base: Path = Path(".")) -> TrainConfig:
     if sentences and not _resolve(sentences, base).is_dir():
         log.warning("sentences_dir %s is not here: no real non-keyword speech in training", sentences)
         sentences = None
+    real_commands = base_cfg.data.real_commands_dir  # the base's real speakers, heard here as other words
+    if real_commands and not _resolve(real_commands, base).is_dir():
+        log.warning("real_commands_dir %s of the base recipe is not here: training without its real speakers",
+                    real_commands)
+        real_commands = None
     data = dataclasses.replace(
         base_cfg.data,
         vocabulary=cfg.phrases,
         tts_dir=str(work / "corpus"),
         fsdd_dir=None,
         speech_commands_dir=None,
+        real_commands_dir=real_commands,
         sentences_dir=sentences,
         sentences_as_unknown=sentences is not None,
         sentences_validation_part=(0.0, 0.0),  # validate on held-out voices only; real sentences ≥ 0.8 stay unseen
