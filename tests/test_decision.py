@@ -16,6 +16,7 @@ def reference(config: DetectorConfig, smooth_n: int, times_s, probs) -> list[tup
     thresholds = np.array([config.thresholds.get(label, config.threshold) for label in LABELS], np.float32)
     keyword = [not label.startswith("_") for label in LABELS]
     recent, armed, last_s, pending, out = [], [True] * len(LABELS), -math.inf, None, []
+    near, far = (round(ms / config.hop_ms) for ms in config.before_span_ms)
     for i, (now_s, p) in enumerate(zip(times_s, probs)):
         recent = (recent + [p])[-smooth_n:]
         smoothed = recent[0].copy()
@@ -28,8 +29,12 @@ def reference(config: DetectorConfig, smooth_n: int, times_s, probs) -> list[tup
             if smoothed[label] > peak and (now_s - since_s) * 1000 < config.peak_wait_ms - TIME_TOLERANCE_MS:
                 pending = (label, smoothed[label], since_s)
             else:
-                out.append((i, label, float(peak)))
-                pending, last_s = None, now_s
+                back = [j for j in range(i - far, i - near + 1) if j >= 0]  # the context check
+                before = sum(float(probs[j][LABELS.index("_unknown_")]) for j in back) / max(len(back), 1)
+                if before <= config.unknown_before_max:
+                    out.append((i, label, float(peak)))
+                    last_s = now_s
+                pending = None
             continue
         best = max((k for k in range(len(LABELS)) if keyword[k]), key=lambda k: (smoothed[k], -k))
         if (smoothed[best] >= thresholds[best] and smoothed[best] >= smoothed.max() and armed[best]
@@ -39,10 +44,11 @@ def reference(config: DetectorConfig, smooth_n: int, times_s, probs) -> list[tup
     return out
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_vectorized_rule_equals_the_definition_for_streams_stepped_in_any_groups(seed):
+@pytest.mark.parametrize("seed, unknown_before_max", [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 0.3), (5, 0.2)])
+def test_vectorized_rule_equals_the_definition_for_streams_stepped_in_any_groups(seed, unknown_before_max):
     rng = np.random.default_rng(seed)
-    config = DetectorConfig(threshold=0.6, thresholds={"no": 0.45}, refractory_ms=300.0, peak_wait_ms=150.0)
+    config = DetectorConfig(threshold=0.6, thresholds={"no": 0.45}, refractory_ms=300.0, peak_wait_ms=150.0,
+                            unknown_before_max=unknown_before_max, before_span_ms=(200.0, 500.0))
     smooth_n, n_streams, n_steps = 3, 4, 400
     # posteriors that often spike towards one label, so that detections, waits and re-arms all happen
     probs = rng.dirichlet(np.full(len(LABELS), 0.3), size=(n_streams, n_steps)).astype(np.float32)
@@ -62,3 +68,29 @@ def test_vectorized_rule_equals_the_definition_for_streams_stepped_in_any_groups
         expected = reference(config, smooth_n, times_s[s], probs[s])
         assert got[s] == expected
         assert len(expected) >= 5 and {label for _, label, _ in expected} >= {0, 1}
+        if unknown_before_max < 1:  # the context check dropped some
+            unchecked = DetectorConfig(**{**config.__dict__, "unknown_before_max": 1.0})
+            assert len(reference(unchecked, smooth_n, times_s[s], probs[s])) > len(expected)
+
+
+def _run(config: DetectorConfig, probs: np.ndarray) -> list[tuple[int, int]]:
+    rule = DecisionRule(LABELS, config, 1)
+    out = []
+    for i, p in enumerate(probs):
+        rows, labels, _ = rule.step(np.zeros(1, np.int64), np.array([0.08 * (i + 1)]), p[None].astype(np.float32))
+        out += [(i, int(label)) for label in labels]
+    return out
+
+
+def test_the_context_check_drops_a_keyword_that_comes_out_of_other_speech_and_keeps_one_said_alone():
+    speech, street, keyword = (np.eye(len(LABELS))[k] * 0.9 + 0.02 for k in (3, 4, 0))
+    config = DetectorConfig(hop_ms=80.0, smoothing_ms=80.0, threshold=0.6, peak_wait_ms=0.0, refractory_ms=600.0)
+    strict = DetectorConfig(**{**config.__dict__, "unknown_before_max": 0.5})
+    in_sentence = np.stack([speech] * 20 + [keyword] * 3 + [speech] * 5)
+    alone = np.stack([street] * 20 + [keyword] * 3 + [street] * 5)
+    assert _run(config, in_sentence) == [(21, 0)] and _run(config, alone) == [(21, 0)]  # off: both fire
+    assert _run(strict, in_sentence) == [] and _run(strict, alone) == [(21, 0)]
+    assert _run(strict, np.stack([keyword] * 3 + [street] * 5)) == [(1, 0)]  # at the stream's start: no speech before
+    # a dropped detection holds nothing back: the same word said alone after a pause fires at once
+    later = np.stack([speech] * 20 + [keyword] * 3 + [street] * 17 + [keyword] * 3)
+    assert _run(strict, later) == [(41, 0)]

@@ -101,6 +101,10 @@ class ModelConfig:
             )
 
 
+# the named operating points a model may carry (LoadedModel.sensitivity), strictest first
+SENSITIVITIES = ("few_false_alarms", "balanced", "find_everything")
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Streaming decision rule: when a smoothed posterior becomes a Detection."""
@@ -111,6 +115,11 @@ class DetectorConfig:
     thresholds: dict[str, float] = field(default_factory=dict)  # per-label overrides
     refractory_ms: float = 600.0
     peak_wait_ms: float = 200.0  # after a crossing, wait up to this long for the score's peak (and the word's end)
+    # a detection is dropped when the mean `_unknown_` posterior of the classifications made between
+    # before_span_ms[0] and [1] before it exceeds this (the word came out of other speech: a command is said on
+    # its own); 1.0 never drops
+    unknown_before_max: float = 1.0
+    before_span_ms: tuple[float, float] = (600.0, 1200.0)
 
 
 def _check(value: Any, hint: Any, key: str) -> Any:

@@ -3,8 +3,10 @@
 For each stream, per classification: the posteriors are averaged over the last `smoothing_ms` of
 classifications; when a keyword leads, reaches its threshold, is armed and `refractory_ms` has passed since the
 stream's last detection, a detection becomes pending; it follows the keyword's score up to its peak for at most
-`peak_wait_ms` (so the word has ended) and is then emitted with that peak score. A keyword re-arms once its
-score falls below half its threshold. `_unknown_` and `_silence_` never fire.
+`peak_wait_ms` (so the word has ended) and is then emitted with that peak score, unless the classifications
+`before_span_ms` before it were, on average, non-command speech (`_unknown_` posterior above `unknown_before_max`):
+a word that comes out of a sentence is no command. A keyword re-arms once its score falls below half its
+threshold. `_unknown_` and `_silence_` never fire.
 
 The state of every stream is one row of a few arrays, so one call advances any number of streams with a
 handful of numpy operations, and a stream's decisions never depend on which other streams share the call:
@@ -73,6 +75,12 @@ class DecisionRule:
         self.pending_peak = np.zeros(0, np.float32)
         self.pending_since_s = np.zeros(0)
         self.slot_thresholds: np.ndarray | None = None  # (capacity, n_labels) once any stream has its own
+        # the context check: the last `before` classifications' _unknown_ posteriors, a ring per stream
+        self.context = config.unknown_before_max < 1.0 and LABEL_UNKNOWN in labels
+        self.unknown_index = labels.index(LABEL_UNKNOWN) if LABEL_UNKNOWN in labels else -1
+        near, far = (max(0, round(ms / config.hop_ms)) for ms in config.before_span_ms)
+        self.before = np.arange(min(near, far), max(near, far) + 1)  # classifications back from the emitting one
+        self.unknown_ring = np.zeros((0, int(self.before[-1]) + 1 if self.context else 0), np.float32)
         self.grow(capacity)
 
     def set_thresholds(self, slots: np.ndarray, thresholds: dict[int, float] | None) -> None:
@@ -92,7 +100,7 @@ class DecisionRule:
         if capacity <= old:
             return
         for name in ("recent", "scores", "n_classifications", "armed", "last_detection_s", "pending_label",
-                     "pending_peak", "pending_since_s"):
+                     "pending_peak", "pending_since_s", "unknown_ring"):
             a = getattr(self, name)
             setattr(self, name, np.concatenate([a, np.zeros((capacity - old, *a.shape[1:]), a.dtype)]))
         if self.slot_thresholds is not None:
@@ -103,6 +111,7 @@ class DecisionRule:
     def reset(self, slots: np.ndarray) -> None:
         """Forget the streams' smoothing, hold-offs, pending detection and classification count."""
         self.recent[slots] = 0
+        self.unknown_ring[slots] = 0
         self.scores[slots] = 0
         self.n_classifications[slots] = 0
         self.armed[slots] = True
@@ -113,6 +122,8 @@ class DecisionRule:
         """One classification per stream → (rows emitting a detection, their label indices, peak scores)."""
         count = self.n_classifications[slots]
         self.recent[slots, count % self.smooth_n] = probs
+        if self.context:
+            self.unknown_ring[slots, count % self.unknown_ring.shape[1]] = probs[:, self.unknown_index]
         count += 1
         self.n_classifications[slots] = count
         # oldest first: a stream's sum depends neither on the other streams nor on where the ring starts
@@ -135,9 +146,12 @@ class DecisionRule:
             waited_ms = (now_s[rows] - self.pending_since_s[s]) * 1000
             rising = (score > self.pending_peak[s]) & (waited_ms < self.config.peak_wait_ms - TIME_TOLERANCE_MS)
             self.pending_peak[s[rising]] = score[rising]
-            emit, s = rows[~rising], s[~rising]
-            emitted = (emit, label[~rising], self.pending_peak[s])
+            emit, s, label = rows[~rising], s[~rising], label[~rising]
             self.pending_label[s] = -1
+            if self.context and len(emit):
+                alone = self._alone(s)
+                emit, s, label = emit[alone], s[alone], label[alone]
+            emitted = (emit, label, self.pending_peak[s])
             self.last_detection_s[s] = now_s[emit]
             if waiting.all():
                 return emitted
@@ -166,3 +180,11 @@ class DecisionRule:
         self.pending_peak[s] = top[crossing]
         self.pending_since_s[s] = now_s[rows[crossing]]
         return emitted
+
+    def _alone(self, slots: np.ndarray) -> np.ndarray:
+        """Which of `slots`' emitting detections were not preceded by non-command speech (the context check)."""
+        back = self.n_classifications[slots, None] - 1 - self.before  # classification indices before_span_ms back
+        made = back >= 0  # (before the stream's first classification: nothing, as silence)
+        unknown = self.unknown_ring[slots[:, None], back % self.unknown_ring.shape[1]]
+        mean = (unknown * made).sum(axis=1) / np.maximum(made.sum(axis=1), 1)
+        return mean <= self.config.unknown_before_max
