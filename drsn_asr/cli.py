@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .runtime.config import SENSITIVITIES
 from .runtime.stream import Detection
 
 FORMATS = ("text", "json", "csv", "srt")
@@ -66,6 +67,11 @@ def _transcribe_in_worker(file: str) -> tuple[list[Detection] | None, str | None
         return None, str(e)
 
 
+def _detector_options(args: argparse.Namespace) -> dict:
+    """The detector options a command was given: --sensitivity, --threshold, --hop-ms (where it has them)."""
+    return {k: v for k in ("sensitivity", "threshold", "hop_ms") if (v := getattr(args, k, None)) is not None}
+
+
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -81,9 +87,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"drsn-asr: {e}", file=sys.stderr)
         return 2
-    options = {"threshold": args.threshold} if args.threshold is not None else {}
-    if args.hop_ms is not None:
-        options["hop_ms"] = args.hop_ms
+    options = _detector_options(args)
 
     def write(file: str, detections: list[Detection]) -> None:
         if len(args.files) > 1 and args.format == "text":
@@ -193,7 +197,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if snrs and not args.noise_dir:
         print("drsn-asr: --snr needs --noise-dir (a folder of noise recordings)", file=sys.stderr)
         return 2
-    detector = {k: v for k, v in (("threshold", args.threshold), ("hop_ms", args.hop_ms)) if v is not None}
+    detector = _detector_options(args)
     results = {}
     for model in args.model or [None]:
         bar = tqdm(total=0, desc=f"evaluating {model or 'default'}", unit="clip", disable=not sys.stderr.isatty())
@@ -344,7 +348,7 @@ def _cmd_listen(args: argparse.Namespace) -> int:
     # the console so they never collide with the meter line
     root.handlers = [_ConsoleLogHandler(console, saved_handlers[0].formatter if saved_handlers else None)]
     device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
-    options = {"threshold": args.threshold} if args.threshold is not None else {}
+    options = _detector_options(args)
     n_detections = 0
 
     def on_detection(d: Detection) -> None:
@@ -389,7 +393,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"drsn-asr: serve needs the wyoming package ({e}): pip install 'drsn-asr[server]'", file=sys.stderr)
         return 1
-    options = {"threshold": args.threshold} if args.threshold is not None else {}
+    options = _detector_options(args)
     try:
         server = KeywordServer(args.model, device=args.device, max_streams=args.max_streams,
                                threads=args.threads or None, **options)
@@ -482,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    p.add_argument("--sensitivity", choices=SENSITIVITIES, default=None,
+                   help="a named operating point the model carries, chosen on real voices (default: balanced); "
+                        "the model card gives each one's keywords found and false alarms per hour")
     p.add_argument("--threshold", type=float, default=None,
                    help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
     p.add_argument("--hop-ms", type=float, default=None, help=f"classification hop in ms, {_HOP_RULE}")
@@ -527,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-dir", default=None, help="folder of noise recordings to mix in")
     p.add_argument("--snr", default=None, help="comma-separated SNRs in dB, e.g. 20,10,5,0,-5 (needs --noise-dir)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise choice and placement")
+    p.add_argument("--sensitivity", choices=SENSITIVITIES, default=None,
+                   help="a named operating point the model carries, chosen on real voices (default: balanced); "
+                        "the model card gives each one's keywords found and false alarms per hour")
     p.add_argument("--threshold", type=float, default=None,
                    help="detection threshold (default: the one the model carries, else 0.6)")
     p.add_argument("--hop-ms", type=float, default=None,
@@ -541,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input device: index or part of its name (default: the system's default input)")
     p.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
     p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
+    p.add_argument("--sensitivity", choices=SENSITIVITIES, default=None,
+                   help="a named operating point the model carries, chosen on real voices (default: balanced); "
+                        "the model card gives each one's keywords found and false alarms per hour")
     p.add_argument("--threshold", type=float, default=None,
                    help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
     p.add_argument("--seconds", type=float, default=None,
@@ -554,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uri", default="tcp://127.0.0.1:10400",
                    help="tcp://HOST:PORT or unix://PATH (default: tcp://127.0.0.1:10400)")
     p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: the default model)")
+    p.add_argument("--sensitivity", choices=SENSITIVITIES, default=None,
+                   help="a named operating point the model carries, chosen on real voices (default: balanced); "
+                        "the model card gives each one's keywords found and false alarms per hour")
     p.add_argument("--threshold", type=float, default=None,
                    help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -408,6 +408,16 @@ def spare(daemons, mic, monkeypatch):
     return daemon
 
 
+def test_listen_takes_the_models_named_sensitivity(mic, pulse, model):
+    with mic.listen(None, device="pulse", model=model, sensitivity="few_false_alarms") as listener:
+        _first_block(listener)
+        preset = model.sensitivity["few_false_alarms"]
+        assert listener.recognizer.config.threshold == preset["threshold"]
+        assert listener.recognizer.config.smoothing_ms == preset["smoothing_ms"]
+    with pytest.raises(ValueError, match="not one of this model's presets"):
+        mic.listen(None, device="pulse", model=model, sensitivity="twitchy")
+
+
 def test_hung_audio_server_ends_capture_after_the_stall_timeout(mic, model, spare):
     listener = mic.listen(None, device="pulse", model=model, stall_timeout_s=0.5)
     try:

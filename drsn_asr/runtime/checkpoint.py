@@ -30,8 +30,9 @@ DEFAULT_MODEL = "default"
 
 @dataclass
 class LoadedModel:
-    """A classifier in eval mode plus what it needs to be used: labels, frontend settings, and the detector
-    settings chosen for it on validation data (`detector`; options given to a Recognizer take precedence)."""
+    """A classifier in eval mode plus what it needs to be used: labels, frontend settings, the detector settings
+    chosen for it on validation data (`detector`; options given to a Recognizer take precedence), and named
+    operating points (`sensitivity`: {"few_false_alarms" | "balanced" | "find_everything": settings})."""
 
     net: KeywordNet | SequenceNet
     labels: list[str]
@@ -39,6 +40,7 @@ class LoadedModel:
     training: dict[str, Any]
     source: str
     detector: dict[str, Any] = field(default_factory=dict)  # DetectorConfig fields the model recommends
+    sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset name -> DetectorConfig fields
 
     @property
     def device(self) -> torch.device:
@@ -94,12 +96,18 @@ def _check_archive(path: Path) -> None:
         raise ValueError(f"{path}: corrupt — record {bad} fails its CRC-32 check; re-download or re-train it")
 
 
-def save_model(path: str | os.PathLike, model: LoadedModel, **detector_settings: Any) -> None:
+def save_model(path: str | os.PathLike, model: LoadedModel, sensitivity: dict[str, dict[str, Any]] | None = None,
+               **detector_settings: Any) -> None:
     """Write a loaded model as a checkpoint; `detector_settings` (DetectorConfig fields, e.g. a threshold chosen on
-    validation data) join the settings it carries, and Recognizers made from the file use them by default."""
+    validation data) join the settings it carries, and Recognizers made from the file use them by default.
+    `sensitivity` replaces its named presets (default: those it carries)."""
     detector = {**model.detector, **detector_settings}
     from_dict(DetectorConfig, detector, prefix="detector")
-    save_checkpoint(path, model.net, model.labels, model.training, detector=detector)
+    presets = model.sensitivity if sensitivity is None else sensitivity
+    for name, preset in presets.items():
+        from_dict(DetectorConfig, {**detector, **preset}, prefix=f"sensitivity.{name}")
+    save_checkpoint(path, model.net, model.labels, model.training, detector=detector,
+                    **({"sensitivity": presets} if presets else {}))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -138,11 +146,14 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
             check_recorded_files(state.get("frontend_files", []), source)
         detector = dict(state.get("detector", {}))
         from_dict(DetectorConfig, detector, prefix="detector")  # a setting this version does not know is an error
+        sensitivity = {str(k): dict(v) for k, v in state.get("sensitivity", {}).items()}
+        for name, preset in sensitivity.items():
+            from_dict(DetectorConfig, {**detector, **preset}, prefix=f"sensitivity.{name}")
     except (KeyError, TypeError, RuntimeError) as e:  # a missing entry, or weights that do not fit the config
         raise ValueError(f"{source}: not a usable drsn-asr checkpoint ({type(e).__name__}: {e}); "
                          "re-download or re-train it") from e
     net.eval()
-    return LoadedModel(net, labels, feature_config, dict(state.get("training", {})), source, detector)
+    return LoadedModel(net, labels, feature_config, dict(state.get("training", {})), source, detector, sensitivity)
 
 
 def available_models() -> list[str]:

@@ -355,6 +355,7 @@ def listen(
     block_ms: float = 50.0,
     queue_blocks: int = 100,
     on_event: Callable[[str, Any], Any] | None = None,
+    sensitivity: str | None = None,
     **detector_options: Any,
 ) -> Listener:
     """Start recognizing commands from a microphone; returns the running Listener (also a context manager).
@@ -363,8 +364,12 @@ def listen(
     `list_input_devices()`). model: as for Recognizer; pass a LoadedModel to choose its torch device.
     The stream opens at the model's rate and in mono when the device allows, otherwise at the device's
     default rate (resampled) and channel count (down-mixed); `sample_rate` forces a capture rate.
+    sensitivity: the model's named operating point, as for Recognizer ("few_false_alarms", "balanced" (the
+    model's default) or "find_everything"; their measured figures are in the model card).
     **detector_options go to the Recognizer (threshold, thresholds, hop_ms, ...), plus `stall_timeout_s`:
     how long an active stream may deliver no audio before capture ends with an error (default 5 s).
     """
+    if sensitivity is not None:
+        detector_options["sensitivity"] = sensitivity
     listener = Listener(on_detection, device, model, sample_rate, block_ms, queue_blocks, on_event, **detector_options)
     return listener.start()

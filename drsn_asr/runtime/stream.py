@@ -55,10 +55,20 @@ class Detection:
     end_s: float
 
 
-def detector_config(model: LoadedModel | None = None, **options: Any) -> DetectorConfig:
+def detector_config(model: LoadedModel | None = None, sensitivity: str | None = None, **options: Any) -> DetectorConfig:
     """DetectorConfig from keyword options (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms); what
-    they leave out comes from the settings `model` carries (`LoadedModel.detector`), then from the defaults."""
-    settings = {**(model.detector if model is not None else {}), **options}
+    they leave out comes from the model's named preset `sensitivity` when one is given, then from the settings the
+    model carries (`LoadedModel.detector`), then from the defaults."""
+    settings = dict(model.detector) if model is not None else {}
+    if sensitivity is not None:
+        presets = model.sensitivity if model is not None else {}
+        if sensitivity not in presets:
+            raise ValueError(
+                f"sensitivity={sensitivity!r} is not one of this model's presets "
+                f"({', '.join(repr(p) for p in presets) or 'it carries none'}); pass one of them, or threshold= "
+                "(and hop_ms=, smoothing_ms=) for settings of your own")
+        settings.update(presets[sensitivity])
+    settings.update(options)
     if model is not None and "hop_ms" not in settings:
         settings["hop_ms"] = default_hop_ms(model.features.hop_ms)
     return from_dict(DetectorConfig, settings)
@@ -111,6 +121,9 @@ class StreamBank:
         self.locate_by_energy = c.kind == "logmel"  # only log-mel frames hold a frame's energy
         self.hop_samples, self.window_samples, self.sample_rate = c.hop_samples, c.window_samples, c.sample_rate
         self.rule = DecisionRule(self.labels, config, 0)
+        # (slots, stream times in s, posteriors) of each round of classifications, before the decision rule: for
+        # tools that record a stream's posteriors once and replay the rule under other settings
+        self.on_classified: Callable[[np.ndarray, np.ndarray, np.ndarray], Any] | None = None
         self.capacity = 0
         self._all_slots = np.zeros(0, np.int64)
         self.pending = torch.zeros(0, c.window_samples - 1, device=self.device)
@@ -316,6 +329,8 @@ class StreamBank:
         for rows, end in rounds:
             stepped = slots if rows is None else slots[rows]
             now_s = (((counted if rows is None else counted[rows]) + end) * hop + W) / self.sample_rate
+            if self.on_classified is not None:
+                self.on_classified(stepped, now_s, probs[at : at + len(stepped)])
             emit, labels, peaks = self.rule.step(stepped, now_s, probs[at : at + len(stepped)])
             if len(emit) and not self.locate_by_energy:
                 span_s = self.model.net.config.window_s
@@ -398,7 +413,12 @@ class Recognizer:
         threads: intra-op threads of its inference (torch and ONNX Runtime), default 1: a hop is too small for
             more to pay, and more cost 6-18x on a busy host. Set only around the Recognizer's own work, never
             for the rest of your program; None uses torch's setting as you left it.
-        **detector_options: fields of DetectorConfig (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms).
+        sensitivity: a named operating point the model carries, chosen on real validation voices:
+            "few_false_alarms", "balanced" (what the model uses when none is named) or "find_everything"; the
+            model card gives each one's keywords found and false alarms per hour on real speech. Detector options
+            given beside it override its settings.
+        **detector_options: fields of DetectorConfig (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms),
+            for experts: they override the model's settings and the preset's.
 
     `feed` only buffers until the next window is due (one per `hop_ms`), so its cost per second of audio is the
     same for 10 ms chunks as for 100 ms ones, and the decisions are those of any other chunking.
@@ -415,10 +435,11 @@ class Recognizer:
         device: str | torch.device | None = None,
         backend: str = "auto",
         threads: int | None = DEFAULT_THREADS,
+        sensitivity: str | None = None,
         **detector_options: Any,
     ):
         self.model = load_model(model, device=device)
-        self.config = detector_config(self.model, **detector_options)
+        self.config = detector_config(self.model, sensitivity, **detector_options)
         self.on_detection = on_detection
         features = self.model.features
         if not isinstance(sample_rate, int) or sample_rate <= 0:
