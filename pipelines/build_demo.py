@@ -40,19 +40,19 @@ def trim(audio: np.ndarray, floor_db: float = 35.0) -> np.ndarray:
 
 def make_recording(keywords: list[Example], sentence_paths: list[str], rng: np.random.Generator,
                    gap_range_s: tuple[float, float] = (1.2, 2.2), others: list[Example] = (),
-                   sirens: bool = True) -> tuple[np.ndarray, list[dict]]:
+                   sirens: bool = True, snrs_db: tuple[float, ...] = SNRS_DB) -> tuple[np.ndarray, list[dict]]:
     """Speech items in random order with random gaps over a synthesized street; returns (audio, truth).
 
     `keywords` are labelled with their word; `sentence_paths` and `others` (single non-keyword words) are
     `_unknown_`. `sirens=False` leaves out the sirens, a noise kind held out of training (for a validation
-    recording, which must not hold the test's noise)."""
+    recording, which must not hold the test's noise). Each item is spoken at an SNR drawn from `snrs_db`."""
     items = ([("word", ex) for ex in keywords] + [("sentence", p) for p in sentence_paths]
              + [("other", ex) for ex in others])
     speech, truth, t = [np.zeros(int(1.5 * SAMPLE_RATE), np.float32)], [], 1.5
     for i in rng.permutation(len(items)):
         kind, item = items[i]
         audio = trim(read_audio(item if kind == "sentence" else item.path))
-        snr_db = float(rng.choice(SNRS_DB))
+        snr_db = float(rng.choice(snrs_db))
         audio = audio / max(active_rms(audio, SAMPLE_RATE), 1e-6) * STREET_LEVEL_RMS * 10 ** (snr_db / 20)
         speech.append(audio.astype(np.float32))
         end = t + len(audio) / SAMPLE_RATE

@@ -47,10 +47,14 @@ def score(detections: list[tuple], truth: list[dict], duration_s: float, toleran
     `false_alarms_on_sentences` counts those on any non-keyword speech (in validation, other words too)."""
     used = set()
     hits, subs, false_alarms, on_speech, latencies, start_err, end_err = 0, 0, 0, 0, [], [], []
+    centres = np.array([(w["start_s"] + w["end_s"]) / 2 for w in truth])
+    order = np.argsort(centres, kind="stable")
+    ordered = centres[order]
     for det, emitted_s in detections:
         centre = (det.start_s + det.end_s) / 2
-        near = [i for i, w in enumerate(truth)
-                if i not in used and abs(centre - (w["start_s"] + w["end_s"]) / 2) <= tolerance_s]
+        lo, hi = np.searchsorted(ordered, centre - tolerance_s - 1e-9), np.searchsorted(ordered, centre + tolerance_s + 1e-9, "right")
+        near = sorted(i for i in order[lo:hi].tolist()
+                      if i not in used and abs(centre - centres[i]) <= tolerance_s)
         if not near or truth[near[0]]["label"] == "_unknown_":
             false_alarms += 1
             on_speech += bool(near)
