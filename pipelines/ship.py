@@ -4,13 +4,16 @@
                              [--tune-model TUNING_CHECKPOINT --tune-config configs/tuning.yaml]
 
 1. scores the checkpoint on the recipe's validation split (pipelines/validate.py), recorded in its `training`;
-2. builds the validation street recording and picks the hop and threshold (pipelines/stream_eval.py
-   --split validation, `best_point`: top F1, then the longest hop within 0.01 of it, then the highest threshold)
-   over hops 50/80/100 ms (80/160 ms for 80 ms speech-embedding frames) and thresholds 0.5–0.9; writes that
-   sweep to docs/stream_eval_validation.json (docs/stream_eval_validation_NAME.json for another --name).
-   With `--tune-model`, the sweep runs that model on the validation split of `--tune-config`: a model of the
-   same recipe trained on a fold that leaves a real speaker for validation, whose settings the checkpoint
-   (trained on every speaker, so with no real voice left to validate on) then carries;
+2. chooses its detector settings on validation streams:
+   - a recipe with real validation speakers (data.real_commands_dir): pipelines/real_streams.py --split validation
+     (real voices only, street noise at 10/5/0 dB) chooses the three sensitivity presets under its written rule
+     (`choose_presets`); `balanced` becomes the settings the model carries; the figures go to
+     docs/real_streams_validation.json (docs/real_streams_validation_NAME.json for another --name);
+   - otherwise the validation street recording of pipelines/stream_eval.py --split validation picks the hop and
+     threshold (`best_point`: top F1, then the longest hop within 0.01 of it, then the highest threshold) over
+     hops 50/80/100 ms and thresholds 0.5–0.9, written to docs/stream_eval_validation[_NAME].json. With
+     `--tune-model`, that sweep runs a model of the same recipe trained on a fold that leaves a real speaker for
+     validation, whose settings the checkpoint (trained on every speaker) then carries;
 3. writes drsn_asr/assets/NAME.pt carrying those settings and its SHA-256 into SHA256SUMS.
 Nothing here reads a test set. Then re-run the model card's commands for its test figures.
 """
@@ -44,28 +47,41 @@ def main() -> None:
     args = parser.parse_args()
     tune_model, tune_config = args.tune_model or args.checkpoint, args.tune_config or args.config
     pipelines = REPO / "pipelines"
-    sweep = REPO / "docs" / ("stream_eval_validation.json" if args.name == "default" else
-                             f"stream_eval_validation_{args.name}.json")
-    frame_ms = build_model(read_checkpoint(tune_model), source=tune_model).features.hop_ms
-    hops = ",".join(str(h) for h in HOPS_MS if h % frame_ms == 0 and (frame_ms > 10 or h <= 100))
+    real = bool(read_checkpoint(tune_model).get("training", {}).get("config", {}).get("data", {}).get("real_commands_dir"))
+    suffix = "" if args.name == "default" else f"_{args.name}"
+    presets = None
     with tempfile.TemporaryDirectory() as tmp:
         scores = Path(tmp) / "validation.json"
         subprocess.run([sys.executable, str(pipelines / "validate.py"), args.checkpoint, "--config", args.config,
                         "--json", str(scores)], check=True)
-        subprocess.run([sys.executable, str(pipelines / "stream_eval.py"), "--split", "validation", "--model",
-                        tune_model, "--config", tune_config, "--thresholds", THRESHOLDS, "--hops-ms", hops,
-                        "--json", str(sweep)], check=True, stdout=subprocess.DEVNULL)
         validation = json.loads(scores.read_text())[args.checkpoint]
-    settings = json.loads(sweep.read_text())["best_by_f1"]
+        if real:
+            sweep = REPO / "docs" / f"real_streams_validation{suffix}.json"
+            tuned = Path(tmp) / "tuned.pt"
+            subprocess.run([sys.executable, str(pipelines / "real_streams.py"), "--split", "validation", "--model",
+                            tune_model, "--json", str(sweep), "--write-model", str(tuned)], check=True,
+                           stdout=subprocess.DEVNULL)
+            presets = build_model(read_checkpoint(tuned)).sensitivity
+            settings = presets["balanced"]
+            chosen_on = f"pipelines/real_streams.py --split validation --model {tune_model} ({sweep.name})"
+        else:
+            sweep = REPO / "docs" / f"stream_eval_validation{suffix}.json"
+            frame_ms = build_model(read_checkpoint(tune_model), source=tune_model).features.hop_ms
+            hops = ",".join(str(h) for h in HOPS_MS if h % frame_ms == 0 and (frame_ms > 10 or h <= 100))
+            subprocess.run([sys.executable, str(pipelines / "stream_eval.py"), "--split", "validation", "--model",
+                            tune_model, "--config", tune_config, "--thresholds", THRESHOLDS, "--hops-ms", hops,
+                            "--json", str(sweep)], check=True, stdout=subprocess.DEVNULL)
+            settings = json.loads(sweep.read_text())["best_by_f1"]
+            chosen_on = (f"pipelines/stream_eval.py --split validation --model {tune_model} --config {tune_config} "
+                         f"({sweep.name})")
     model = build_model(read_checkpoint(args.checkpoint), source=args.checkpoint)
     model.training.update({
         "epoch": validation["epoch"], **{f"validation_{k}": v for k, v in validation.items() if k != "epoch"},
-        "detector_chosen_on": f"pipelines/stream_eval.py --split validation --model {tune_model} --config "
-                              f"{tune_config} (docs/stream_eval_validation.json)",
+        "detector_chosen_on": chosen_on,
     })
     assets = REPO / "drsn_asr" / ASSETS
     out = assets / f"{args.name}.pt"
-    save_model(out, model, **settings)
+    save_model(out, model, sensitivity=presets, **settings)
     sums = assets / "SHA256SUMS"
     lines = [line for line in sums.read_text().splitlines() if line.strip() and line.split()[1] != out.name]
     sums.write_text("\n".join(sorted(lines + [f"{sha256(out)}  {out.name}"])) + "\n")

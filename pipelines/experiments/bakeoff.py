@@ -20,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from drsn_asr.runtime.checkpoint import sha256  # noqa: E402
 from drsn_asr.runtime.config import LABEL_SILENCE, LABEL_UNKNOWN  # noqa: E402
 from drsn_asr.training.data import DIGIT_WORDS  # noqa: E402
 from drsn_asr.tools.evaluate import evaluate  # noqa: E402
@@ -123,12 +124,12 @@ def main() -> None:
         name, _, paths = spec.partition("=")
         for path in paths.split(","):
             cache = out / name / (Path(path).parent.name + "_" + Path(path).stem + ".json")
-            if cache.is_file():
-                run = json.loads(cache.read_text())
-            else:
+            digest = sha256(path)  # a checkpoint re-shipped under the same name (new settings) is evaluated again
+            run = json.loads(cache.read_text()) if cache.is_file() else {}
+            if run.get("sha256") != digest:
                 results = {key: evaluate(REPO / folder, path, noise_dir=REPO / args.noise_dir, snrs_db=SNRS_DB, seed=0,
                                          device="cpu") for key, folder in SETS.items()}
-                run = {"checkpoint": path, "figures": figures(results)}
+                run = {"checkpoint": path, "sha256": digest, "figures": figures(results)}
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 cache.write_text(json.dumps(run, indent=1))
             arms.setdefault(name, []).append(run)
