@@ -236,6 +236,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for name in available_models():
         m = load_model(name, device="cpu")
         print(f"{name}: {m.net.config.block}, {count_parameters(m.net):,} parameters, labels: {' '.join(m.labels)}")
+        if m.sensitivity:  # what --sensitivity picks, in the model's own words
+            for preset, settings in m.sensitivity.items():
+                print(f"  --sensitivity {preset}: " + ", ".join(f"{k} {v:g}" for k, v in settings.items()
+                                                                if isinstance(v, (int, float))))
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from drsn_asr import Recognizer, load_model, transcribe
-from drsn_asr.runtime.checkpoint import read_checkpoint, save_model
+from drsn_asr.runtime.checkpoint import available_models, read_checkpoint, save_model
 from drsn_asr.runtime.multistream import MultiStreamRecognizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,3 +73,14 @@ def test_cli_takes_a_sensitivity(with_presets):
     assert len(everything.stdout.splitlines()) > len(few.stdout.splitlines())
     bad = run("--sensitivity", "loud")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_models_lists_each_shipped_models_presets(capsys):
+    from drsn_asr.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    balanced = load_model("default", device="cpu").sensitivity["balanced"]
+    assert f"--sensitivity balanced: hop_ms {balanced['hop_ms']:g}, smoothing_ms {balanced['smoothing_ms']:g}, " \
+           f"threshold {balanced['threshold']:g}" in out
+    assert out.count("--sensitivity") == 3 * sum(bool(load_model(n, device="cpu").sensitivity) for n in available_models())
