@@ -238,8 +238,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"{name}: {m.net.config.block}, {count_parameters(m.net):,} parameters, labels: {' '.join(m.labels)}")
         if m.sensitivity:  # what --sensitivity picks, in the model's own words
             for preset, settings in m.sensitivity.items():
+                per_label = settings.get("thresholds") or {}
                 print(f"  --sensitivity {preset}: " + ", ".join(f"{k} {v:g}" for k, v in settings.items()
-                                                                if isinstance(v, (int, float))))
+                                                                if isinstance(v, (int, float)))
+                      + (f", its own threshold for {len(per_label)} labels" if per_label else ""))
     return 0
 
 

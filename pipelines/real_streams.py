@@ -21,8 +21,9 @@ users run (a Recognizer, fed in 1 s blocks: the decisions are those of 10 ms chu
 replayed over them for each setting of the sweep (`--thresholds` × `--smoothings-ms` × `--peak-waits-ms` ×
 `--unknown-before-max`), as many streams of one DecisionRule. A detection matches a spoken item when their centres are within `--tolerance-s`.
 
-`--write-model` (validation only) chooses the three sensitivity presets under the rule of `choose_presets` and
-writes the model with them; `balanced` becomes the settings a Recognizer uses by default.
+`--write-model` (validation only) chooses the three sensitivity presets under the rule of `choose_presets`, gives
+`balanced` per-label thresholds when they pay (`label_thresholds`, `label_thresholds_pay`), and writes the model
+with them; `balanced` becomes the settings a Recognizer uses by default.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from drsn_asr.training.train import DataConfig, sentence_exclusions  # noqa: E40
 
 SHARED = REPO.parent / "shared" / "data"
 THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.3 … 0.95
-SMOOTHING_HOPS = (0, 1, 3, 5, 8)  # swept: the model's smoothing and this many hops longer
+SMOOTHING_HOPS = (0, 1, 3, 5, 8)  # swept: DetectorConfig's smoothing (150 ms) and this many hops longer
 PEAK_WAITS_MS = (200.0, 0.0)
 UNKNOWN_BEFORE_MAX = (1.0, 0.6, 0.5, 0.4)  # the context check: off, and three strictnesses
 MAX_LATENCY_S = 0.3  # the median latency a preset may have (issue 30's target)
@@ -204,7 +205,8 @@ def evaluate_settings(model: LoadedModel, streams: list[dict], configs: list[Det
 
 def _settings(c: DetectorConfig) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items()
-            if k in ("hop_ms", "smoothing_ms", "peak_wait_ms", "unknown_before_max", "before_span_ms", "threshold")}
+            if k in ("hop_ms", "smoothing_ms", "peak_wait_ms", "unknown_before_max", "before_span_ms", "threshold",
+                     "thresholds")}  # (thresholds even when empty: a preset's replace the model's)
 
 
 def choose_presets(curve: list[dict], max_latency_s: float = MAX_LATENCY_S) -> dict[str, dict]:
@@ -232,9 +234,33 @@ def choose_presets(curve: list[dict], max_latency_s: float = MAX_LATENCY_S) -> d
             "find_everything": everything["settings"]}
 
 
+def label_thresholds(model: LoadedModel, streams: list[dict], config: DetectorConfig, tolerance_s: float,
+                     thresholds: list[float]) -> tuple[dict[str, float], dict, dict]:
+    """Per-label thresholds (docs/experiments/real_streams.md, amendment 3): each keyword's threshold swept alone,
+    the others at `config.threshold`; each label takes its threshold of highest F1 (ties: the nearest to the
+    common one). Returns (thresholds, figures without, figures with them)."""
+    keywords = [label for label in model.labels if not label.startswith("_")]
+    configs = [replace(config, thresholds={label: t}) for label in keywords for t in thresholds]
+    swept = evaluate_settings(model, streams, configs, tolerance_s)
+    chosen = {}
+    for i, label in enumerate(keywords):
+        part = swept[i * len(thresholds) : (i + 1) * len(thresholds)]
+        best = max(range(len(thresholds)), key=lambda j: (part[j]["mean"]["f1"], -abs(thresholds[j] - config.threshold)))
+        chosen[label] = thresholds[best]
+    without, with_them = evaluate_settings(model, streams, [config, replace(config, thresholds=chosen)], tolerance_s)
+    return chosen, without, with_them
+
+
+def label_thresholds_pay(without: dict, with_them: dict) -> bool:
+    """Amendment 3's rule: validation F1 up by 0.01 or more, false alarms per hour of non-command speech not up."""
+    return (with_them["mean"]["f1"] >= without["mean"]["f1"] + 0.01 and with_them["mean"][
+        "non_command_false_alarms_per_hour"] <= without["mean"]["non_command_false_alarms_per_hour"])
+
+
 def family(curve: list[dict], settings: dict) -> list[dict]:
-    """The points of `curve` with `settings` but for the threshold, by threshold."""
-    same = lambda p: all(p["settings"].get(k) == v for k, v in settings.items() if k != "threshold")  # noqa: E731
+    """The points of `curve` with `settings` but for the threshold(s) (the common one swept), by threshold."""
+    same = lambda p: all(p["settings"].get(k) == v for k, v in settings.items()  # noqa: E731
+                         if k not in ("threshold", "thresholds"))
     return sorted((p for p in curve if same(p)), key=lambda p: p["settings"]["threshold"])
 
 
@@ -283,7 +309,8 @@ def plot(result: dict, out: Path) -> None:
     ax.set_xlabel("false alarms per hour of real non-command speech (0 drawn at 0.5)")
     ax.set_ylabel("real keywords found (%)")
     ax.set_title(f"{result['model']}: {result['split']} speakers, street noise; threshold sweep\n"
-                 "solid: the balanced preset's settings (circles: the three presets); dashed: before", fontsize=9)
+                 "solid: the balanced preset's other settings, one threshold for all (circles: the three presets); "
+                 "dashed: before", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -297,7 +324,7 @@ def main() -> None:
     parser.add_argument("--snrs", default="10,5,0", help="SNRs in dB of the speech against the street")
     parser.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)))
     parser.add_argument("--smoothings-ms", default=None,
-                        help="smoothings to sweep (default: the model's, and 1, 3, 5 and 8 hops longer)")
+                        help="smoothings to sweep (default: 150 ms, and 1, 3, 5 and 8 hops longer)")
     parser.add_argument("--peak-waits-ms", default=",".join(f"{w:g}" for w in PEAK_WAITS_MS),
                         help="peak waits to sweep (how long a detection may wait for its score's peak)")
     parser.add_argument("--unknown-before-max", default=",".join(f"{u:g}" for u in UNKNOWN_BEFORE_MAX),
@@ -322,9 +349,10 @@ def main() -> None:
         parser.error("--write-model chooses settings: only on --split validation")
     model = load_model(args.model, device="cpu")
     carried = detector_config(model)
-    n_smooth = smoothing_classifications(carried)
+    # the sweep is the same whatever settings the model carries now (so that shipping it again chooses again)
+    n_smooth = smoothing_classifications(replace(carried, smoothing_ms=DetectorConfig.smoothing_ms))
     smoothings = ([float(s) for s in args.smoothings_ms.split(",")] if args.smoothings_ms else
-                  [carried.smoothing_ms] + [(n_smooth + k) * carried.hop_ms for k in SMOOTHING_HOPS[1:]])
+                  [DetectorConfig.smoothing_ms] + [(n_smooth + k) * carried.hop_ms for k in SMOOTHING_HOPS[1:]])
     configs = [from_dict(DetectorConfig, {**asdict(carried), "smoothing_ms": s, "peak_wait_ms": float(w),
                                           "unknown_before_max": float(u), "threshold": float(t), "thresholds": {}})
                for s in smoothings for w in args.peak_waits_ms.split(",") for u in args.unknown_before_max.split(",")
@@ -341,13 +369,22 @@ def main() -> None:
         "curve": evaluate_settings(model, streams, configs, args.tolerance_s),
     }
     presets = choose_presets(result["curve"]) if args.write_model else model.sensitivity
+    if args.write_model:
+        balanced = from_dict(DetectorConfig, {**asdict(carried), **presets["balanced"]})
+        chosen, without, with_them = label_thresholds(model, streams, balanced, args.tolerance_s,
+                                                      [float(t) for t in args.thresholds.split(",")])
+        pays = label_thresholds_pay(without, with_them)
+        result["label_thresholds"] = {"thresholds": chosen, "without": without["mean"], "with": with_them["mean"],
+                                      "shipped": pays}
+        if pays:
+            presets["balanced"] = {**presets["balanced"], "thresholds": chosen}
     named = {name: from_dict(DetectorConfig, {**asdict(carried), **s}) for name, s in presets.items()}
     named["carried"] = carried
     figures = evaluate_settings(model, streams, list(named.values()), args.tolerance_s)
     result["carried"] = figures[-1]
     result["presets"] = dict(zip(list(named)[:-1], figures[:-1]))
     if args.before:
-        before = from_dict(DetectorConfig, {**asdict(carried), **{k: float(v) for k, v in (
+        before = from_dict(DetectorConfig, {**asdict(carried), "thresholds": {}, **{k: float(v) for k, v in (
             item.split("=") for item in args.before.split(","))}})
         result["before"], = evaluate_settings(model, streams, [before], args.tolerance_s)
         result["curve"] += evaluate_settings(model, streams, [replace(before, threshold=float(t)) for t in

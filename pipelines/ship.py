@@ -59,7 +59,8 @@ def main() -> None:
             sweep = REPO / "docs" / f"real_streams_validation{suffix}.json"
             tuned = Path(tmp) / "tuned.pt"
             subprocess.run([sys.executable, str(pipelines / "real_streams.py"), "--split", "validation", "--model",
-                            tune_model, "--json", str(sweep), "--write-model", str(tuned)], check=True,
+                            tune_model, "--json", str(sweep), "--write-model", str(tuned), "--posteriors",
+                            str(REPO / "runs" / "posteriors" / f"{args.name}_validation.npz")], check=True,
                            stdout=subprocess.DEVNULL)
             presets = build_model(read_checkpoint(tuned)).sensitivity
             settings = presets["balanced"]

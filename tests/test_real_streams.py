@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "pipelines"))
 
-from real_streams import choose_presets, posteriors, replay  # noqa: E402
+from real_streams import choose_presets, label_thresholds_pay, posteriors, replay  # noqa: E402
 
 from drsn_asr import Recognizer, load_model  # noqa: E402
 from drsn_asr.runtime.audio import read_audio  # noqa: E402
@@ -25,9 +25,9 @@ SHARED = REPO.parent / "shared" / "data"
 def test_replay_on_recorded_posteriors_makes_the_recognizers_detections():
     model = load_model("default", device="cpu")
     audio = read_audio(REPO / "drsn_asr" / "assets" / "street_demo.flac")
-    config = replace(detector_config(model), threshold=0.5)
+    config = replace(detector_config(model), threshold=0.5, thresholds={})  # one threshold for every label
     live = []
-    rec = Recognizer(model, threshold=0.5, on_detection=lambda d: live.append((d, rec.time_s)))
+    rec = Recognizer(model, threshold=0.5, thresholds={}, on_detection=lambda d: live.append((d, rec.time_s)))
     for start in range(0, len(audio), 160):  # 10 ms chunks, as a microphone delivers them
         rec.feed(audio[start : start + 160])
     rec.flush()
@@ -62,6 +62,13 @@ def test_presets_follow_the_written_rule():
     assert presets["few_false_alarms"]["threshold"] == 0.8
 
 
+def test_per_label_thresholds_ship_only_when_they_pay():
+    point = lambda f1, fa: {"mean": {"f1": f1, "non_command_false_alarms_per_hour": fa}}  # noqa: E731
+    assert label_thresholds_pay(point(0.80, 150.0), point(0.815, 150.0))
+    assert not label_thresholds_pay(point(0.80, 150.0), point(0.805, 140.0))  # too little F1
+    assert not label_thresholds_pay(point(0.80, 150.0), point(0.83, 151.0))  # more false alarms
+
+
 @pytest.mark.skipif(not (SHARED / "speech-commands-v0.02-test").is_dir(), reason="needs ../shared/data")
 def test_the_benchmark_runs_on_real_voices_and_writes_presets(tmp_path):
     out, model = tmp_path / "validation.json", tmp_path / "with_presets.pt"
@@ -85,8 +92,13 @@ def test_the_benchmark_runs_on_real_voices_and_writes_presets(tmp_path):
     lowest, highest = result["curve"][0]["mean"], result["curve"][-1]["mean"]  # thresholds 0.5 and 0.9
     assert lowest["recall"] >= highest["recall"]
     assert lowest["non_command_false_alarms_per_hour"] >= highest["non_command_false_alarms_per_hour"]
-    balanced = result["presets"]["balanced"]  # measured again on its own: the figures of its point of the sweep
-    assert balanced == next(p for p in result["curve"] if p["settings"] == balanced["settings"])
+    balanced, labels = result["presets"]["balanced"], result["label_thresholds"]
+    if labels["shipped"]:  # per-label thresholds paid: balanced carries them, and its figures are theirs
+        assert balanced["settings"]["thresholds"] == labels["thresholds"] and balanced["mean"] == labels["with"]
+    else:  # measured again on its own: the figures of its point of the sweep
+        assert balanced == next(p for p in result["curve"] if p["settings"] == balanced["settings"])
+    assert labels["without"] == next(p["mean"] for p in result["curve"] if p["settings"] == {
+        **balanced["settings"], "thresholds": {}})
     loaded = load_model(model, device="cpu")
     assert set(loaded.sensitivity) == {"few_false_alarms", "balanced", "find_everything"}
     assert loaded.detector["threshold"] == loaded.sensitivity["balanced"]["threshold"]
