@@ -343,7 +343,8 @@ def main() -> None:
     parser.add_argument("--posteriors", default=None, metavar="FILE.npz",
                         help="keep the streams' posteriors here, and reuse them when weights and streams are the same")
     parser.add_argument("--write-model", default=None, metavar="OUT.pt",
-                        help="validation only: write the model carrying the presets chosen by choose_presets")
+                        help="validation only: write the model carrying the presets chosen by choose_presets (balanced with "
+                             "per-label thresholds when they pay)")
     args = parser.parse_args()
     if args.write_model and args.split != "validation":
         parser.error("--write-model chooses settings: only on --split validation")
