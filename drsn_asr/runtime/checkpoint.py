@@ -104,10 +104,15 @@ def save_model(path: str | os.PathLike, model: LoadedModel, sensitivity: dict[st
     detector = {**model.detector, **detector_settings}
     from_dict(DetectorConfig, detector, prefix="detector")
     presets = model.sensitivity if sensitivity is None else sensitivity
-    for name, preset in presets.items():
-        from_dict(DetectorConfig, {**detector, **preset}, prefix=f"sensitivity.{name}")
+    _check_presets(detector, presets)
     save_checkpoint(path, model.net, model.labels, model.training, detector=detector,
                     **({"sensitivity": presets} if presets else {}))
+
+
+def _check_presets(detector: dict[str, Any], presets: dict[str, dict[str, Any]]) -> None:
+    """A ValueError naming `sensitivity.NAME` when a preset, over the carried settings, is no DetectorConfig."""
+    for name, preset in presets.items():
+        from_dict(DetectorConfig, {**detector, **preset}, prefix=f"sensitivity.{name}")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -147,8 +152,7 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
         detector = dict(state.get("detector", {}))
         from_dict(DetectorConfig, detector, prefix="detector")  # a setting this version does not know is an error
         sensitivity = {str(k): dict(v) for k, v in state.get("sensitivity", {}).items()}
-        for name, preset in sensitivity.items():
-            from_dict(DetectorConfig, {**detector, **preset}, prefix=f"sensitivity.{name}")
+        _check_presets(detector, sensitivity)
     except (KeyError, TypeError, RuntimeError) as e:  # a missing entry, or weights that do not fit the config
         raise ValueError(f"{source}: not a usable drsn-asr checkpoint ({type(e).__name__}: {e}); "
                          "re-download or re-train it") from e
