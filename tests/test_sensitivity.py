@@ -12,7 +12,7 @@ from drsn_asr.runtime.multistream import MultiStreamRecognizer
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "drsn_asr" / "assets" / "street_demo.flac"
-PRESETS = {"few_false_alarms": {"threshold": 0.95, "smoothing_ms": 240.0, "thresholds": {}},
+PRESETS = {"few_false_alarms": {"threshold": 0.95, "smoothing_ms": 240.0},  # (no per-label thresholds of its own)
            "balanced": {"threshold": 0.7, "thresholds": {"yes": 0.8}},
            "find_everything": {"threshold": 0.35, "thresholds": {}}}
 
@@ -29,7 +29,7 @@ def test_presets_travel_in_the_checkpoint_and_choose_the_settings(with_presets):
     assert model.sensitivity == PRESETS
     assert Recognizer(model).config.threshold == 0.7  # balanced is what the model carries
     assert Recognizer(model).config.thresholds == {"yes": 0.8}
-    assert Recognizer(model, sensitivity="few_false_alarms").config.thresholds == {}  # the preset's own, not balanced's
+    assert Recognizer(model, sensitivity="few_false_alarms").config.thresholds == {}  # not the carried (balanced's)
     few = Recognizer(model, sensitivity="few_false_alarms").config
     assert (few.threshold, few.smoothing_ms) == (0.95, 240.0)
     assert few.hop_ms == Recognizer(model).config.hop_ms  # what a preset leaves out comes from the model

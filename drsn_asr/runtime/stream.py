@@ -58,7 +58,8 @@ class Detection:
 def detector_config(model: LoadedModel | None = None, sensitivity: str | None = None, **options: Any) -> DetectorConfig:
     """DetectorConfig from keyword options (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms); what
     they leave out comes from the model's named preset `sensitivity` when one is given, then from the settings the
-    model carries (`LoadedModel.detector`), then from the defaults."""
+    model carries (`LoadedModel.detector`), then from the defaults. A preset never takes the carried per-label
+    `thresholds`: they were chosen beside the carried threshold, not the preset's."""
     settings = dict(model.detector) if model is not None else {}
     if sensitivity is not None:
         presets = model.sensitivity if model is not None else {}
@@ -67,6 +68,7 @@ def detector_config(model: LoadedModel | None = None, sensitivity: str | None = 
                 f"sensitivity={sensitivity!r} is not one of this model's presets "
                 f"({', '.join(repr(p) for p in presets) or 'it carries none'}); pass one of them, or threshold= "
                 "(and hop_ms=, smoothing_ms=) for settings of your own")
+        settings.pop("thresholds", None)
         settings.update(presets[sensitivity])
     settings.update(options)
     if model is not None and "hop_ms" not in settings:
