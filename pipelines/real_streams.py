@@ -84,8 +84,9 @@ def split_speech(split: str, data: DataConfig, fsdd_takes: int, rng: np.random.G
     keywords = [ex for ex in commands if ex.word in data.vocabulary]
     others = [ex for ex in commands if ex.word not in data.vocabulary and ex.word != "_silence_"]
     for speaker in fsdd_speakers:
+        spoken = read_fsdd(SHARED / "fsdd" / "recordings", (speaker,))
         for digit in DIGIT_WORDS:
-            takes = [ex for ex in read_fsdd(SHARED / "fsdd" / "recordings", (speaker,)) if ex.word == digit]
+            takes = [ex for ex in spoken if ex.word == digit]
             keywords += [takes[i] for i in sorted(rng.choice(len(takes), min(fsdd_takes, len(takes)), replace=False))]
     sentences = sorted({ex.path for ex in read_sentences(SHARED / "command-sentences" / "clean", part=sentence_part,
                                                          exclude_words=sentence_exclusions(data))})
@@ -206,7 +207,7 @@ def evaluate_settings(model: LoadedModel, streams: list[dict], configs: list[Det
 def _settings(c: DetectorConfig) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items()
             if k in ("hop_ms", "smoothing_ms", "peak_wait_ms", "unknown_before_max", "before_span_ms", "threshold",
-                     "thresholds")}  # (thresholds even when empty: a preset's replace the model's)
+                     "thresholds")}  # (even when empty: the JSON then says what each setting used)
 
 
 def choose_presets(curve: list[dict], max_latency_s: float = MAX_LATENCY_S) -> dict[str, dict]:

@@ -47,7 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     tune_model, tune_config = args.tune_model or args.checkpoint, args.tune_config or args.config
     pipelines = REPO / "pipelines"
-    real = bool(read_checkpoint(tune_model).get("training", {}).get("config", {}).get("data", {}).get("real_commands_dir"))
+    tune_state = read_checkpoint(tune_model)
+    real = bool(tune_state.get("training", {}).get("config", {}).get("data", {}).get("real_commands_dir"))
     suffix = "" if args.name == "default" else f"_{args.name}"
     presets = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +68,7 @@ def main() -> None:
             chosen_on = f"pipelines/real_streams.py --split validation --model {tune_model} ({sweep.name})"
         else:
             sweep = REPO / "docs" / f"stream_eval_validation{suffix}.json"
-            frame_ms = build_model(read_checkpoint(tune_model), source=tune_model).features.hop_ms
+            frame_ms = build_model(tune_state, source=tune_model).features.hop_ms
             hops = ",".join(str(h) for h in HOPS_MS if h % frame_ms == 0 and (frame_ms > 10 or h <= 100))
             subprocess.run([sys.executable, str(pipelines / "stream_eval.py"), "--split", "validation", "--model",
                             tune_model, "--config", tune_config, "--thresholds", THRESHOLDS, "--hops-ms", hops,
