@@ -4,9 +4,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from drsn_asr.runtime.config import DetectorConfig
-from drsn_asr.runtime.decision import TIME_TOLERANCE_MS, DecisionRule
+from drsn_asr.runtime.decision import TIME_TOLERANCE_MS, DecisionRule, DeviceDecisionRule
 
 LABELS = ["yes", "no", "stop", "_unknown_", "_silence_"]
 
@@ -94,3 +95,42 @@ def test_the_context_check_drops_a_keyword_that_comes_out_of_other_speech_and_ke
     # a dropped detection holds nothing back: the same word said alone after a pause fires at once
     later = np.stack([speech] * 20 + [keyword] * 3 + [street] * 17 + [keyword] * 3)
     assert _run(strict, later) == [(41, 0)]
+
+
+CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("on", ["cpu", CUDA])
+@pytest.mark.parametrize("seed, unknown_before_max, peak_wait_ms", [(0, 1.0, 150.0), (1, 0.3, 150.0), (2, 0.25, 0.0)])
+def test_the_device_rule_decides_as_the_host_rule_bit_for_bit(seed, unknown_before_max, peak_wait_ms, on):
+    rng = np.random.default_rng(seed)
+    config = DetectorConfig(threshold=0.6, thresholds={"no": 0.45}, refractory_ms=300.0, peak_wait_ms=peak_wait_ms,
+                            unknown_before_max=unknown_before_max, before_span_ms=(200.0, 500.0), smoothing_ms=150.0)
+    n_streams, n_steps = 6, 300
+    probs = rng.dirichlet(np.full(len(LABELS), 0.3), size=(n_streams, n_steps)).astype(np.float32)
+    times_s = 0.1 * np.arange(1, n_steps + 1) + rng.uniform(0, 5, size=(n_streams, 1))
+    host = DecisionRule(LABELS, config, 2)
+    device = DeviceDecisionRule(LABELS, config, 2, on)
+    for rule in (host, device):
+        rule.grow(n_streams)  # grown rows start reset, as the first ones
+        rule.set_thresholds(np.array([1, 4]), {0: 0.5, 2: 0.9})  # two streams with their own
+    done = np.zeros(n_streams, np.int64)
+    emitted = {"host": [], "device": []}
+    while (done < n_steps).any():
+        live = np.flatnonzero(done < n_steps)
+        slots = np.sort(rng.choice(live, rng.integers(1, len(live) + 1), replace=False))
+        if rng.random() < 0.01:
+            for rule in (host, device):
+                rule.reset(slots[:1])
+        now_s, p = times_s[slots, done[slots]], probs[slots, done[slots]]
+        rows, labels, peaks = host.step(slots, now_s, p)
+        emitted["host"] += [(int(slots[r]), int(done[slots[r]]), int(l), float(k)) for r, l, k in zip(rows, labels, peaks)]
+        emit, label, peak = (t.cpu() for t in device.step(*(torch.from_numpy(a).to(on) for a in (slots, now_s, p))))
+        emitted["device"] += [(int(slots[r]), int(done[slots[r]]), int(label[r]), float(peak[r]))
+                              for r in emit.nonzero()[:, 0].tolist()]
+        done[slots] += 1
+        np.testing.assert_array_equal(device.scores.cpu().numpy(), host.scores)
+        np.testing.assert_array_equal(device.armed.cpu().numpy(), host.armed)
+        np.testing.assert_array_equal(device.pending_label.cpu().numpy(), host.pending_label)
+    assert emitted["device"] == emitted["host"]
+    assert len(emitted["host"]) >= 5 * n_streams

@@ -201,6 +201,38 @@ def test_clear_errors():
         MultiStreamRecognizer(_model(), thresholds={"maybe": 0.5})
 
 
+@pytest.mark.parametrize("name", ["default", "logmel"])
+def test_the_decision_rule_on_the_device_decides_as_the_host_rule(name):
+    """The device rule (torch, run here on the CPU) in a bank of real streams, with the carried per-label
+    thresholds and context check, per-stream thresholds, ragged feeds and lockstep blocks: the host rule's
+    detections, to the digit."""
+    from pathlib import Path
+
+    from drsn_asr.runtime.audio import read_audio
+    from drsn_asr.runtime.decision import DeviceDecisionRule
+
+    model = drsn_asr.load_model(name, device="cpu")
+    demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # real speech in noise
+    signals = {i: demo[16000 * 12 * i : 16000 * 12 * (i + 1)] for i in range(3)}
+    got, multis = {}, {}
+    for device_rule in (False, True):
+        multi = multis[device_rule] = MultiStreamRecognizer(model, device_rule=device_rule, sensitivity="find_everything")
+        assert isinstance(multi._bank.rule, DeviceDecisionRule) == device_rule
+        for k in signals:
+            multi.add_stream(k, thresholds={"stop": 0.99} if k == 1 else None)
+        got[device_rule] = _interleaved(multi, signals, seed=4, max_chunk=9000)
+        multi.reset()
+        block = np.stack(list(signals.values()))
+        for start in range(0, block.shape[1], 1280):
+            for k, dets in multi.feed_many(block[:, start : start + 1280]).items():
+                got[device_rule][k] += dets
+    assert got[True] == got[False]
+    for k in signals:
+        assert multis[True].scores(k) == multis[False].scores(k)
+        assert multis[True].n_classifications(k) == multis[False].n_classifications(k) > 100
+    assert sum(len(v) for v in got[True].values()) >= 10
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_streams_equal_cuda_recognizers_and_cpu_labels():
@@ -216,6 +248,20 @@ def test_cuda_streams_equal_cuda_recognizers_and_cpu_labels():
     for k, x in signals.items():
         assert got[k] == _alone(gpu, x, **options)
         assert [d.label for d in got[k]] == [d.label for d in _alone(cpu, x, **options)]
+    # the decision rule on the GPU (the default there) decides as the host's; int16 blocks convert there alike
+    host = MultiStreamRecognizer(gpu, device_rule=False, **options)
+    for k in signals:
+        host.add_stream(k)
+    assert _interleaved(host, signals, seed=3) == got
+    block = np.round(np.stack(list(signals.values())) * 32767).astype(np.int16)
+    found = []
+    for rec in (multi, host):
+        rec.reset()
+        found.append({})
+        for part in (rec.feed_many(block), rec.flush()):
+            for k, dets in part.items():
+                found[-1].setdefault(k, []).extend(dets)
+    assert found[0] == found[1] and found[0]
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[

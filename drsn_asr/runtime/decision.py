@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from .config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
 
@@ -185,6 +186,128 @@ class DecisionRule:
         """Which of `slots`' emitting detections were not preceded by non-command speech (the context check)."""
         back = self.n_classifications[slots, None] - 1 - self.before  # classification indices before_span_ms back
         made = back >= 0  # (before the stream's first classification: nothing, as silence)
-        unknown = self.unknown_ring[slots[:, None], back % self.unknown_ring.shape[1]]
-        mean = (unknown * made).sum(axis=1) / np.maximum(made.sum(axis=1), 1)
-        return mean <= self.config.unknown_before_max
+        unknown = self.unknown_ring[slots[:, None], back % self.unknown_ring.shape[1]] * made
+        total = unknown[:, 0].copy()
+        for j in range(1, unknown.shape[1]):  # summed in order, in float32, as DeviceDecisionRule does
+            total += unknown[:, j]
+        return total / np.maximum(made.sum(axis=1), 1).astype(np.float32) <= self.config.unknown_before_max
+
+
+class DeviceDecisionRule:
+    """DecisionRule with its state as torch tensors on `device` (a GPU's), for banks whose posteriors are there.
+
+    `step` takes the posteriors where they are and makes no host round trip: it returns, for every stepped row,
+    whether it emits, its label and its peak, as device tensors, so a caller can step several rounds and copy
+    their outcomes to the host once. Every row is computed alike, without data-dependent branches (the fixed
+    shapes a CUDA graph needs). Its decisions are DecisionRule's, bit for bit (the same float32 operations in
+    the same order; tested on the CPU, where it also runs).
+    """
+
+    def __init__(self, labels: list[str], config: DetectorConfig, capacity: int, device: torch.device | str):
+        host = DecisionRule(labels, config, 0)  # the constants, derived once
+        self.config, self.smooth_n, self.context, self.unknown_index = host.config, host.smooth_n, host.context, host.unknown_index
+        self.device = device = torch.device(device)
+        self.keyword = torch.as_tensor(host.keyword, device=device)
+        self.thresholds = torch.as_tensor(host.thresholds, device=device)
+        self.before = torch.as_tensor(host.before, device=device)
+        self._ring = host.unknown_ring.shape[1]
+        self._labels = torch.arange(len(labels), device=device)
+        n, K, f32, f64 = len(labels), self.smooth_n, torch.float32, torch.float64
+        self.recent = torch.zeros(0, K, n, dtype=f32, device=device)
+        self.scores = torch.zeros(0, n, dtype=f32, device=device)
+        self.n_classifications = torch.zeros(0, dtype=torch.int64, device=device)
+        self.armed = torch.ones(0, n, dtype=torch.bool, device=device)
+        self.last_detection_s = torch.zeros(0, dtype=f64, device=device)
+        self.pending_label = torch.zeros(0, dtype=torch.int64, device=device)
+        self.pending_peak = torch.zeros(0, dtype=f32, device=device)
+        self.pending_since_s = torch.zeros(0, dtype=f64, device=device)
+        self.slot_thresholds = torch.zeros(0, n, dtype=f32, device=device)  # every slot's, own or the rule's
+        self.unknown_ring = torch.zeros(0, self._ring, dtype=f32, device=device)
+        self.grow(capacity)
+
+    def _index(self, slots: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(slots, dtype=torch.int64).to(self.device)
+
+    def set_thresholds(self, slots: np.ndarray, thresholds: dict[int, float] | None) -> None:
+        """Give `slots` their own thresholds, {label index: threshold} over the rule's (None: the rule's own)."""
+        row = self.thresholds.clone()
+        for label, value in (thresholds or {}).items():
+            row[label] = value
+        self.slot_thresholds[self._index(slots)] = row
+
+    def grow(self, capacity: int) -> None:
+        """Make room for `capacity` streams; the new rows start reset."""
+        old = len(self.scores)
+        if capacity <= old:
+            return
+        for name in ("recent", "scores", "n_classifications", "armed", "last_detection_s", "pending_label",
+                     "pending_peak", "pending_since_s", "slot_thresholds", "unknown_ring"):
+            a = getattr(self, name)
+            setattr(self, name, torch.cat([a, a.new_zeros(capacity - old, *a.shape[1:])]))
+        self.slot_thresholds[old:] = self.thresholds
+        self.reset(np.arange(old, capacity))
+
+    def reset(self, slots: np.ndarray) -> None:
+        """Forget the streams' smoothing, hold-offs, pending detection and classification count."""
+        s = self._index(slots)
+        self.recent[s] = 0
+        self.unknown_ring[s] = 0
+        self.scores[s] = 0
+        self.n_classifications[s] = 0
+        self.armed[s] = True
+        self.last_detection_s[s] = -math.inf
+        self.pending_label[s] = -1
+
+    def step(self, slots: torch.Tensor, now_s: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One classification per stream (`slots` and `now_s` on the rule's device) → (does each row emit a
+        detection, its label index, its peak score), device tensors over the rows of `slots`."""
+        cfg, K, rows = self.config, self.smooth_n, torch.arange(len(slots), device=self.device)
+        count = self.n_classifications[slots]
+        ring = self.recent[slots]
+        ring[rows, count % K] = probs
+        self.recent[slots] = ring
+        if self.context:
+            self.unknown_ring[slots, count % self._ring] = probs[:, self.unknown_index]
+        count = count + 1
+        self.n_classifications[slots] = count
+        total = ring[rows, count % K]  # oldest first, as DecisionRule sums
+        for i in range(1, K):
+            total = total + ring[rows, (count + i) % K]
+        smoothed = total / torch.clamp(count, max=K).to(torch.float32)[:, None]
+        self.scores[slots] = smoothed
+        own = self.slot_thresholds[slots]
+        armed = self.armed[slots] | (smoothed < own / 2)
+
+        # a pending detection follows its score up to the peak, for at most peak_wait_ms, then is emitted
+        label = self.pending_label[slots]
+        waiting = label >= 0
+        score = smoothed.gather(1, label.clamp(min=0)[:, None])[:, 0]
+        peak = self.pending_peak[slots]
+        since_s = self.pending_since_s[slots]
+        rising = waiting & (score > peak) & ((now_s - since_s) * 1000 < cfg.peak_wait_ms - TIME_TOLERANCE_MS)
+        peak = torch.where(rising, score, peak)
+        ending = waiting & ~rising
+        emit = ending & self._alone(slots, count) if self.context else ending
+        last_s = torch.where(emit, now_s, self.last_detection_s[slots])
+
+        # otherwise a keyword that leads, reaches its threshold, is armed and is past the refractory time starts one
+        best = torch.where(self.keyword, smoothed, 0).argmax(dim=1)
+        top = smoothed.gather(1, best[:, None])[:, 0]
+        crossing = (~waiting & (top >= own.gather(1, best[:, None])[:, 0]) & self.keyword[best]
+                    & (top >= smoothed.max(dim=1).values) & armed.gather(1, best[:, None])[:, 0]
+                    & ((now_s - last_s) * 1000 >= cfg.refractory_ms - TIME_TOLERANCE_MS))
+        self.armed[slots] = armed & ~(crossing[:, None] & (self._labels == best[:, None]))
+        self.pending_label[slots] = torch.where(crossing, best, torch.where(ending, -1, label))
+        self.pending_peak[slots] = torch.where(crossing, top, peak)
+        self.pending_since_s[slots] = torch.where(crossing, now_s, since_s)
+        self.last_detection_s[slots] = last_s
+        return emit, label, peak
+
+    def _alone(self, slots: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        back = count[:, None] - 1 - self.before
+        made = back >= 0
+        unknown = self.unknown_ring[slots[:, None], back % self._ring] * made
+        total = unknown[:, 0]
+        for j in range(1, unknown.shape[1]):
+            total = total + unknown[:, j]
+        return total / made.sum(dim=1).clamp(min=1).to(torch.float32) <= self.config.unknown_before_max

@@ -28,7 +28,7 @@ import torch
 
 from .audio import StreamResampler
 from .checkpoint import LoadedModel, load_model
-from .inference import DEFAULT_THREADS
+from .inference import DEFAULT_THREADS, intra_op_threads
 from .stream import MAX_BATCH_WINDOWS, Detection, StreamBank, check_chunk, detector_config
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class MultiStreamRecognizer:
         backend: "auto", "torch" or "onnxruntime", as for `stream.Recognizer`.
         threads: intra-op threads of its inference, default 1, set only around its own work (None: torch's
             setting as you left it); as for `stream.Recognizer`.
+        device_rule: run the decision rule as tensor operations on the model's device (default: on a GPU, where
+            it saves copying every posterior to the host), or in numpy on the host (False). The same decisions.
         **detector_options: fields of DetectorConfig (hop_ms, smoothing_ms, threshold, thresholds, refractory_ms).
 
     Not thread-safe: call it from one thread (a server's inference thread) and hand results back.
@@ -65,6 +67,7 @@ class MultiStreamRecognizer:
         autocast: str | None = None,
         backend: str = "auto",
         threads: int | None = DEFAULT_THREADS,
+        device_rule: bool | None = None,
         **detector_options: Any,
     ):
         self.model = load_model(model, device=device)
@@ -81,7 +84,8 @@ class MultiStreamRecognizer:
         if not isinstance(max_batch_windows, int) or max_batch_windows < 1:
             raise ValueError(f"max_batch_windows must be a positive int, got {max_batch_windows!r}")
         self._bank = StreamBank(self.model, self.config, capacity=0, max_batch_windows=max_batch_windows,
-                                autocast_dtype=AUTOCAST_DTYPES.get(autocast), backend=backend, threads=threads)
+                                autocast_dtype=AUTOCAST_DTYPES.get(autocast), backend=backend, threads=threads,
+                                device_rule=device_rule)
         self._slots: dict[Hashable, int] = {}  # stream → slot, in the order streams were added
         self._keys: list[Hashable | None] = []  # slot → stream (None: free)
         self._free: list[int] = []
@@ -198,15 +202,14 @@ class MultiStreamRecognizer:
             slots = np.array([self._slot(k) for k in keys], np.int64)
             if len(set(slots.tolist())) != len(slots):
                 raise ValueError("feed_many: a stream appears more than once in `streams`")
-        x = _as_float_block(audio, len(keys))
+        with intra_op_threads(self._bank.threads):
+            x = _as_float_block(audio, len(keys), self.model.device)
         if self._resamplers:
             resampled = [k for k in keys if k in self._resamplers]
             if resampled:
                 raise ValueError(f"feed_many: streams {resampled[:3]} are not at the model's rate; use feed() for them")
         if x.shape[1] == 0 or len(keys) == 0:
             return {}
-        if self.model.device.type == "cuda":
-            x = x.pin_memory()
         return self._collect(self._bank.feed(slots, x))
 
     def flush(self, streams: Iterable[Hashable] | None = None) -> dict[Hashable, list[Detection]]:
@@ -249,25 +252,31 @@ class MultiStreamRecognizer:
         return out
 
 
-def _as_float_block(audio: np.ndarray | torch.Tensor, n_streams: int) -> torch.Tensor:
-    """(n_streams, n_samples) int16 or float audio as a float32 CPU tensor, checked once for the whole block."""
+def _as_float_block(audio: np.ndarray | torch.Tensor, n_streams: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n_streams, n_samples) int16 or float audio as a float32 tensor on `device`, checked once for the whole
+    block. Off the CPU, the samples are copied as they came (int16: half the bytes) and converted and checked
+    there; the check's verdict is the step's one extra device-to-host copy."""
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     if not isinstance(audio, np.ndarray):
         raise ValueError(f"feed_many: expected a numpy array or torch tensor, got {type(audio).__name__}")
     if audio.ndim != 2 or audio.shape[0] != n_streams:
         raise ValueError(f"feed_many: expected shape ({n_streams}, n_samples) — one row per stream — got {audio.shape}")
-    if audio.dtype == np.int16:
-        return torch.from_numpy(audio.astype(np.float32) / 32768.0)
-    if audio.dtype not in (np.float32, np.float64):
+    if audio.dtype not in (np.int16, np.float32, np.float64):
         raise ValueError(f"feed_many: unsupported sample dtype {audio.dtype}; use float32 in [-1, 1] or int16 PCM")
-    x = np.ascontiguousarray(audio, dtype=np.float32)
+    device = torch.device(device)
+    if audio.dtype == np.int16:
+        if device.type == "cpu":
+            return torch.from_numpy(audio.astype(np.float32) / 32768.0)
+        return torch.from_numpy(np.ascontiguousarray(audio)).to(device).float() / 32768.0
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(device)
     # min and max see NaN and infinities too, without the temporary arrays of isfinite() and abs(): at thousands
     # of streams those checks were a third of a hop
-    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    lo, hi = torch.aminmax(x) if x.numel() else (x.new_zeros(()), x.new_zeros(()))
+    lo, hi = torch.stack([lo, hi]).tolist()
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("feed_many: the block holds NaN or infinite samples; clean the signal first")
     if max(-lo, hi) > 4.0:
         raise ValueError("feed_many: float samples far beyond [-1, 1] look like integer PCM stored as float; "
                          "pass int16 or divide by 32768")
-    return torch.from_numpy(x)
+    return x

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .audio import StreamResampler, float32_and_peak
 from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, from_dict
-from .decision import DecisionRule, default_hop_ms, hop_frames
+from .decision import DecisionRule, DeviceDecisionRule, default_hop_ms, hop_frames
 from .features import make_frontend
 from .inference import DEFAULT_THREADS, check_threads, inference_forward, intra_op_threads
 
@@ -94,15 +94,16 @@ class StreamBank:
     `window_frames - 1` log-mel frames, its frame count, and its DecisionRule row. A step appends new samples to
     any set of slots, computes their new frames in one batched log-mel, cuts every window that is due (one per
     `hop_ms` of frames), classifies all of them in batches of `max_batch_windows`, and applies the decision
-    rule in stream order. Tensors live on the model's device; bookkeeping and decisions on the CPU. On a CPU
-    device, steps in which every stream advances alike (one stream; streams fed in lockstep) run in numpy on
-    the same memory: a live hop of one stream is a few small operations, and torch's per-call overhead was
-    most of their cost.
+    rule in stream order. Tensors live on the model's device, bookkeeping on the CPU. The decision rule runs
+    where the posteriors are (`device_rule`, default: on a GPU), so a step of a GPU bank copies only the
+    outcome of its decisions to the host, once. On a CPU device, steps in which every stream advances alike
+    (one stream; streams fed in lockstep) run in numpy on the same memory: a live hop of one stream is a few
+    small operations, and torch's per-call overhead was most of their cost.
     """
 
     def __init__(self, model: LoadedModel, config: DetectorConfig, capacity: int = 1,
                  max_batch_windows: int = MAX_BATCH_WINDOWS, autocast_dtype: torch.dtype | None = None,
-                 backend: str = "auto", threads: int | None = DEFAULT_THREADS):
+                 backend: str = "auto", threads: int | None = DEFAULT_THREADS, device_rule: bool | None = None):
         self.model = model
         self.threads = check_threads(threads)
         if autocast_dtype is not None and backend == "onnxruntime":
@@ -122,7 +123,9 @@ class StreamBank:
             self.silence_value = self.silence_value.to(self.device)
         self.locate_by_energy = c.kind == "logmel"  # only log-mel frames hold a frame's energy
         self.hop_samples, self.window_samples, self.sample_rate = c.hop_samples, c.window_samples, c.sample_rate
-        self.rule = DecisionRule(self.labels, config, 0)
+        if device_rule is None:
+            device_rule = self.device.type == "cuda"
+        self.rule = DeviceDecisionRule(self.labels, config, 0, self.device) if device_rule else DecisionRule(self.labels, config, 0)
         # (slots, stream times in s, posteriors) of each round of classifications, before the decision rule: for
         # tools that record a stream's posteriors once and replay the rule under other settings
         self.on_classified: Callable[[np.ndarray, np.ndarray, np.ndarray], Any] | None = None
@@ -324,30 +327,68 @@ class StreamBank:
                 windows: torch.Tensor) -> list[tuple[int, Detection]]:
         """Classify the windows, then apply the decision rule round by round. A round is (rows of `slots`, or
         None for all; the new-frame index of each row's window end)."""
+        if isinstance(self.rule, DeviceDecisionRule):
+            return self._decide_on_device(slots, counted, rounds, windows)
         probs = self._classify(windows)
-        hop, W = self.hop_samples, self.window_samples
         out: list[tuple[int, Detection]] = []
         at = 0
         for rows, end in rounds:
             stepped = slots if rows is None else slots[rows]
-            now_s = (((counted if rows is None else counted[rows]) + end) * hop + W) / self.sample_rate
+            now_s = self._now_s(counted if rows is None else counted[rows], end)
             if self.on_classified is not None:
                 self.on_classified(stepped, now_s, probs[at : at + len(stepped)])
             emit, labels, peaks = self.rule.step(stepped, now_s, probs[at : at + len(stepped)])
-            if len(emit) and not self.locate_by_energy:
-                span_s = self.model.net.config.window_s
-                for row, label, peak in zip(emit.tolist(), labels.tolist(), peaks.tolist()):
-                    end_s = float(now_s[row])
-                    out.append((int(stepped[row]), Detection(self.labels[label], round(peak, 4),
-                                                             round(max(0.0, end_s - span_s), 3), round(end_s, 3))))
-            elif len(emit):
-                # every emitted window's frame energies in one batched op and one device-to-host copy: one
-                # per detection cost a GPU round trip each, the largest part of a hop of thousands of streams
-                energy_db = self._energy_db(windows[torch.as_tensor(at + emit, device=windows.device)])
-                for row, label, peak, energy in zip(emit.tolist(), labels.tolist(), peaks.tolist(), energy_db):
-                    start_s, end_s = self._locate(energy, float(now_s[row]))
-                    out.append((int(stepped[row]), Detection(self.labels[label], round(peak, 4), start_s, end_s)))
+            out += self._detections(stepped[emit], now_s[emit], labels, peaks, windows, at + emit)
             at += len(stepped)
+        return out
+
+    def _decide_on_device(self, slots: np.ndarray, counted: np.ndarray, rounds: list[tuple[np.ndarray | None, Any]],
+                          windows: torch.Tensor) -> list[tuple[int, Detection]]:
+        """`_decide` with the rule's state and the posteriors on the device: every round is stepped there, and
+        the outcome of all of them comes to the host in one copy."""
+        probs = self._posteriors(windows)
+        device_slots = torch.from_numpy(slots).to(self.device)
+        outcomes, stepped_all, now_all = [], [], []
+        at = 0
+        for rows, end in rounds:
+            stepped = slots if rows is None else slots[rows]
+            now_s = self._now_s(counted if rows is None else counted[rows], end)
+            if self.on_classified is not None:
+                self.on_classified(stepped, now_s, probs[at : at + len(stepped)].cpu().numpy())
+            index = device_slots if rows is None else device_slots[torch.from_numpy(rows).to(self.device)]
+            outcomes.append(self.rule.step(index, torch.from_numpy(now_s).to(self.device), probs[at : at + len(stepped)]))
+            stepped_all.append(stepped)
+            now_all.append(now_s)
+            at += len(stepped)
+        emit, labels, peaks = (torch.cat(parts) for parts in zip(*outcomes))
+        emit, labels, peaks = torch.stack([emit.float(), labels.float(), peaks.float()]).cpu().numpy()
+        rows = np.flatnonzero(emit)
+        if len(rows) == 0:
+            return []
+        stepped, now_s = np.concatenate(stepped_all)[rows], np.concatenate(now_all)[rows]
+        return self._detections(stepped, now_s, labels[rows].astype(np.int64), peaks[rows], windows, rows)
+
+    def _now_s(self, counted: np.ndarray, end: Any) -> np.ndarray:
+        """Stream times at the ends of the windows whose last frame is new frame `end` of slots at `counted` frames."""
+        return ((counted + end) * self.hop_samples + self.window_samples) / self.sample_rate
+
+    def _detections(self, stepped: np.ndarray, now_s: np.ndarray, labels: np.ndarray, peaks: np.ndarray,
+                    windows: torch.Tensor, at: np.ndarray) -> list[tuple[int, Detection]]:
+        """(slot, Detection) for emitted detections: slots, times of their windows' ends, labels, peak scores and
+        the windows' indices in `windows` (log-mel windows locate the word by its frames' energies)."""
+        if len(stepped) == 0:
+            return []
+        if not self.locate_by_energy:
+            span_s = self.model.net.config.window_s
+            return [(slot, Detection(self.labels[label], round(peak, 4), round(max(0.0, end_s - span_s), 3), round(end_s, 3)))
+                    for slot, end_s, label, peak in zip(stepped.tolist(), now_s.tolist(), labels.tolist(), peaks.tolist())]
+        # every emitted window's frame energies in one batched op and one device-to-host copy: one per detection
+        # cost a GPU round trip each, the largest part of a hop of thousands of streams
+        energy_db = self._energy_db(windows[torch.as_tensor(at, device=windows.device)])
+        out = []
+        for slot, end_s, label, peak, energy in zip(stepped.tolist(), now_s.tolist(), labels.tolist(), peaks.tolist(), energy_db):
+            start_s, end_s = self._locate(energy, end_s)
+            out.append((slot, Detection(self.labels[label], round(peak, 4), start_s, end_s)))
         return out
 
     def _write(self, name: str, rows: slice | torch.Tensor, value: torch.Tensor) -> None:
@@ -361,12 +402,17 @@ class StreamBank:
         """Posteriors (n_windows, n_classes) as float32 on the CPU."""
         if self._probs is not None:
             return self._probs(windows.numpy())
+        return self._posteriors(windows).cpu().numpy()
+
+    def _posteriors(self, windows: torch.Tensor) -> torch.Tensor:
+        """Posteriors (n_windows, n_classes) as float32 on the windows' device."""
+        if self._probs is not None:
+            return torch.from_numpy(self._probs(windows.numpy()))
         with self._autocast():
             if len(windows) <= self.max_batch_windows:
-                return torch.softmax(self.forward(windows).float(), dim=1).cpu().numpy()
-            out = [torch.softmax(self.forward(windows[i : i + self.max_batch_windows]).float(), dim=1)
-                   for i in range(0, len(windows), self.max_batch_windows)]
-        return torch.cat(out).cpu().numpy()
+                return torch.softmax(self.forward(windows).float(), dim=1)
+            return torch.cat([torch.softmax(self.forward(windows[i : i + self.max_batch_windows]).float(), dim=1)
+                              for i in range(0, len(windows), self.max_batch_windows)])
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:

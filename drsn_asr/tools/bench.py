@@ -237,13 +237,13 @@ def offline_throughput(model: LoadedModel, audio: np.ndarray) -> float:
 
 
 def _lockstep(model: LoadedModel, audio: np.ndarray, n_streams: int, n_hops: int, hop: int,
-              autocast: str | None, separate: bool = False) -> tuple[list[float], float]:
+              autocast: str | None, separate: bool = False, device_rule: bool | None = None) -> tuple[list[float], float]:
     """Per-hop wall latencies of `n_streams` streams fed one hop each in lockstep (one feed_many per hop, or one
     Recognizer per stream when `separate`), and the process CPU time per hop (all threads)."""
     if separate:
         recs = [Recognizer(model) for _ in range(n_streams)]
     else:
-        multi = MultiStreamRecognizer(model, autocast=autocast)
+        multi = MultiStreamRecognizer(model, autocast=autocast, device_rule=device_rule)
         for _ in range(n_streams):
             multi.add_stream()
     chunks = np.lib.stride_tricks.sliding_window_view(audio, hop)  # chunks[i] = audio[i : i + hop], no copy
@@ -286,7 +286,8 @@ def _largest_passing(ok: Callable[[int], bool], start: int, limit: int) -> tuple
 
 
 def multistream_capacity(model: LoadedModel, audio: np.ndarray, n_hops: int, max_streams: int,
-                         autocast: str | None = None, progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
+                         autocast: str | None = None, progress: Callable[[str], Any] | None = None,
+                         device_rule: bool | None = None) -> dict[str, Any]:
     """The most lockstep streams whose per-hop step (feed_many of one hop each) has p99 latency under the hop:
     doubling, then bisecting between the last success and the first failure. Also the number the process's CPU
     time per hop would allow on these cores with nothing else running (from the largest batch tried)."""
@@ -295,14 +296,14 @@ def multistream_capacity(model: LoadedModel, audio: np.ndarray, n_hops: int, max
     tried: dict[int, dict[str, float]] = {}
 
     def ok(n: int) -> bool:
-        latencies, cpu = _lockstep(model, audio, n, n_hops, hop, autocast)
+        latencies, cpu = _lockstep(model, audio, n, n_hops, hop, autocast, device_rule=device_rule)
         stats = _stats(latencies)
         tried[n] = {**{k: v * 1000 for k, v in stats.items()}, "cpu_ms_per_hop": cpu * 1000}
         if progress is not None:
             progress(f"  {n} streams: p99 {tried[n]['p99']:.1f} ms")
         return stats["p99"] < hop_s
 
-    good, capped = _largest_passing(ok, 1, max_streams)
+    good, capped = _largest_passing(ok, 1 if model.device.type == "cpu" else 256, max_streams)
     by_cpu = None
     if model.device.type == "cpu":  # one recognizer per core, each at 1 thread, on an otherwise idle machine
         threads = torch.get_num_threads()
@@ -449,15 +450,18 @@ async def _server_client(port: int, pcm: bytes, chunk_bytes: int, chunk_s: float
 
 
 def server_capacity(model_source: str, audio: np.ndarray, seconds: float, max_clients: int,
-                    progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
+                    progress: Callable[[str], Any] | None = None, device: str = "cpu",
+                    start_clients: int = 4) -> dict[str, Any]:
     """The most concurrent real-time Wyoming clients `drsn-asr serve` (a separate process on loopback, its
     defaults, no stream limit) answers with p99 end-of-audio → transcript under 0.5 s and no client failing:
     each client streams `seconds` of its own part of `audio` in 100 ms chunks at real-time pace, the clients
-    starting within one chunk of each other. Doubling, then bisecting."""
+    starting within one chunk of each other. Doubling from `start_clients`, then bisecting. The server's model
+    runs on `device`; the clients are one asyncio loop of this process, so past a few thousand clients they,
+    not the server, may be what falls behind."""
     import asyncio
 
     proc = subprocess.Popen([sys.executable, "-m", "drsn_asr.cli", "serve", "--uri", "tcp://127.0.0.1:0",
-                             "--model", model_source, "--max-streams", str(max_clients * 2)],
+                             "--model", model_source, "--max-streams", str(max_clients * 2), "--device", device],
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stderr.readline()
@@ -490,7 +494,7 @@ def server_capacity(model_source: str, audio: np.ndarray, seconds: float, max_cl
                 progress(f"  {n} clients: p99 {p99:.3f} s, {failed} failed")
             return failed == 0 and p99 < 0.5
 
-        good, capped = _largest_passing(ok, 4, max_clients)
+        good, capped = _largest_passing(ok, start_clients, max_clients)
         return {"max_clients": good, "capped": capped, "seconds_per_client": seconds,
                 "tried": {str(k): v for k, v in sorted(tried.items())}}
     finally:
@@ -663,12 +667,24 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
             if cpu_cap["max_streams"]:
                 ratio["server_clients_over_streams_cpu"] = served["max_clients"] / cpu_cap["max_streams"]
     if gpu_model is not None:
-        for precision in (None, "float16"):
-            say(f"multi-stream capacity, GPU, {precision or 'float32'}")
-            cap = multistream_capacity(gpu_model, audio, n_hops, 1 << 17, autocast=precision, progress=say)
-            fig[f"streams_gpu_{precision or 'float32'}"] = _figure(cap["max_streams"], "streams", f"p99 hop latency < {hop_ms:g} ms", search=cap)
+        # the decision rule on the device (the default) and, as the baseline of the same run, on the host
+        for name, precision, device_rule in (("float32", None, None), ("float16", "float16", None),
+                                             ("float32_host_rule", None, False)):
+            say(f"multi-stream capacity, GPU, {name}")
+            cap = multistream_capacity(gpu_model, audio, n_hops, 1 << 17, autocast=precision, progress=say,
+                                       device_rule=device_rule)
+            fig[f"streams_gpu_{name}"] = _figure(cap["max_streams"], "streams", f"p99 hop latency < {hop_ms:g} ms", search=cap)
         best = max(fig["streams_gpu_float32"]["value"], fig["streams_gpu_float16"]["value"])
         ratio["gpu_streams_over_target"] = best / TARGET_GPU_STREAMS
+        ratio["gpu_streams_device_rule_over_host_rule"] = (fig["streams_gpu_float32"]["value"]
+                                                           / max(fig["streams_gpu_float32_host_rule"]["value"], 1))
+        if importlib.util.find_spec("wyoming") is not None and not isinstance(model, LoadedModel):
+            say("server capacity on the GPU: real-time Wyoming clients on loopback")
+            served = server_capacity(cpu_model.source, audio, 10.0, 8192, progress=say, device="cuda", start_clients=64)
+            fig["server_clients_gpu"] = _figure(served["max_clients"], "clients", "drsn-asr serve --device cuda "
+                                                "--max-streams above the search; p99 end-of-audio → transcript < 0.5 s",
+                                                search=served)
+            ratio["server_clients_over_streams_gpu"] = served["max_clients"] / max(fig["streams_gpu_float32"]["value"], 1)
     else:
         fig["streams_gpu_float32"] = _figure(None, "streams", "pending: run with --device cuda on a GPU")
 
@@ -710,12 +726,14 @@ ROWS = [  # (figure, label, format)
     ("streams_cpu_by_cpu_time", "  same, from CPU time (1 recognizer per core, idle machine)", "{:.0f}"),
     ("streams_gpu_float32", "Concurrent real-time streams, GPU float32", "{:.0f}"),
     ("streams_gpu_float16", "Concurrent real-time streams, GPU float16", "{:.0f}"),
+    ("streams_gpu_float32_host_rule", "  same, float32, decision rule on the host (baseline)", "{:.0f}"),
     *[(f"rtf_chunk{ms}_{way}_{load}", f"RTF, {ms} ms chunks, {label}, {load} machine", "{:.4f}")
       for load in ("idle", "loaded") for way, label in (("defaults", "library defaults"), ("pinned", "1 pinned thread"),
                                                         ("torch_threads", "threads=None (torch's)"))
       for ms in CHUNKS_MS],
     ("feed_buffering_us", "feed() of 10 ms with no window due (µs)", "{:.1f}"),
     ("server_clients_cpu", "Real-time Wyoming clients, drsn-asr serve (p99 < 0.5 s)", "{:.0f}"),
+    ("server_clients_gpu", "Real-time Wyoming clients, drsn-asr serve --device cuda (p99 < 0.5 s)", "{:.0f}"),
     ("train_cpu_clips_per_s", "Training throughput, CPU (clips/s)", "{:.0f}"),
     ("train_gpu_clips_per_s", "Training throughput, GPU (clips/s)", "{:.0f}"),
 ]
@@ -756,7 +774,9 @@ def format_report(result: dict[str, Any]) -> str:
         "multistream_over_separate_cpu": "32 Recognizers ÷ 1 MultiStream of 32 (CPU, 1 thread)",
         "offline_gpu_over_cpu": "offline transcription, GPU ÷ CPU all threads",
         "train_gpu_over_cpu": "training throughput, GPU (AMP) ÷ CPU",
+        "gpu_streams_device_rule_over_host_rule": "GPU streams, decision rule on the device ÷ on the host",
         "server_clients_over_streams_cpu": "server clients ÷ in-process streams (CPU, 1 thread)",
+        "server_clients_over_streams_gpu": "server clients ÷ in-process streams (GPU, float32)",
         "rtf_chunk20_loaded_over_target": f"RTF at 20 ms chunks, defaults, loaded ÷ target {TARGET_RTF}",
         **{f"defaults_over_pinned_chunk{ms}_{load}": f"defaults ÷ pinned, {ms} ms chunks, {load}"
            for ms in CHUNKS_MS for load in ("idle", "loaded")},
