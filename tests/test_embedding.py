@@ -203,6 +203,30 @@ def test_missing_package_names_the_extra(monkeypatch):
         frontend_files()
 
 
+def test_streamed_frames_equal_the_whole_signals_from_any_split_into_steps(frontend):
+    """`stream` continues each row from its state: frames made a few at a time, a row's state carried from call
+    to call, equal the whole signal's; another row's state gives other frames."""
+    import drsn_asr
+    from drsn_asr.runtime.audio import read_audio
+
+    demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # real speech in noise
+    audio = torch.from_numpy(np.stack([demo[16000 * 3 : 16000 * 9], demo[16000 * 20 : 16000 * 26]]))
+    whole = frontend(audio)
+    hop, window = frontend.hop_samples, frontend.window_samples
+    frames, state = frontend.stream(audio[:, : 2 * hop + window], None)
+    got, made = [frames], 3
+    for n in (1, 4, 2, 1, 7, 3, 20):
+        frames, state = frontend.stream(audio[:, made * hop : (made + n - 1) * hop + window], state)
+        assert frames.shape == (2, 96, n)
+        got.append(frames)
+        made += n
+    got = torch.cat(got, dim=2)
+    atol = 1e-5 * whole.abs().max().item()  # conv algorithms differ with the input's length
+    assert made < whole.shape[-1] and torch.allclose(got, whole[..., :made], rtol=0, atol=atol)
+    swapped = frontend.stream(audio[:, made * hop : made * hop + window], [t.flip(0) for t in state])[0]
+    assert not torch.allclose(swapped, whole[..., made : made + 1], rtol=0, atol=100 * atol)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_runs_on_gpu_and_matches_cpu(frontend, real_audio):

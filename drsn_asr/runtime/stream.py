@@ -134,6 +134,14 @@ class StreamBank:
         self.pending = torch.zeros(0, c.window_samples - 1, device=self.device)
         self.pending_len = np.zeros(0, np.int64)
         self.tail = torch.zeros(0, c.n_mels, self.window_frames - 1, device=self.device)
+        # A frontend that streams (`stream(audio, state)`: the speech embedding) keeps per-slot state: what its
+        # layers need of the frames already made, so that a new frame costs its new columns only. Rows of these
+        # tensors are valid once the slot has made a frame (a slot with none starts from its first window).
+        self.frontend_state: list[torch.Tensor] | None = None
+        if hasattr(self.frontend, "stream"):
+            with torch.inference_mode():
+                _, state = self.frontend.stream(torch.zeros(1, c.window_samples, device=self.device), None)
+            self.frontend_state = [torch.zeros(0, *t.shape[1:], device=self.device) for t in state]
         self.n_frames = np.zeros(0, np.int64)
         self.n_samples = np.zeros(0, np.int64)  # stream samples consumed per slot (flush's padding excluded)
         self.grow(capacity)
@@ -153,6 +161,8 @@ class StreamBank:
         with torch.inference_mode():
             self.pending = torch.cat([self.pending, self.pending.new_zeros(extra, self.pending.shape[1])])
             self.tail = torch.cat([self.tail, self.tail.new_zeros(extra, *self.tail.shape[1:])])
+            if self.frontend_state is not None:
+                self.frontend_state = [torch.cat([t, t.new_zeros(extra, *t.shape[1:])]) for t in self.frontend_state]
         self.pending_len = np.concatenate([self.pending_len, np.zeros(extra, np.int64)])
         self.n_frames = np.concatenate([self.n_frames, np.zeros(extra, np.int64)])
         self.n_samples = np.concatenate([self.n_samples, np.zeros(extra, np.int64)])
@@ -260,7 +270,7 @@ class StreamBank:
             pending[index, : total - n_new * hop] = buffer[:, n_new * hop :]  # (columns past pending_len: never read)
             if n_new == 0:
                 return []
-            history = np.concatenate([tail[index], self.frontend.numpy(buffer[:, : (n_new - 1) * hop + W])], axis=2)
+            history = np.concatenate([tail[index], self._frames(slots, buffer[:, : (n_new - 1) * hop + W], n_new, counted)], axis=2)
             tail[index] = history[:, :, n_new:]
             if n_due == 0:
                 return []
@@ -277,7 +287,7 @@ class StreamBank:
         if n_new == 0:
             return []
         # 2. frames: the slots' last window_frames - 1 frames followed by their new ones
-        history = torch.cat([self.tail[rows], self.frontend(buffer[:, : (n_new - 1) * hop + W])], dim=2)
+        history = torch.cat([self.tail[rows], self._frames(slots, buffer[:, : (n_new - 1) * hop + W], n_new, counted)], dim=2)
         self._write("tail", rows, history[:, :, n_new:])
         if n_due == 0:
             return []
@@ -311,7 +321,7 @@ class StreamBank:
         if n_max == 0:
             return []
         # 2. frames (rows with fewer new frames than n_max end in frames of padding, which no window reaches)
-        history = torch.cat([self.tail[rows], self.frontend(buffer[:, : (n_max - 1) * hop + W])], dim=2)
+        history = torch.cat([self.tail[rows], self._frames(slots, buffer[:, : (n_max - 1) * hop + W], n_new, counted)], dim=2)
         columns = torch.from_numpy(n_new).to(dev)[:, None] + torch.arange(T - 1, device=dev)
         self._write("tail", rows, history.gather(2, columns[:, None, :].expand(-1, history.shape[1], -1)))
         # 3. due windows, round-major
@@ -322,6 +332,38 @@ class StreamBank:
         at = torch.from_numpy(np.concatenate(ends)).to(dev)
         windows = history.unfold(2, T, 1)[torch.from_numpy(np.concatenate(rounds)).to(dev), :, at]
         return self._decide(slots, counted, list(zip(rounds, ends)), windows)
+
+    def _frames(self, slots: np.ndarray, audio: np.ndarray | torch.Tensor, n_new: int | np.ndarray,
+                counted: np.ndarray) -> np.ndarray | torch.Tensor:
+        """The slots' `n_new` new frames (an int, or one per row) from their samples `audio` (rows, n_samples, numpy or
+        torch; the returned frames alike). Through the frontend's stream state where it keeps one, in groups of
+        rows alike (as many new frames; a first frame or not); a row with fewer frames than the most ends in zeros,
+        which no window reads."""
+        if self.frontend_state is None:
+            return self.frontend.numpy(audio) if isinstance(audio, np.ndarray) else self.frontend(audio)
+        x = torch.from_numpy(audio) if isinstance(audio, np.ndarray) else audio
+        n_new = np.broadcast_to(np.asarray(n_new, np.int64), len(slots))
+        n_max = int(n_new.max())
+        hop, W = self.hop_samples, self.window_samples
+        groups = n_new * 2 + (counted == 0)
+        out = None
+        for group in np.unique(groups[n_new > 0]).tolist():
+            rows = np.flatnonzero(groups == group)
+            n, first = group // 2, bool(group % 2)
+            whole = len(rows) == len(slots)
+            at = slice(None) if whole else torch.from_numpy(rows).to(self.device)
+            held = (slice(0, len(slots)) if whole and slots[-1] == len(slots) - 1 and (slots == self._all_slots[: len(slots)]).all()
+                    else torch.from_numpy(slots[rows]).to(self.device))
+            frames, state = self.frontend.stream(x[at, : (n - 1) * hop + W], None if first else [t[held] for t in self.frontend_state])
+            for t, new in zip(self.frontend_state, state):
+                t[held] = new
+            if whole and n == n_max:
+                out = frames
+            else:
+                if out is None:
+                    out = x.new_zeros(len(slots), frames.shape[1], n_max)
+                out[at, :, :n] = frames
+        return out.numpy() if isinstance(audio, np.ndarray) else out
 
     def _decide(self, slots: np.ndarray, counted: np.ndarray, rounds: list[tuple[np.ndarray | None, Any]],
                 windows: torch.Tensor) -> list[tuple[int, Detection]]:

@@ -111,7 +111,8 @@ def _peak_rss_mb() -> float:
 def _state_bytes(rec: Recognizer) -> int:
     """Bytes of a one-stream Recognizer's per-stream state (samples, frames, counters, decision rule)."""
     bank = rec._bank
-    arrays = [bank.pending, bank.tail, bank.pending_len, bank.n_frames, *vars(bank.rule).values()]
+    arrays = [bank.pending, bank.tail, bank.pending_len, bank.n_frames, *(bank.frontend_state or []),
+              *vars(bank.rule).values()]
     return sum(a.nbytes for a in arrays if isinstance(a, (np.ndarray, torch.Tensor)) and len(a) == bank.capacity)
 
 
