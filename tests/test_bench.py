@@ -34,6 +34,8 @@ def test_quick_bench_reports_every_figure(tmp_path):
         elif name not in ("streams_cpu", "server_clients_cpu"):  # a loaded machine may sustain no stream at all
             assert figure["value"] > 0, name
     assert figures["streams_cpu"]["value"] >= 0 and figures["server_clients_cpu"]["value"] >= 0
+    # streams are timed once they have made their first frame; that hop is reported apart
+    assert all(t["first_frame_hop_ms"] > 0 for t in figures["streams_cpu"]["search"]["tried"].values())
     assert all(v > 0 for v in result["ratios"].values())
     import drsn_asr  # the default model's network: log-mel ones run folded on ONNX Runtime, the embedding head on torch
 
