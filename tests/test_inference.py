@@ -7,12 +7,16 @@ import torch
 
 from drsn_asr.runtime.config import BLOCK_KINDS, FeatureConfig, ModelConfig
 from drsn_asr.runtime.inference import FoldedNet, OnnxNet, inference_forward, onnxruntime_available
-from drsn_asr.runtime.model import KeywordNet
+from drsn_asr.runtime.model import KeywordNet, SequenceNet
 
 
-def _net(block, **config):
+def _net(block, sequence=False, **config):
     torch.manual_seed(0)
-    net = KeywordNet(ModelConfig(block=block, **config), FeatureConfig(), 5)
+    if sequence:  # the head over speech embeddings: 96-number frames, 1x3 convolutions over time
+        features = FeatureConfig(kind="speech_embedding", n_mels=96, window_ms=782.0, hop_ms=80.0)
+        net = SequenceNet(ModelConfig(block=block, window_s=1.2, **config), features, 5)
+    else:
+        net = KeywordNet(ModelConfig(block=block, **config), FeatureConfig(), 5)
     for m in net.modules():  # statistics and affine terms far from their defaults, as after training
         if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
             m.running_mean.uniform_(-1, 1)
@@ -84,3 +88,20 @@ def test_training_mode_and_subclasses_are_used_as_they_are():
     assert inference_forward(custom) is custom
     with pytest.raises(ValueError, match="eval mode"):
         FoldedNet(net)
+
+
+@pytest.mark.parametrize("block", BLOCK_KINDS)
+@pytest.mark.parametrize("strides", [(1, 1, 1), (1, 2, 2)])
+def test_folded_and_onnx_equal_the_head_over_speech_embeddings(block, strides):
+    net = _net(block, sequence=True, stage_strides=strides)
+    x = torch.randn(3, 96, net.window_frames) * 10
+    with torch.no_grad():
+        expected = net(x)
+        folded = FoldedNet(net)(x)
+        onnx = OnnxNet(FoldedNet(net), threads=1)
+        got = onnx(x)
+    for out in (folded, got):
+        assert torch.allclose(out, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+    assert np.allclose(onnx.probs(x[:1].numpy()), torch.softmax(expected[:1], dim=1).numpy(), atol=1e-5)
+    assert isinstance(inference_forward(net, "torch"), FoldedNet)
+    assert isinstance(inference_forward(net, "onnxruntime"), OnnxNet)

@@ -60,6 +60,7 @@ class _Unit:
         weight, bias = _fold(unit.conv1, unit.bn2)
         self.conv1 = (weight.contiguous(memory_format=CHANNELS_LAST), bias)
         self.stride = unit.conv1.stride
+        self.padding = unit.conv1.padding  # 1 (3x3 over mel × time) or (0, 1) (1x3 over time)
         self.conv2 = unit.conv2.weight.detach().contiguous(memory_format=CHANNELS_LAST)
         self.shortcut = None
         if not isinstance(unit.shortcut, nn.Identity):
@@ -76,8 +77,8 @@ class _Unit:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         scale, shift = self.bn1
-        r = F.conv2d(torch.relu(x * scale + shift), self.conv1[0], self.conv1[1], self.stride, 1)
-        r = F.conv2d(torch.relu(r), self.conv2, None, 1, 1)
+        r = F.conv2d(torch.relu(x * scale + shift), self.conv1[0], self.conv1[1], self.stride, self.padding)
+        r = F.conv2d(torch.relu(r), self.conv2, None, 1, self.padding)
         if self.kind == "shrink":
             abs_mean = r.abs().mean(dim=(2, 3))
             alpha = torch.sigmoid(F.linear(torch.relu(F.linear(abs_mean, *self.fc1)), *self.fc2))
@@ -90,16 +91,19 @@ class _Unit:
 
 
 class FoldedNet:
-    """Log-mel (B, n_mels, n_frames) → logits, like `net` in eval mode, built from its current weights."""
+    """Log-mel (B, n_mels, n_frames) → logits, like `net` in eval mode, built from its current weights; for a
+    SequenceNet, frame vectors (B, n_features, n_frames) (its input is one row of channels: no mel axis)."""
 
-    def __init__(self, net: KeywordNet):
+    def __init__(self, net: KeywordNet | SequenceNet):
         if net.training:
             raise ValueError("FoldedNet needs a network in eval mode (its BatchNorm statistics are folded in)")
+        self.sequence = isinstance(net, SequenceNet)
         self.input_bn = tuple(t.view(1, -1, 1, 1) for t in _bn_affine(net.input_bn))
         self.stem = net.stem.weight.detach()
         self.stem_stride = net.stem.stride
-        self.relative_input = net.config.relative_input
-        self.floor_input = net.config.floor_input
+        self.stem_padding = net.stem.padding
+        self.relative_input = net.config.relative_input and not self.sequence
+        self.floor_input = net.config.floor_input and not self.sequence
         self.units = [_Unit(u) for u in net.units]
         self.head_bn = tuple(t.view(1, -1, 1, 1) for t in _bn_affine(net.head_bn))
         self.fc = (net.fc.weight.detach(), net.fc.bias.detach())
@@ -107,8 +111,8 @@ class FoldedNet:
 
     def __call__(self, logmel: torch.Tensor) -> torch.Tensor:
         scale, shift = self.input_bn
-        x = stem_input(logmel, self.relative_input, self.floor_input) * scale + shift
-        x = F.conv2d(x, self.stem, None, self.stem_stride, 1)
+        x = logmel.unsqueeze(2) if self.sequence else stem_input(logmel, self.relative_input, self.floor_input)
+        x = F.conv2d(x * scale + shift, self.stem, None, self.stem_stride, self.stem_padding)
         x = x.contiguous(memory_format=CHANNELS_LAST)  # oneDNN's fast path for the small 3x3 convs that follow
         for unit in self.units:
             x = unit(x)
@@ -164,9 +168,11 @@ def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
     def affine(x: str, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> str:
         return op("Add", op("Mul", x, const(scale_shift[0])), const(scale_shift[1]))
 
-    def conv(x: str, weight: torch.Tensor, bias: torch.Tensor | None, stride, pad: int) -> str:
+    def conv(x: str, weight: torch.Tensor, bias: torch.Tensor | None, stride, pad: int | tuple[int, int]) -> str:
         inputs = [x, const(weight.contiguous())] + ([const(bias)] if bias is not None else [])
-        return op("Conv", *inputs, strides=list(stride), pads=[pad] * 4, kernel_shape=list(weight.shape[2:]))
+        pad_h, pad_w = (pad, pad) if isinstance(pad, int) else pad
+        return op("Conv", *inputs, strides=list(stride), pads=[pad_h, pad_w, pad_h, pad_w],
+                  kernel_shape=list(weight.shape[2:]))
 
     def linear(x: str, weight_bias: tuple[torch.Tensor, torch.Tensor]) -> str:
         return op("Gemm", x, const(weight_bias[0]), const(weight_bias[1]), transB=1)
@@ -174,7 +180,7 @@ def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
     def channel_vector(x: str) -> str:  # (B, C) → (B, C, 1, 1)
         return op("Unsqueeze", x, const(np.array([2, 3], np.int64)))
 
-    x = op("Unsqueeze", "logmel", const(np.array([1], np.int64)))
+    x = op("Unsqueeze", "logmel", const(np.array([2 if folded.sequence else 1], np.int64)))
     views = [x]
     if folded.relative_input:
         views.append(op("Sub", x, op("ReduceMean", x, axes=[3], keepdims=1)))
@@ -182,10 +188,10 @@ def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
         views.append(op("Sub", x, op("ReduceMin", x, axes=[3], keepdims=1)))
     if len(views) > 1:
         x = op("Concat", *views, axis=1)
-    x = conv(affine(x, folded.input_bn), folded.stem, None, folded.stem_stride, 1)
+    x = conv(affine(x, folded.input_bn), folded.stem, None, folded.stem_stride, folded.stem_padding)
     for unit in folded.units:
-        r = conv(op("Relu", affine(x, unit.bn1)), *unit.conv1, unit.stride, 1)
-        r = conv(op("Relu", r), unit.conv2, None, (1, 1), 1)
+        r = conv(op("Relu", affine(x, unit.bn1)), *unit.conv1, unit.stride, unit.padding)
+        r = conv(op("Relu", r), unit.conv2, None, (1, 1), unit.padding)
         if unit.kind == "shrink":
             magnitude = op("Abs", r)
             abs_mean = op("ReduceMean", magnitude, axes=[2, 3], keepdims=0)
@@ -271,8 +277,8 @@ def inference_forward(net: nn.Module, backend: str = "auto", threads: int | None
                       ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The fastest exact-up-to-rounding forward of `net` for inference, from its weights as they are now.
 
-    A plain KeywordNet in eval mode gets an OnnxNet on the CPU when `backend` is "onnxruntime", or "auto" and
-    onnxruntime is installed; a FoldedNet otherwise ("torch", or on a GPU). The ONNX Runtime session uses
+    A plain KeywordNet or SequenceNet in eval mode gets an OnnxNet on the CPU when `backend` is "onnxruntime", or
+    "auto" and onnxruntime is installed; a FoldedNet otherwise ("torch", or on a GPU). The ONNX Runtime session uses
     `threads` intra-op threads (None: as many as torch uses when it is made). Cached per network, backend and
     thread count (rebuilt when the weights change); anything else is returned as it is. Thread-safe.
     """
@@ -284,10 +290,7 @@ def inference_forward(net: nn.Module, backend: str = "auto", threads: int | None
         raise ValueError("backend='onnxruntime' needs the onnx and onnxruntime packages: pip install 'drsn-asr[fast]'")
     if backend == "onnxruntime" and not on_cpu:
         raise ValueError("backend='onnxruntime' runs on the CPU; load the model with device='cpu' or use backend='torch'")
-    if backend == "onnxruntime" and isinstance(net, SequenceNet):
-        raise ValueError("backend='onnxruntime' folds log-mel networks only; this model's head over speech embeddings "
-                         "runs on torch: use backend='torch' or 'auto'")
-    if type(net) is not KeywordNet or net.training:
+    if type(net) not in (KeywordNet, SequenceNet) or net.training:
         return net
     use_onnx = on_cpu and (backend == "onnxruntime" or (backend == "auto" and onnxruntime_available()))
     threads = threads or torch.get_num_threads()

@@ -205,7 +205,7 @@ def forward_speedup(model: LoadedModel, batch: int, repeats: int) -> dict[str, f
     batch size."""
     x = torch.randn(batch, model.features.n_mels, model.net.window_frames, device=model.device)
     forwards = [("module", model.net), ("folded", inference_forward(model.net, "torch"))]
-    if onnxruntime_available() and model.features.kind == "logmel":  # (the embedding head runs on torch)
+    if onnxruntime_available():
         onnx = inference_forward(model.net, "onnxruntime")
         forwards.append(("onnxruntime", lambda windows: onnx.probs(windows.numpy())))
     out = {}
@@ -605,9 +605,6 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
                 if "onnxruntime" in times:
                     fig[f"forward_onnx_b{batch}_us"] = _figure(times["onnxruntime"] * 1e6, "µs/window", f"OnnxNet, batch {batch}")
                     ratio[f"forward_folded_over_onnx_b{batch}"] = times["folded"] / times["onnxruntime"]
-                elif cpu_model.features.kind != "logmel":
-                    fig[f"forward_onnx_b{batch}_us"] = _figure(None, "µs/window", "skipped: ONNX Runtime folds log-mel "
-                                                               "networks; this model's head runs on torch")
             say(f"single stream, CPU, 1 thread, {other_hop_ms:g} ms hop")
             other_hop = _hop_samples(cpu_model, other_hop_ms)
             other = [live_stream(cpu_model, audio, other_hop, hop_ms=other_hop_ms) for _ in range(repeats)]
