@@ -230,7 +230,8 @@ class SpeechEmbedding(nn.Module):
 
     # -- streaming: each new frame from the CNN's cached columns ----------------------------------------------
     @torch.inference_mode()
-    def stream(self, audio: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def stream(self, audio: torch.Tensor, state: list[torch.Tensor] | None,
+               session: "StreamSession | None" = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`forward(audio)` for the next frames of streams, (B, n_samples) → ((B, 96, n_frames), state).
 
         `state` is what the call that made the streams' previous frames returned (None for a stream's first
@@ -238,7 +239,8 @@ class SpeechEmbedding(nn.Module):
         STREAM_SAMPLES of the first window, then hop_samples a frame) and each CNN layer only computes its new
         columns, from the last inputs it keeps in the state (its time axis has no padding, and every pool's
         pairs line up with the 8-frame steps): about an eighth of the work of whole windows. The frames equal
-        `forward`'s up to float rounding (~1e-6 relative; so do `forward`'s over different lengths).
+        `forward`'s up to float rounding (~1e-6 relative; so do `forward`'s over different lengths). With a
+        `session` (`stream_session`, CPU), those columns are computed by ONNX Runtime in one call.
         """
         n_frames = self.n_frames(audio.shape[-1])
         used = (n_frames - 1) * self.hop_samples + self.window_samples
@@ -246,7 +248,12 @@ class SpeechEmbedding(nn.Module):
             audio = audio.to(self.dft.device, torch.float32)
             if state is None:
                 return self._cnn_stream(self.log_mel(audio[:, :used]).unsqueeze(1), None)
-            return self._cnn_stream(self.log_mel(audio[:, self.window_samples - STREAM_SAMPLES : used]).unsqueeze(1), state)
+            mel = self.log_mel(audio[:, self.window_samples - STREAM_SAMPLES : used]).unsqueeze(1)
+            return self._cnn_stream(mel, state) if session is None else session(mel, state)
+
+    def stream_session(self, threads: int) -> "StreamSession":
+        """The CNN's streaming step as one ONNX Runtime session on `threads` intra-op threads (for `stream`)."""
+        return StreamSession(self, threads)
 
     def _cnn_stream(self, x: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`cnn` on mel columns x (B, 1, time, 32) that continue `state` (None: x is from the stream's start)."""
@@ -283,3 +290,67 @@ class SpeechEmbedding(nn.Module):
     def silence_value(self) -> torch.Tensor:
         """The embedding of all-zero audio, (96, 1), ready to broadcast into (batch, 96, T) as padding."""
         return self._silence
+
+
+class StreamSession:
+    """`SpeechEmbedding._cnn_stream` (with a state) as one ONNX Runtime graph on the CPU: ~20 small convolutions in
+    one native call instead of ~80 torch dispatches (2.3x less time a frame at batch 1). The graph is built node by
+    node from the frontend's plan: Concat of each kept state and the new columns, a Slice of the last ones as the
+    new state, then the layer; pools as MaxPool (their time pairs line up, as in `_cnn_stream`)."""
+
+    def __init__(self, frontend: SpeechEmbedding, threads: int):
+        from onnx import TensorProto, helper, numpy_helper
+
+        from .inference import import_onnxruntime
+
+        nodes, weights, counter = [], [], iter(range(1 << 30))
+
+        def const(array: np.ndarray) -> str:
+            name = f"w{next(counter)}"
+            weights.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+            return name
+
+        def op(kind: str, *inputs: str, out: str | None = None, **attributes) -> str:
+            out = out or f"t{next(counter)}"
+            nodes.append(helper.make_node(kind, list(inputs), [out], **attributes))
+            return out
+
+        x, self.states = "mel", []
+        buffers = (getattr(frontend, name).detach().cpu().numpy() for name in frontend._cnn_names)
+        for step in frontend._plan:
+            if step[0] == "conv":
+                weight = next(buffers)
+                look_back = weight.shape[2] - 1
+                if look_back:
+                    name = f"state{len(self.states)}"
+                    self.states.append(name)
+                    x = op("Concat", name, x, axis=2)
+                    op("Slice", x, const(np.array([-look_back])), const(np.array([1 << 30])), const(np.array([2])),
+                       out=f"new_{name}")
+                inputs = [x, const(weight)] + ([const(next(buffers))] if step[1] else [])
+                x = op("Conv", *inputs, pads=[step[2][0], step[2][1]] * 2, kernel_shape=list(weight.shape[2:]))
+            elif step[0] == "leaky_relu":
+                x = op("LeakyRelu", x, alpha=step[1])
+            elif step[0] == "clamp_min":
+                x = op("Max", x, const(np.array(step[1], np.float32)))
+            else:
+                x = op("MaxPool", x, kernel_shape=list(step[1]), strides=list(step[1]))
+        op("Squeeze", x, const(np.array([3])), out="frames")
+        value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
+        graph = helper.make_graph(nodes, "speech_embedding_stream", [value("mel"), *map(value, self.states)],
+                                  [value("frames"), *(value(f"new_{n}") for n in self.states)], weights)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not burn CPU
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, mel: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """New mel columns (B, 1, time, 32) and the state they continue → (frames (B, 96, n), new state)."""
+        feeds = {"mel": np.ascontiguousarray(mel.numpy())}
+        feeds.update((name, np.ascontiguousarray(t.numpy())) for name, t in zip(self.states, state))
+        frames, *new = self.session.run(None, feeds)
+        return torch.from_numpy(frames), [torch.from_numpy(t) for t in new]

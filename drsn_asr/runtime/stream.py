@@ -36,7 +36,7 @@ from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, from_dict
 from .decision import DecisionRule, DeviceDecisionRule, default_hop_ms, hop_frames
 from .features import make_frontend
-from .inference import DEFAULT_THREADS, check_threads, inference_forward, intra_op_threads
+from .inference import DEFAULT_THREADS, check_threads, inference_forward, intra_op_threads, onnxruntime_available
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,11 @@ class StreamBank:
             with torch.inference_mode():
                 _, state = self.frontend.stream(torch.zeros(1, c.window_samples, device=self.device), None)
             self.frontend_state = [torch.zeros(0, *t.shape[1:], device=self.device) for t in state]
+        # and on the CPU its streaming step runs on ONNX Runtime where the network does
+        self._frontend_session = None
+        if (self.frontend_state is not None and hasattr(self.frontend, "stream_session") and self.device.type == "cpu"
+                and self.backend != "torch" and onnxruntime_available()):
+            self._frontend_session = self.frontend.stream_session(self.threads or torch.get_num_threads())
         self.n_frames = np.zeros(0, np.int64)
         self.n_samples = np.zeros(0, np.int64)  # stream samples consumed per slot (flush's padding excluded)
         self.grow(capacity)
@@ -354,7 +359,8 @@ class StreamBank:
             at = slice(None) if whole else torch.from_numpy(rows).to(self.device)
             held = (slice(0, len(slots)) if whole and slots[-1] == len(slots) - 1 and (slots == self._all_slots[: len(slots)]).all()
                     else torch.from_numpy(slots[rows]).to(self.device))
-            frames, state = self.frontend.stream(x[at, : (n - 1) * hop + W], None if first else [t[held] for t in self.frontend_state])
+            frames, state = self.frontend.stream(x[at, : (n - 1) * hop + W], None if first else [t[held] for t in self.frontend_state],
+                                                 session=self._frontend_session)
             for t, new in zip(self.frontend_state, state):
                 t[held] = new
             if whole and n == n_max:
