@@ -1,12 +1,13 @@
 """Where a hop of many lockstep streams goes (the figures behind docs/performance.md's "What the stream count
 was spent on").
 
-    python pipelines/experiments/streams_profile.py [--device cuda] [--model logmel] [--streams 8192] [--hops 11]
+    python pipelines/experiments/streams_profile.py [--device cuda] [--model logmel] [--streams 8192] [--hops 8]
 
 Feeds `--streams` streams one hop each per step, twice in the same run: with the decision rule on the host (numpy)
 and on the model's device (`device_rule`), each with float32 and with int16 blocks. Each step is timed in two
 parts, synchronising the device around each: the block (`_as_float_block`: the copy to the device and its check)
-and the StreamBank step; it prints the median of each over the hops after the first three, and whether both rules
+and the StreamBank step; it prints the median of each over `--hops` hops after a warm-up (the streams' first
+frame, which a streaming frontend computes from a whole window, then three more hops), and whether both rules
 made the same detections. Then, for the device-rule arm, a torch profiler table and a cProfile of three more full
 `feed_many` steps. Wall-clock times.
 """
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--model", default=None, help="shipped model name or checkpoint (default: the default model)")
     parser.add_argument("--streams", type=int, default=8192)
-    parser.add_argument("--hops", type=int, default=11, help="timed steps; the first three are warm-up")
+    parser.add_argument("--hops", type=int, default=8, help="timed steps, after the warm-up")
     args = parser.parse_args(argv)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     hop = _hop_samples(model)
     chunks = np.lib.stride_tricks.sliding_window_view(audio, hop)
     offsets = np.arange(args.streams, dtype=np.int64) * 104_729  # every stream hears a different part
+    warm_up = -(-model.features.window_samples // hop) + 3
     found = {}
     for device_rule in (False, True):
         multi = MultiStreamRecognizer(model, device_rule=device_rule)
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             parts: dict[str, list[float]] = {"block": [], "bank": [], "total": []}
             detections = []
             with torch.inference_mode():
-                for i in range(1, args.hops + 1):
+                for i in range(warm_up + args.hops):
                     block = chunks[(offsets + i * hop) % len(chunks)]
                     block = np.round(block * 32767).astype(np.int16) if dtype == np.int16 else block
                     sync()
@@ -77,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         parts[name].append(value * 1000)
             found[device_rule, dtype] = detections
             print(f"{args.streams} streams of {model.source} on {dev}, rule on the {'device' if device_rule else 'host'}, "
-                  f"{np.dtype(dtype).name} blocks, median ms per hop over {max(args.hops - 3, 1)} hops: "
-                  + ", ".join(f"{k} {np.median(v[3:] or v):.1f}" for k, v in parts.items())
+                  f"{np.dtype(dtype).name} blocks, median ms per hop over {args.hops} hops: "
+                  + ", ".join(f"{k} {np.median(v[warm_up:]):.1f}" for k, v in parts.items())
                   + f" ({len(detections)} detections)", flush=True)
     for dtype in (np.float32, np.int16):
         print(f"{np.dtype(dtype).name}: the same detections with either rule: {found[True, dtype] == found[False, dtype]}")
