@@ -150,6 +150,52 @@ def test_streams_added_and_removed_midway():
     assert multi.streams == ["x", "z"]
 
 
+def test_embedding_streams_that_start_stop_and_reset_at_any_time_each_decide_as_alone():
+    """The speech embedding keeps per-stream state of its network (each frame from the kept columns): streams
+    that join while others run (first frames and continued ones in the same step), at other offsets, a slot
+    reused by a new stream, and a reset stream each make the detections of a Recognizer fed their audio alone."""
+    from pathlib import Path
+
+    from drsn_asr.runtime.audio import read_audio
+
+    model = drsn_asr.load_model("default", device="cpu")
+    demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # real speech in noise
+    signals = {k: demo[16000 * a : 16000 * b] for k, a, b in (("x", 0, 24), ("y", 5, 17), ("z", 12, 30), ("w", 20, 36))}
+    options = dict(threshold=0.3, refractory_ms=0.0)
+    multi = MultiStreamRecognizer(model, **options)
+    got, pos = {k: [] for k in signals}, {k: 0 for k in signals}
+
+    def feed(sizes):
+        chunks = {k: signals[k][pos[k] : pos[k] + n] for k, n in sizes.items()}
+        for k, n in sizes.items():
+            pos[k] += n
+        for k, dets in multi.feed(chunks).items():
+            got[k] += dets
+
+    multi.add_stream("x")
+    multi.add_stream("y")
+    for _ in range(60):
+        feed({"x": 700, "y": 900})  # y runs ahead of x: their frames fall at other offsets
+    multi.add_stream("z")  # joins while x and y have frames: its first ones share steps with their next ones
+    for _ in range(50):
+        feed({"x": 1280, "y": 1280, "z": 1280})
+    got["y"] += multi.flush(["y"]).get("y", [])
+    y_fed = pos["y"]
+    multi.remove_stream("y")
+    multi.add_stream("w")  # takes y's slot and its rows of network state: it must start from its own first window
+    multi.reset("x")  # and x starts over from here
+    x_from, got["x"] = pos["x"], []
+    while pos["x"] < len(signals["x"]):
+        feed({"x": 1600, "z": 1600, "w": 1600})
+    for k, dets in multi.flush().items():
+        got[k] += dets
+    assert got["x"] == _alone(model, signals["x"][x_from:], **options)
+    assert got["y"] == _alone(model, signals["y"][:y_fed], **options)
+    assert got["z"] == _alone(model, signals["z"], **options)
+    assert got["w"] == _alone(model, signals["w"], **options)
+    assert all(got.values()) and sum(map(len, got.values())) >= 10
+
+
 def test_reset_of_one_stream_leaves_the_others_alone():
     model = _model()
     x, y = _bursts([0.5, 2.5, 4.5]), _bursts([1.0, 4.0], seed=1)
