@@ -5,8 +5,9 @@
 
 At one thread, feeds the street demo (tiled to `--seconds`) to a Recognizer one hop per chunk (the hop the model
 carries, or `--hop-ms`) and reports, per hop:
-- the whole `feed`, and the time inside the network, the log-mel frontend and the decision rule (timers around
-  those calls; the rest is bookkeeping);
+- the whole `feed`, and the time inside the network, the frontend (the new log-mel frames, or the speech
+  embedding's new frames with its network's kept state) and the decision rule (timers around those calls; the
+  rest is bookkeeping);
 - the same stream with the network replaced by constant posteriors: what a free model would leave;
 then the batch-1 forward time on ONNX Runtime of the default architecture and of cheaper, untrained ones.
 Every figure is this thread's CPU time (time.thread_time): other processes inflate it less than wall time, but
@@ -30,7 +31,6 @@ sys.path.insert(0, str(REPO))
 from drsn_asr import Recognizer, load_model  # noqa: E402
 from drsn_asr.runtime.audio import read_audio  # noqa: E402
 from drsn_asr.runtime.decision import DecisionRule  # noqa: E402
-from drsn_asr.runtime.features import LogMel  # noqa: E402
 from drsn_asr.runtime.inference import FoldedNet, OnnxNet  # noqa: E402
 from drsn_asr.runtime.model import KeywordNet, count_parameters  # noqa: E402
 from drsn_asr.runtime.stream import StreamBank  # noqa: E402
@@ -96,17 +96,17 @@ def main() -> None:
 
     whole = per_hop_us(rec, audio, chunk)
     totals: dict[str, float] = {}
-    for owner, name in ((StreamBank, "_classify"), (LogMel, "numpy"), (DecisionRule, "step")):
+    for owner, name in ((StreamBank, "_classify"), (StreamBank, "_frames"), (DecisionRule, "step")):
         _timed(owner, name, totals)
     timed = per_hop_us(rec, audio, chunk)
-    parts = {name: totals.get(name, 0.0) / n_hops * 1e6 for name in ("_classify", "numpy", "step")}
+    parts = {name: totals.get(name, 0.0) / n_hops * 1e6 for name in ("_classify", "_frames", "step")}
     constant = np.full((1, len(rec.labels)), 1 / len(rec.labels), np.float32)
     free_model = per_hop_us(rec, audio, chunk, probs=lambda windows: np.repeat(constant, len(windows), axis=0))
 
     print(f"per {hop_ms:g} ms hop, CPU 1 thread ({args.seconds:.0f} s of audio, {type(rec._bank.forward).__name__}):")
     print(f"  whole feed               {whole:6.0f} µs   (with timers: {timed:.0f})")
     print(f"  network                  {parts['_classify']:6.0f} µs")
-    print(f"  log-mel of the new frames{parts['numpy']:6.0f} µs")
+    print(f"  frontend: the new frames {parts['_frames']:6.0f} µs")
     print(f"  decision rule            {parts['step']:6.0f} µs")
     print(f"  the rest (bookkeeping)   {timed - sum(parts.values()):6.0f} µs")
     print(f"  network replaced by a constant: {free_model:.0f} µs per hop")
