@@ -150,10 +150,12 @@ def test_streams_added_and_removed_midway():
     assert multi.streams == ["x", "z"]
 
 
-def test_embedding_streams_that_start_stop_and_reset_at_any_time_each_decide_as_alone():
+@pytest.mark.parametrize("max_batch_windows", [None, 1])
+def test_embedding_streams_that_start_stop_and_reset_at_any_time_each_decide_as_alone(max_batch_windows):
     """The speech embedding keeps per-stream state of its network (each frame from the kept columns): streams
     that join while others run (first frames and continued ones in the same step), at other offsets, a slot
-    reused by a new stream, and a reset stream each make the detections of a Recognizer fed their audio alone."""
+    reused by a new stream, and a reset stream each make the detections of a Recognizer fed their audio alone;
+    also when first frames are made a row at a time (max_batch_windows=1)."""
     from pathlib import Path
 
     from drsn_asr.runtime.audio import read_audio
@@ -162,7 +164,7 @@ def test_embedding_streams_that_start_stop_and_reset_at_any_time_each_decide_as_
     demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # real speech in noise
     signals = {k: demo[16000 * a : 16000 * b] for k, a, b in (("x", 0, 24), ("y", 5, 17), ("z", 12, 30), ("w", 20, 36))}
     options = dict(threshold=0.3, refractory_ms=0.0)
-    multi = MultiStreamRecognizer(model, **options)
+    multi = MultiStreamRecognizer(model, max_batch_windows=max_batch_windows, **options)
     got, pos = {k: [] for k in signals}, {k: 0 for k in signals}
 
     def feed(sizes):
@@ -174,8 +176,8 @@ def test_embedding_streams_that_start_stop_and_reset_at_any_time_each_decide_as_
 
     multi.add_stream("x")
     multi.add_stream("y")
-    for _ in range(60):
-        feed({"x": 700, "y": 900})  # y runs ahead of x: their frames fall at other offsets
+    for i in range(60):  # x and y make their first frames in the same step, then y runs ahead of x
+        feed({"x": 700, "y": 700 if i < 20 else 1100})
     multi.add_stream("z")  # joins while x and y have frames: its first ones share steps with their next ones
     for _ in range(50):
         feed({"x": 1280, "y": 1280, "z": 1280})

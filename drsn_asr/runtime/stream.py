@@ -353,22 +353,27 @@ class StreamBank:
         groups = n_new * 2 + (counted == 0)
         out = None
         for group in np.unique(groups[n_new > 0]).tolist():
-            rows = np.flatnonzero(groups == group)
             n, first = group // 2, bool(group % 2)
-            whole = len(rows) == len(slots)
-            at = slice(None) if whole else torch.from_numpy(rows).to(self.device)
-            held = (slice(0, len(slots)) if whole and slots[-1] == len(slots) - 1 and (slots == self._all_slots[: len(slots)]).all()
-                    else torch.from_numpy(slots[rows]).to(self.device))
-            frames, state = self.frontend.stream(x[at, : (n - 1) * hop + W], None if first else [t[held] for t in self.frontend_state],
-                                                 session=self._frontend_session)
-            for t, new in zip(self.frontend_state, state):
-                t[held] = new
-            if whole and n == n_max:
-                out = frames
-            else:
-                if out is None:
-                    out = x.new_zeros(len(slots), frames.shape[1], n_max)
-                out[at, :, :n] = frames
+            members = np.flatnonzero(groups == group)
+            # first frames run the network over whole windows: at most max_batch_windows rows at a time bounds
+            # their activations (thousands of streams that start together on a GPU)
+            size = self.max_batch_windows if first else len(members)
+            for rows in (members[i : i + size] for i in range(0, len(members), size)):
+                whole = len(rows) == len(slots)
+                at = slice(None) if whole else torch.from_numpy(rows).to(self.device)
+                held = (slice(0, len(slots)) if whole and slots[-1] == len(slots) - 1 and (slots == self._all_slots[: len(slots)]).all()
+                        else torch.from_numpy(slots[rows]).to(self.device))
+                frames, state = self.frontend.stream(x[at, : (n - 1) * hop + W],
+                                                     None if first else [t[held] for t in self.frontend_state],
+                                                     session=self._frontend_session)
+                for t, new in zip(self.frontend_state, state):
+                    t[held] = new
+                if whole and n == n_max:
+                    out = frames
+                else:
+                    if out is None:
+                        out = x.new_zeros(len(slots), frames.shape[1], n_max)
+                    out[at, :, :n] = frames
         return out.numpy() if isinstance(audio, np.ndarray) else out
 
     def _decide(self, slots: np.ndarray, counted: np.ndarray, rounds: list[tuple[np.ndarray | None, Any]],
