@@ -391,7 +391,8 @@ class StreamBank:
             if self.on_classified is not None:
                 self.on_classified(stepped, now_s, probs[at : at + len(stepped)])
             emit, labels, peaks = self.rule.step(stepped, now_s, probs[at : at + len(stepped)])
-            out += self._detections(stepped[emit], now_s[emit], labels, peaks, windows, at + emit)
+            if len(emit):
+                out += self._detections(stepped[emit], now_s[emit], labels, peaks, windows, at + emit)
             at += len(stepped)
         return out
 
