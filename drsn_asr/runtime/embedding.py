@@ -299,22 +299,10 @@ class StreamSession:
     new state, then the layer; pools as MaxPool (their time pairs line up, as in `_cnn_stream`)."""
 
     def __init__(self, frontend: SpeechEmbedding, threads: int):
-        from onnx import TensorProto, helper, numpy_helper
+        from .inference import GraphBuilder, cpu_session
 
-        from .inference import import_onnxruntime
-
-        nodes, weights, counter = [], [], iter(range(1 << 30))
-
-        def const(array: np.ndarray) -> str:
-            name = f"w{next(counter)}"
-            weights.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-            return name
-
-        def op(kind: str, *inputs: str, out: str | None = None, **attributes) -> str:
-            out = out or f"t{next(counter)}"
-            nodes.append(helper.make_node(kind, list(inputs), [out], **attributes))
-            return out
-
+        g = GraphBuilder()
+        const, op = g.const, g.op
         x, self.states = "mel", []
         buffers = (getattr(frontend, name).detach().cpu().numpy() for name in frontend._cnn_names)
         for step in frontend._plan:
@@ -336,17 +324,9 @@ class StreamSession:
             else:
                 x = op("MaxPool", x, kernel_shape=list(step[1]), strides=list(step[1]))
         op("Squeeze", x, const(np.array([3])), out="frames")
-        value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
-        graph = helper.make_graph(nodes, "speech_embedding_stream", [value("mel"), *map(value, self.states)],
-                                  [value("frames"), *(value(f"new_{n}") for n in self.states)], weights)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not burn CPU
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        model = g.model("speech_embedding_stream", [("mel", None), *((n, None) for n in self.states)],
+                        [("frames", None), *((f"new_{n}", None) for n in self.states)])
+        self.session = cpu_session(model, threads)
 
     def __call__(self, mel: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """New mel columns (B, 1, time, 32) and the state they continue → (frames (B, 96, n), new state)."""

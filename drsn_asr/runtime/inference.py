@@ -130,14 +130,7 @@ class OnnxNet:
     """
 
     def __init__(self, folded: FoldedNet, threads: int):
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not burn CPU
-        self.session = ort.InferenceSession(_onnx_graph(folded).SerializeToString(), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = cpu_session(_onnx_graph(folded), threads)
 
     def probs(self, logmel: np.ndarray) -> np.ndarray:
         """Log-mel (B, n_mels, n_frames) float32 → softmax posteriors (B, n_classes) float32."""
@@ -148,22 +141,50 @@ class OnnxNet:
         return torch.from_numpy(self.session.run(["logits"], {"logmel": x})[0])
 
 
-def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
-    from onnx import TensorProto, helper, numpy_helper
+class GraphBuilder:
+    """An ONNX graph written node by node: `const` adds a weight, `op` a node; `model` wraps them up."""
 
-    nodes, weights = [], []
-    counter = iter(range(1 << 30))
+    def __init__(self):
+        self.nodes, self.weights, self._counter = [], [], iter(range(1 << 30))
 
-    def const(value: torch.Tensor | np.ndarray) -> str:
-        name = f"w{next(counter)}"
+    def const(self, value: torch.Tensor | np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = f"w{next(self._counter)}"
         array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
-        weights.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.weights.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def op(kind: str, *inputs: str, **attributes) -> str:
-        name = f"t{next(counter)}"
-        nodes.append(helper.make_node(kind, list(inputs), [name], **attributes))
-        return name
+    def op(self, kind: str, *inputs: str, out: str | None = None, **attributes) -> str:
+        from onnx import helper
+
+        out = out or f"t{next(self._counter)}"
+        self.nodes.append(helper.make_node(kind, list(inputs), [out], **attributes))
+        return out
+
+    def model(self, name: str, inputs: list[tuple[str, list | None]], outputs: list[tuple[str, list | None]]):
+        """The ModelProto of the nodes so far; inputs and outputs as (name, shape) of float tensors."""
+        from onnx import TensorProto, helper
+
+        values = [[helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in io] for io in (inputs, outputs)]
+        graph = helper.make_graph(self.nodes, name, *values, self.weights)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], ir_version=ONNX_IR_VERSION)
+
+
+def cpu_session(model, threads: int):  # (onnx.ModelProto) -> onnxruntime.InferenceSession
+    """An ONNX Runtime session on the CPU with `threads` intra-op threads that do not spin when idle."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not burn CPU
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
+    g = GraphBuilder()
+    const, op = g.const, g.op
 
     def affine(x: str, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> str:
         return op("Add", op("Mul", x, const(scale_shift[0])), const(scale_shift[1]))
@@ -205,16 +226,11 @@ def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
             r = op("Mul", r, channel_vector(op("Sigmoid", linear(op("Relu", linear(pooled, unit.fc1)), unit.fc2))))
         x = op("Add", r, x if unit.shortcut is None else conv(x, *unit.shortcut, unit.stride, 0))
     pooled = op("ReduceMean", op("Relu", affine(x, folded.head_bn)), axes=[2, 3], keepdims=0)
-    nodes.append(helper.make_node("Gemm", [pooled, const(folded.fc[0]), const(folded.fc[1])], ["logits"], transB=1))
-    nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+    op("Gemm", pooled, const(folded.fc[0]), const(folded.fc[1]), out="logits", transB=1)
+    op("Softmax", "logits", out="probs", axis=1)
     n_classes = folded.fc[0].shape[0]
-    graph = helper.make_graph(
-        nodes, "keyword_net",
-        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["batch", folded.n_mels, "frames"])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", n_classes]) for name in ("logits", "probs")],
-        weights,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], ir_version=ONNX_IR_VERSION)
+    return g.model("keyword_net", [("logmel", ["batch", folded.n_mels, "frames"])],
+                   [(name, ["batch", n_classes]) for name in ("logits", "probs")])
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")

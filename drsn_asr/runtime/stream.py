@@ -275,7 +275,7 @@ class StreamBank:
             pending[index, : total - n_new * hop] = buffer[:, n_new * hop :]  # (columns past pending_len: never read)
             if n_new == 0:
                 return []
-            history = np.concatenate([tail[index], self._frames(slots, buffer[:, : (n_new - 1) * hop + W], n_new, counted)], axis=2)
+            history = np.concatenate([tail[index], self._frames(slots, index, buffer[:, : (n_new - 1) * hop + W], n_new, counted)], axis=2)
             tail[index] = history[:, :, n_new:]
             if n_due == 0:
                 return []
@@ -292,7 +292,7 @@ class StreamBank:
         if n_new == 0:
             return []
         # 2. frames: the slots' last window_frames - 1 frames followed by their new ones
-        history = torch.cat([self.tail[rows], self._frames(slots, buffer[:, : (n_new - 1) * hop + W], n_new, counted)], dim=2)
+        history = torch.cat([self.tail[rows], self._frames(slots, index, buffer[:, : (n_new - 1) * hop + W], n_new, counted)], dim=2)
         self._write("tail", rows, history[:, :, n_new:])
         if n_due == 0:
             return []
@@ -326,7 +326,7 @@ class StreamBank:
         if n_max == 0:
             return []
         # 2. frames (rows with fewer new frames than n_max end in frames of padding, which no window reaches)
-        history = torch.cat([self.tail[rows], self._frames(slots, buffer[:, : (n_max - 1) * hop + W], n_new, counted)], dim=2)
+        history = torch.cat([self.tail[rows], self._frames(slots, index, buffer[:, : (n_max - 1) * hop + W], n_new, counted)], dim=2)
         columns = torch.from_numpy(n_new).to(dev)[:, None] + torch.arange(T - 1, device=dev)
         self._write("tail", rows, history.gather(2, columns[:, None, :].expand(-1, history.shape[1], -1)))
         # 3. due windows, round-major
@@ -338,10 +338,10 @@ class StreamBank:
         windows = history.unfold(2, T, 1)[torch.from_numpy(np.concatenate(rounds)).to(dev), :, at]
         return self._decide(slots, counted, list(zip(rounds, ends)), windows)
 
-    def _frames(self, slots: np.ndarray, audio: np.ndarray | torch.Tensor, n_new: int | np.ndarray,
-                counted: np.ndarray) -> np.ndarray | torch.Tensor:
+    def _frames(self, slots: np.ndarray, index: slice | np.ndarray, audio: np.ndarray | torch.Tensor,
+                n_new: int | np.ndarray, counted: np.ndarray) -> np.ndarray | torch.Tensor:
         """The slots' `n_new` new frames (an int, or one per row) from their samples `audio` (rows, n_samples, numpy or
-        torch; the returned frames alike). Through the frontend's stream state where it keeps one, in groups of
+        torch; the returned frames alike); `index` is `_step`'s for the slots (a slice when they are the first ones). Through the frontend's stream state where it keeps one, in groups of
         rows alike (as many new frames; a first frame or not); a row with fewer frames than the most ends in zeros,
         which no window reads."""
         if self.frontend_state is None:
@@ -361,8 +361,7 @@ class StreamBank:
             for rows in (members[i : i + size] for i in range(0, len(members), size)):
                 whole = len(rows) == len(slots)
                 at = slice(None) if whole else torch.from_numpy(rows).to(self.device)
-                held = (slice(0, len(slots)) if whole and slots[-1] == len(slots) - 1 and (slots == self._all_slots[: len(slots)]).all()
-                        else torch.from_numpy(slots[rows]).to(self.device))
+                held = index if whole and isinstance(index, slice) else torch.from_numpy(slots[rows]).to(self.device)
                 frames, state = self.frontend.stream(x[at, : (n - 1) * hop + W],
                                                      None if first else [t[held] for t in self.frontend_state],
                                                      session=self._frontend_session)

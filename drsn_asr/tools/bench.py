@@ -251,10 +251,8 @@ def _lockstep(model: LoadedModel, audio: np.ndarray, n_streams: int, n_hops: int
     chunks = np.lib.stride_tricks.sliding_window_view(audio, hop)  # chunks[i] = audio[i : i + hop], no copy
     offsets = np.arange(n_streams, dtype=np.int64) * 104_729  # every stream hears a different part
     latencies, cpu = [], 0.0
-    # Warm-up: three hops (allocations, cuDNN's algorithm choice), after the streams' first frame: a frontend that
-    # streams (the speech embedding) computes a stream's first frame from its whole first window, which streams
-    # started in the same hop all do at once (first_frame_hop_ms reports that hop).
-    first = -(-model.features.window_samples // hop)
+    # Warm-up: three hops (allocations, cuDNN's algorithm choice) after the streams' first frame (reported apart)
+    first = first_frame_hops(model, hop)
     warm_up = first + 3
     first_ms = 0.0
     for i in range(n_hops + warm_up):
@@ -271,6 +269,12 @@ def _lockstep(model: LoadedModel, audio: np.ndarray, n_streams: int, n_hops: int
             latencies.append(time.perf_counter() - t)
             cpu += time.process_time() - c
     return latencies, cpu / n_hops, first_ms
+
+
+def first_frame_hops(model: LoadedModel, hop: int) -> int:
+    """Hops of `hop` samples until a stream's first frame: the hop in which a streaming frontend (the speech
+    embedding) runs its network over a whole window, which streams started together all do at once."""
+    return -(-model.features.window_samples // hop)
 
 
 def _hop_samples(model: LoadedModel, hop_ms: float | None = None) -> int:

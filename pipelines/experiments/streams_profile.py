@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from drsn_asr import load_model  # noqa: E402
-from drsn_asr.tools.bench import _hop_samples, noisy_recording  # noqa: E402
+from drsn_asr.tools.bench import _hop_samples, first_frame_hops, noisy_recording  # noqa: E402
 from drsn_asr.runtime.multistream import MultiStreamRecognizer, _as_float_block  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     hop = _hop_samples(model)
     chunks = np.lib.stride_tricks.sliding_window_view(audio, hop)
     offsets = np.arange(args.streams, dtype=np.int64) * 104_729  # every stream hears a different part
-    warm_up = -(-model.features.window_samples // hop) + 3
+    warm_up = first_frame_hops(model, hop) + 3
     found = {}
     for device_rule in (False, True):
         multi = MultiStreamRecognizer(model, device_rule=device_rule)
