@@ -212,22 +212,26 @@ def test_streamed_frames_equal_the_whole_signals_from_any_split_into_steps(front
     demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # real speech in noise
     audio = torch.from_numpy(np.stack([demo[16000 * 3 : 16000 * 9], demo[16000 * 20 : 16000 * 26]]))
     whole = frontend(audio)
-    hop, window = frontend.hop_samples, frontend.window_samples
+    hop, window, new = frontend.hop_samples, frontend.window_samples, frontend.stream_samples
     frames, state = frontend.stream(audio[:, : 2 * hop + window], None)
     got, made = [frames], 3
+
+    def added(first: int, n: int) -> torch.Tensor:  # the samples frames first .. first + n - 1 add
+        return audio[:, first * hop + window - new : (first + n - 1) * hop + window]
+
     for n in (1, 4, 2, 1, 7, 3, 20):
-        frames, state = frontend.stream(audio[:, made * hop : (made + n - 1) * hop + window], state)
+        frames, state = frontend.stream(added(made, n), state)
         assert frames.shape == (2, 96, n)
         got.append(frames)
         made += n
     got = torch.cat(got, dim=2)
     atol = 1e-5 * whole.abs().max().item()  # conv algorithms differ with the input's length
     assert made < whole.shape[-1] and torch.allclose(got, whole[..., :made], rtol=0, atol=atol)
-    swapped = frontend.stream(audio[:, made * hop : made * hop + window], [t.flip(0) for t in state])[0]
+    swapped = frontend.stream(added(made, 1), [t.flip(0) for t in state])[0]
     assert not torch.allclose(swapped, whole[..., made : made + 1], rtol=0, atol=100 * atol)
     # the same step on ONNX Runtime (what a Recognizer on the CPU uses): the same frames and state
     session = frontend.stream_session(threads=1)
-    step = audio[:, made * hop : (made + 5) * hop + window]
+    step = added(made, 6)
     on_torch, on_onnx = frontend.stream(step, state), frontend.stream(step, state, session=session)
     assert torch.allclose(on_onnx[0], whole[..., made : made + 6], rtol=0, atol=atol)
     assert all(torch.allclose(a, b, rtol=0, atol=atol) for a, b in zip(on_onnx[1], on_torch[1]))
@@ -311,3 +315,16 @@ def test_evaluate_scores_an_embedding_model_and_export_refuses_it_clearly(tmp_pa
     assert result["n_clips"] == 2 and all(p["top1"] in model.labels for p in result["predictions"])
     with pytest.raises(ValueError, match="logmel"):
         export_model(model, tmp_path / "x.onnx")
+
+
+def test_an_stft_that_is_not_a_windowed_dft_is_refused():
+    """The port computes the graph's STFT as an rfft of the windowed frame, which it only is when the kernels are
+    window * cos and window * -sin: anything else must be refused, not approximated."""
+    n_fft = 16
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    phase = 2 * np.pi * torch.outer(torch.arange(n_fft // 2 + 1.0, dtype=torch.float64), torch.arange(n_fft, dtype=torch.float64)) / n_fft
+    real, imag = (window * torch.cos(phase)).float(), (-window * torch.sin(phase)).float()
+    assert torch.allclose(E._stft_window(real, imag), window.float())
+    for bad_real, bad_imag in ((real, -imag), (real.roll(1, dims=1), imag), (real[:-1], imag[:-1])):
+        with pytest.raises(ValueError, match="not a windowed DFT"):
+            E._stft_window(bad_real, bad_imag)

@@ -1,6 +1,7 @@
 """The streaming Recognizer: chunking invariance, detection rule, input rules, callbacks."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,6 +257,33 @@ def test_inference_runs_on_the_recognizers_own_threads_and_the_callers_setting_i
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads must be a positive int"):
             Recognizer(model, threads=bad)
+
+
+def test_a_streamed_embedding_holds_only_the_samples_its_next_frame_reads():
+    """After its first frame (a whole window), a stream of the speech embedding keeps only what its next frame
+    reads (stream_samples) and is due again one hop later; fed a sample short of that, it only buffers."""
+    from drsn_asr.runtime.audio import read_audio
+
+    rec = Recognizer(drsn_asr.load_model("default", device="cpu"))
+    bank = rec._bank
+    hop, window, reads = bank.hop_samples, bank.window_samples, bank.stream_samples
+    assert hop < reads < window
+    x = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")[: 5 * window]
+    due = bank.samples_until_due(0)
+    assert due == window + (bank.hop_frames - 1) * hop
+    rec.feed(x[: due - 1])
+    assert rec.n_classifications == 0
+    rec.feed(x[due - 1 : due])
+    assert rec.n_classifications == 1 and bank.pending_len[0] == reads - hop  # not window - hop
+    fed = due
+    for _ in range(3):
+        nxt = bank.samples_until_due(0)
+        assert nxt == bank.hop_frames * hop
+        rec.feed(x[fed : fed + nxt - 1])
+        assert rec.n_classifications == 1 + _
+        rec.feed(x[fed + nxt - 1 : fed + nxt])
+        fed += nxt
+    assert rec.n_classifications == 4 and rec.time_s == pytest.approx(fed / 16000)
 
 
 def test_feed_buffers_until_a_window_is_due_and_decides_as_if_fed_at_once():

@@ -113,6 +113,18 @@ def _load_graph(path: str):
     return graph, inits, nodes
 
 
+def _stft_window(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+    """The window of an STFT given as real and imaginary DFT kernels (n_bins, n_fft); ValueError unless they are
+    window * cos and window * -sin (to float32 rounding)."""
+    n_bins, n_fft = real.shape
+    window = real[0].double()  # bin 0: cos 0 = 1
+    phase = 2 * np.pi * torch.outer(torch.arange(n_bins, dtype=torch.float64), torch.arange(n_fft, dtype=torch.float64)) / n_fft
+    error = max((real - window * torch.cos(phase)).abs().max().item(), (imag + window * torch.sin(phase)).abs().max().item())
+    if n_bins != n_fft // 2 + 1 or error > 1e-6:
+        raise ValueError(f"{MEL_FILE}: its STFT kernels are not a windowed DFT (error {error:.2g}); the port needs one")
+    return window.float()
+
+
 def _cnn_plan(path: str) -> tuple[list[tuple], list[torch.Tensor]]:
     """Translate embedding_model.onnx, a chain of Conv/LeakyRelu/Max/MaxPool between two Reshapes, into steps."""
     graph, inits, nodes = _load_graph(path)
@@ -154,6 +166,7 @@ class SpeechEmbedding(nn.Module):
 
     hop_samples = EMBEDDING_STEP_MEL_FRAMES * MEL_HOP_SAMPLES  # 1280
     window_samples = (EMBEDDING_WINDOW_MEL_FRAMES - 1) * MEL_HOP_SAMPLES + MEL_FRAME_SAMPLES  # 12512
+    stream_samples = STREAM_SAMPLES  # what a streamed frame reads: the samples of the mel frames it adds
 
     def __init__(self, remove_dc_offset: bool = False):
         super().__init__()
@@ -163,9 +176,11 @@ class SpeechEmbedding(nn.Module):
         stft = next(attrs for node, attrs in nodes if node.op_type == "Conv")
         if list(stft["strides"]) != [MEL_HOP_SAMPLES] or list(stft["kernel_shape"]) != [MEL_FRAME_SAMPLES]:
             raise ValueError(f"{MEL_FILE}: STFT {stft} differs from the hop and frame the port assumes")
-        # Real and imaginary kernels in one (512, 514) matrix: one product per batch instead of two convolutions.
-        dft = torch.cat([inits["0.stft.conv_real.weight"], inits["0.stft.conv_imag.weight"]])[:, 0].T
-        self.register_buffer("dft", dft.contiguous(), persistent=False)
+        # The graph's STFT is two convolutions whose kernels are a window times cos and -sin: the same as an rfft of
+        # the windowed frame, which costs a fraction of the (512, 514) product (a quarter for a batch, and no 1 MB
+        # matrix to fetch through the caches every hop). The window is read from the graph and the kernels checked.
+        window = _stft_window(inits["0.stft.conv_real.weight"][:, 0], inits["0.stft.conv_imag.weight"][:, 0])
+        self.register_buffer("window", window * INT16_SCALE, persistent=False)  # and the int16 scale, folded in
         self.register_buffer("mel_fbank", inits["1.melW"], persistent=False)  # (257, 32)
         self._plan, weights = _cnn_plan(files[EMBEDDING_FILE]["path"])
         self._cnn_names = [f"cnn_{i}" for i in range(len(weights))]
@@ -183,12 +198,11 @@ class SpeechEmbedding(nn.Module):
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         """Audio (B, n_samples) in [-1, 1] → (B, n_mel_frames, 32): melspectrogram.onnx, each frame clamped at
         its own max - 80 dB, then openWakeWord's x/10 + 2."""
-        frames = (audio * INT16_SCALE).unfold(-1, MEL_FRAME_SAMPLES, MEL_HOP_SAMPLES)
+        frames = audio.unfold(-1, MEL_FRAME_SAMPLES, MEL_HOP_SAMPLES)
         if self.remove_dc_offset:  # as the log-mel frontend does: a cheap mic's DC would leak into the low bands
             frames = frames - frames.mean(dim=-1, keepdim=True)
-        spectrum = frames @ self.dft
-        n_bins = self.mel_fbank.shape[0]
-        power = spectrum[..., :n_bins].square() + spectrum[..., n_bins:].square()
+        spectrum = torch.fft.rfft(frames * self.window)
+        power = spectrum.real.square() + spectrum.imag.square()
         db = 10.0 * torch.log10((power @ self.mel_fbank).clamp_min(MEL_AMIN))
         db = torch.maximum(db, db.amax(dim=-1, keepdim=True) - MEL_TOP_DB)
         return db / 10.0 + 2.0
@@ -219,7 +233,7 @@ class SpeechEmbedding(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         batch_shape, n_samples = audio.shape[:-1], audio.shape[-1]
         n_frames = self.n_frames(n_samples)
-        device = self.dft.device
+        device = self.window.device
         with torch.autocast(device.type, enabled=False):
             if n_frames == 0:
                 return torch.zeros(*batch_shape, EMBEDDING_DIM, 0, device=device)
@@ -235,20 +249,21 @@ class SpeechEmbedding(nn.Module):
         """`forward(audio)` for the next frames of streams, (B, n_samples) → ((B, 96, n_frames), state).
 
         `state` is what the call that made the streams' previous frames returned (None for a stream's first
-        frames). With it, `audio` is read only for the mel frames the new windows add (the last
-        STREAM_SAMPLES of the first window, then hop_samples a frame) and each CNN layer only computes its new
+        frames, when `audio` holds whole windows: (n_frames - 1) * hop_samples + window_samples samples). With a
+        state, `audio` holds only the samples the new frames add, (n_frames - 1) * hop_samples + stream_samples:
+        the end of each new window, whose mel frames are new to it. Each CNN layer then only computes its new
         columns, from the last inputs it keeps in the state (its time axis has no padding, and every pool's
         pairs line up with the 8-frame steps): about an eighth of the work of whole windows. The frames equal
         `forward`'s up to float rounding (~1e-6 relative; so do `forward`'s over different lengths). With a
         `session` (`stream_session`, CPU), those columns are computed by ONNX Runtime in one call.
         """
-        n_frames = self.n_frames(audio.shape[-1])
-        used = (n_frames - 1) * self.hop_samples + self.window_samples
-        with torch.autocast(self.dft.device.type, enabled=False):
-            audio = audio.to(self.dft.device, torch.float32)
+        window = self.window_samples if state is None else self.stream_samples
+        n_frames = 0 if audio.shape[-1] < window else 1 + (audio.shape[-1] - window) // self.hop_samples
+        used = (n_frames - 1) * self.hop_samples + window
+        with torch.autocast(self.window.device.type, enabled=False):
+            mel = self.log_mel(audio[:, :used].to(self.window.device, torch.float32)).unsqueeze(1)
             if state is None:
-                return self._cnn_stream(self.log_mel(audio[:, :used]).unsqueeze(1), None)
-            mel = self.log_mel(audio[:, self.window_samples - STREAM_SAMPLES : used]).unsqueeze(1)
+                return self._cnn_stream(mel, None)
             return self._cnn_stream(mel, state) if session is None else session(mel, state)
 
     def stream_session(self, threads: int) -> "StreamSession":

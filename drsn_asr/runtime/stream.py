@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .audio import StreamResampler, float32_and_peak
 from .checkpoint import LoadedModel, load_model
@@ -143,6 +142,14 @@ class StreamBank:
                 _, state = self.frontend.stream(torch.zeros(1, c.window_samples, device=self.device), None)
             self.frontend_state = [torch.zeros(0, *t.shape[1:], device=self.device) for t in state]
         # and on the CPU its streaming step runs on ONNX Runtime where the network does
+        # Once a slot has made its first frame, such a frontend reads only the samples its new frames add
+        # (`stream_samples`, 1632 of the embedding's 12512): the slot keeps no more, so a step copies an eighth.
+        self.stream_samples = self.window_samples
+        if self.frontend_state is not None:
+            self.stream_samples = self.frontend.stream_samples
+            if not self.hop_samples <= self.stream_samples <= self.window_samples:
+                raise ValueError(f"the frontend's stream_samples {self.stream_samples} must lie in [hop_samples "
+                                 f"{self.hop_samples}, window_samples {self.window_samples}]")
         self._frontend_session = None
         if (self.frontend_state is not None and hasattr(self.frontend, "stream_session") and self.device.type == "cpu"
                 and self.backend != "torch" and onnxruntime_available()):
@@ -191,7 +198,15 @@ class StreamBank:
         feed only buffers, so a caller may hold samples back and feed them together at no change in decisions."""
         counted = int(self.n_frames[slot])
         first = (-counted - 1) % self.hop_frames  # the new frame that ends the next window
-        return first * self.hop_samples + self.window_samples - int(self.pending_len[slot])
+        return first * self.hop_samples + self._frame_samples(counted) - int(self.pending_len[slot])
+
+    def _frame_samples(self, counted: int | np.ndarray) -> int | np.ndarray:
+        """The samples a slot's next frame reads, after it has made `counted` frames (per slot for an array):
+        a whole window for its first; only what the frame adds when the frontend streams."""
+        if self.stream_samples == self.window_samples:
+            return self.window_samples
+        return np.where(counted == 0, self.window_samples, self.stream_samples) if isinstance(counted, np.ndarray) \
+            else (self.window_samples if counted == 0 else self.stream_samples)
 
     def time_s(self, slot: int) -> float:
         """Stream time covered by the slot's frames so far."""
@@ -252,19 +267,25 @@ class StreamBank:
         prefix = slots[0] == 0 if n == 1 else bool(slots[0] == 0 and slots[-1] == n - 1 and (slots == self._all_slots[:n]).all())
         index = slice(0, n) if prefix else slots  # slices read views, index arrays copy
         # Uniform steps (one stream; or streams fed in lockstep) line up: every row has the same number of pending
-        # and new samples and its windows at the same columns, so scalars and slices do what arrays and gathers do.
-        if n == 1 or bool((have == have[0]).all() and (taken == taken[0]).all() and ((counted - counted[0]) % self.hop_frames == 0).all()):
+        # and new samples, reads as many per frame, and has its windows at the same columns, so scalars and slices
+        # do what arrays and gathers do.
+        if n == 1 or bool((have == have[0]).all() and (taken == taken[0]).all() and ((counted == 0) == (counted[0] == 0)).all()
+                          and ((counted - counted[0]) % self.hop_frames == 0).all()):
             return self._step_uniform(slots, index, piece, int(have[0]), int(taken[0]), counted)
         return self._step_ragged(slots, index, piece, have, taken, counted)
 
     def _step_uniform(self, slots: np.ndarray, index: slice | np.ndarray, piece: torch.Tensor, have: int, taken: int,
                       counted: np.ndarray) -> list[tuple[int, Detection]]:
-        T, h, hop, W = self.window_frames, self.hop_frames, self.hop_samples, self.window_samples
+        T, h, hop = self.window_frames, self.hop_frames, self.hop_samples
+        W = self._frame_samples(int(counted[0]))  # the samples a frame reads
         total = have + taken
         n_new = max(total - W + hop, 0) // hop  # complete frames among the pending and new samples
         first = (-int(counted[0]) - 1) % h  # index among the new frames of the first window's last frame
         n_due = max(n_new - first + h - 1, 0) // h
-        self.pending_len[index] = total - n_new * hop  # samples of frames not yet complete (< W)
+        # samples the next frame reads begin here: after a first frame, only what it will add
+        keep = n_new * hop + (self.window_samples - self.stream_samples if counted[0] == 0 and n_new else 0)
+        rest = total - keep  # (< W)
+        self.pending_len[index] = rest
         self.n_frames[index] = counted + n_new
         rounds = [(None, first + r * h) for r in range(n_due)]
         if self.device.type == "cpu":
@@ -272,7 +293,7 @@ class StreamBank:
             # a live hop's bookkeeping (the state tensors share their memory with these arrays)
             pending, tail = self.pending.numpy(), self.tail.numpy()
             buffer = np.concatenate([pending[index, :have], piece.numpy()[:, :taken]], axis=1)
-            pending[index, : total - n_new * hop] = buffer[:, n_new * hop :]  # (columns past pending_len: never read)
+            pending[index, :rest] = buffer[:, keep:]  # (columns past pending_len: never read)
             if n_new == 0:
                 return []
             history = np.concatenate([tail[index], self._frames(slots, index, buffer[:, : (n_new - 1) * hop + W], n_new, counted)], axis=2)
@@ -288,7 +309,7 @@ class StreamBank:
         rows = index if isinstance(index, slice) else torch.from_numpy(index).to(self.device)
         # 1. samples: the slots' pending samples followed by their new ones
         buffer = torch.cat([self.pending[rows, :have], piece[:, :taken]], dim=1)
-        self._write("pending", rows, F.pad(buffer[:, n_new * hop :], (0, W - 1 - (total - n_new * hop))))
+        self.pending[rows, :rest] = buffer[:, keep:]  # (columns past pending_len: never read)
         if n_new == 0:
             return []
         # 2. frames: the slots' last window_frames - 1 frames followed by their new ones
@@ -308,20 +329,23 @@ class StreamBank:
                      taken: np.ndarray, counted: np.ndarray) -> list[tuple[int, Detection]]:
         dev, T, h, hop, W = self.device, self.window_frames, self.hop_frames, self.hop_samples, self.window_samples
         total = have + taken
-        n_new = np.maximum(total - W + hop, 0) // hop
+        n_new = np.maximum(total - self._frame_samples(counted) + hop, 0) // hop
         first = (-counted - 1) % h
         n_due = np.maximum(n_new - first + h - 1, 0) // h
-        self.pending_len[index] = total - n_new * hop
+        keep = n_new * hop + np.where((counted == 0) & (n_new > 0), W - self.stream_samples, 0)  # as _step_uniform's
+        rest = total - keep
+        self.pending_len[index] = rest
         self.n_frames[index] = counted + n_new
         rows = index if isinstance(index, slice) else torch.from_numpy(index).to(dev)
         # 1. samples, row by row at its own offset (columns past a row's new samples hold padding: never read)
-        width = max(W - 1, int(have.max()) + piece.shape[1])
+        held = int(have.max())
+        width = held + piece.shape[1]
         buffer = piece.new_zeros(len(slots), width)
-        buffer[:, : W - 1] = self.pending[rows]
+        buffer[:, :held] = self.pending[rows, :held]
         columns = torch.from_numpy(have).to(dev)[:, None] + torch.arange(piece.shape[1], device=dev)
         buffer.scatter_(1, columns, piece)
-        columns = torch.from_numpy(n_new * hop).to(dev)[:, None] + torch.arange(W - 1, device=dev)
-        self._write("pending", rows, buffer.gather(1, columns.clamp_(max=width - 1)))
+        columns = torch.from_numpy(keep).to(dev)[:, None] + torch.arange(int(rest.max()), device=dev)
+        self.pending[rows, : columns.shape[1]] = buffer.gather(1, columns.clamp_(max=width - 1))
         n_max = int(n_new.max())
         if n_max == 0:
             return []
@@ -349,7 +373,7 @@ class StreamBank:
         x = torch.from_numpy(audio) if isinstance(audio, np.ndarray) else audio
         n_new = np.broadcast_to(np.asarray(n_new, np.int64), len(slots))
         n_max = int(n_new.max())
-        hop, W = self.hop_samples, self.window_samples
+        hop = self.hop_samples
         groups = n_new * 2 + (counted == 0)
         out = None
         for group in np.unique(groups[n_new > 0]).tolist():
@@ -362,7 +386,7 @@ class StreamBank:
                 whole = len(rows) == len(slots)
                 at = slice(None) if whole else torch.from_numpy(rows).to(self.device)
                 held = index if whole and isinstance(index, slice) else torch.from_numpy(slots[rows]).to(self.device)
-                frames, state = self.frontend.stream(x[at, : (n - 1) * hop + W],
+                frames, state = self.frontend.stream(x[at, : (n - 1) * hop + (self.window_samples if first else self.stream_samples)],
                                                      None if first else [t[held] for t in self.frontend_state],
                                                      session=self._frontend_session)
                 for t, new in zip(self.frontend_state, state):
