@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def test_quick_bench_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
@@ -22,6 +24,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
                  "rtf_naive_cpu1", "offline_cpu_audio_h_per_h", "offline_cpu1_audio_h_per_h", "train_cpu_clips_per_s",
                  "streams_cpu", "streams_cpu_by_cpu_time", "state_kb_per_stream", "forward_onnx_b1_us",
                  "rtf_torch_backend_cpu1", "rtf_live_cpu1_other_hop", "server_clients_cpu", "feed_buffering_us",
+                 *(f"hop_{part}_us" for part in ("whole", "frontend", "network", "rule", "rest")),
                  *(f"rtf_chunk{ms}_{way}_{load}" for ms in (10, 20, 32, 100) for load in ("idle", "loaded")
                    for way in ("defaults", "pinned", "torch_threads"))):
         assert name in figures, name
@@ -37,6 +40,11 @@ def test_quick_bench_reports_every_figure(tmp_path):
     # streams are timed once they have made their first frame; that hop is reported apart
     assert all(t["first_frame_hop_ms"] > 0 for t in figures["streams_cpu"]["search"]["tried"].values())
     assert all(v > 0 for v in result["ratios"].values())
+    # a hop's parts are timed apart, and the frontend's share is said: parts of the whole, none of them nothing
+    parts = [figures[f"hop_{part}_us"]["value"] for part in ("frontend", "network", "rule", "rest")]
+    assert sum(parts) == pytest.approx(figures["hop_whole_us"]["value"])
+    assert 0 < result["ratios"]["frontend_share_of_hop"] < 1
+    assert result["ratios"]["rtf_without_frontend_over_target"] < result["ratios"]["rtf_over_target"]
     assert "torch_backend_over_default" in result["ratios"]
     assert result["settings"]["backend"] == "OnnxNet"  # the default model's network, folded, on ONNX Runtime
     assert result["command"].startswith("drsn-asr bench --quick")

@@ -5,6 +5,9 @@ are done once or `repeats - 1` times, as each already interleaves thousands of h
 - single stream, CPU, 1 thread, fed one hop per chunk like a microphone (the hop the model carries, else 50 ms):
   real-time factor (processing time ÷ audio time) on a long noisy recording, per-hop latency p50/p99, peak
   memory; the same fed 30 s blocks (a file); and the real-time factor at the other common hop (50 or 100 ms);
+- where a live hop's CPU time goes: the frontend (its new frames), the network, the decision rule and the rest,
+  with the frontend's share and what the real-time factor would be without it (÷ the target): how much a
+  costlier frontend (the speech embedding's) adds;
 - baselines on the same audio in the same run: the naive path (log-mel of the whole window recomputed every
   hop), the model as a plain nn.Module instead of its folded inference form, and CMU PocketSphinx in grammar
   mode over the same words (when the `pocketsphinx` package is installed);
@@ -130,6 +133,35 @@ def live_stream(model: LoadedModel, audio: np.ndarray, chunk: int, **options: An
     wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
     seconds = len(audio) / model.features.sample_rate
     return {"rtf": wall / seconds, "rtf_cpu": cpu / seconds, "latencies": latencies, "detections": detections}
+
+
+def hop_parts(model: LoadedModel, audio: np.ndarray, chunk: int, **options: Any) -> dict[str, float]:
+    """Where a live hop's CPU time goes: a Recognizer(model, **options) fed `audio` in `chunk`-sample pieces, with timers
+    (this thread's CPU time) around its bank's new frames (the frontend: log-mel, or the speech embedding's
+    streamed CNN), its network and its decision rule; µs per `chunk`, the rest being bookkeeping. The timers are
+    set on this recognizer's own objects, and add a little time of their own."""
+    rec = Recognizer(model, **options)
+    bank = rec._bank
+    spent = {"frontend": 0.0, "network": 0.0, "rule": 0.0}
+
+    def timed(part: str, method: Callable) -> Callable:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[part] += time.thread_time() - t
+        return run
+
+    bank._frames, bank._classify = timed("frontend", bank._frames), timed("network", bank._classify)
+    bank.rule.step = timed("rule", bank.rule.step)
+    t = time.thread_time()
+    for start in range(0, len(audio), chunk):
+        rec.feed(audio[start : start + chunk])
+    whole = time.thread_time() - t
+    n_hops = len(audio) / chunk
+    parts = {part: seconds / n_hops * 1e6 for part, seconds in spent.items()}
+    return {"whole": whole / n_hops * 1e6, **parts, "rest": (whole - sum(spent.values())) / n_hops * 1e6}
 
 
 class _NaivePath:
@@ -579,6 +611,16 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
             fig["hop_latency_p99_ms"] = _figure(latency["p99"] * 1000, "ms")
             fig["peak_rss_mb"] = _figure(_peak_rss_mb(), "MB", "whole process (torch included) after the single-stream runs")
             fig["state_kb_per_stream"] = _figure(_state_bytes(Recognizer(cpu_model)) / 1024, "KiB", "a stream's own state")
+            say(f"where a {hop_ms:g} ms hop goes, CPU 1 thread")
+            parts = [hop_parts(cpu_model, audio[: 60 * cpu_model.features.sample_rate], hop) for _ in range(repeats)]
+            for part, what in (("whole", "a whole hop"), ("frontend", "its new frames (the frontend)"),
+                               ("network", "the network"), ("rule", "the decision rule"), ("rest", "the rest (bookkeeping)")):
+                fig[f"hop_{part}_us"] = _figure(np.median([p[part] for p in parts]), "µs", f"{what}, CPU time, 60 s fed "
+                                                f"{hop_ms:g} ms chunks, timers around each part")
+            ratio["frontend_share_of_hop"] = fig["hop_frontend_us"]["value"] / fig["hop_whole_us"]["value"]
+            # what the model would cost if its frontend were free: how far the frontend alone keeps it from the target
+            ratio["rtf_without_frontend_over_target"] = (fig["hop_whole_us"]["value"] - fig["hop_frontend_us"]["value"]) \
+                / (hop_ms * 1000) / TARGET_RTF
             say("single stream, CPU, 1 thread, 30 s blocks")
             block = [live_stream(cpu_model, audio, 30 * 16000) for _ in range(repeats)]
             fig["rtf_file_cpu1"] = _figure(np.median([r["rtf"] for r in block]), "", "Recognizer fed 30 s blocks (transcribe's way)")
@@ -719,6 +761,11 @@ ROWS = [  # (figure, label, format)
     ("rtf_file_cpu1", "Real-time factor, 1 stream, CPU 1 thread, 30 s blocks", "{:.4f}"),
     ("hop_latency_p50_ms", "Hop latency p50 (ms)", "{:.2f}"),
     ("hop_latency_p99_ms", "Hop latency p99 (ms)", "{:.2f}"),
+    ("hop_whole_us", "A {hop} ms hop, CPU time (µs; timers on)", "{:.0f}"),
+    ("hop_frontend_us", "  its new frames: the frontend (µs)", "{:.0f}"),
+    ("hop_network_us", "  the network (µs)", "{:.0f}"),
+    ("hop_rule_us", "  the decision rule (µs)", "{:.0f}"),
+    ("hop_rest_us", "  the rest: bookkeeping (µs)", "{:.0f}"),
     ("peak_rss_mb", "Peak memory, whole process (MB)", "{:.0f}"),
     ("state_kb_per_stream", "State per stream (KiB)", "{:.1f}"),
     ("rtf_paired_incremental", "Paired run: Recognizer, RTF", "{:.4f}"),
@@ -776,6 +823,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append("")
     names = {
         "rtf_over_target": f"RTF ÷ target {TARGET_RTF}",
+        "frontend_share_of_hop": "frontend ÷ whole hop (CPU time)",
+        "rtf_without_frontend_over_target": f"RTF without the frontend's time ÷ target {TARGET_RTF}",
         "naive_over_incremental": "naive ÷ incremental (paired, CPU time)",
         "pocketsphinx_over_drsn": "PocketSphinx ÷ drsn-asr (paired, CPU time)",
         "forward_module_over_folded_b1": "nn.Module ÷ folded, batch 1",

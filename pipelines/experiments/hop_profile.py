@@ -30,10 +30,9 @@ sys.path.insert(0, str(REPO))
 
 from drsn_asr import Recognizer, load_model  # noqa: E402
 from drsn_asr.runtime.audio import read_audio  # noqa: E402
-from drsn_asr.runtime.decision import DecisionRule  # noqa: E402
 from drsn_asr.runtime.inference import FoldedNet, OnnxNet  # noqa: E402
 from drsn_asr.runtime.model import KeywordNet, count_parameters  # noqa: E402
-from drsn_asr.runtime.stream import StreamBank  # noqa: E402
+from drsn_asr.tools.bench import hop_parts  # noqa: E402
 
 CANDIDATES = {  # name: ModelConfig fields changed from the shipped default's architecture
     "default": {},
@@ -43,19 +42,6 @@ CANDIDATES = {  # name: ModelConfig fields changed from the shipped default's ar
     "stem 8, stages [16, 40, 64]": {"stem_channels": 8, "stage_channels": (16, 40, 64)},
     "stages [24, 48, 80], blocks [1, 1, 2] (trial W)": {"stage_channels": (24, 48, 80), "stage_blocks": (1, 1, 2)},
 }
-
-
-def _timed(owner: type, name: str, totals: dict[str, float]) -> None:
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        t = time.thread_time()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            totals[name] = totals.get(name, 0.0) + time.thread_time() - t
-
-    setattr(owner, name, wrapper)
 
 
 def per_hop_us(rec: Recognizer, audio: np.ndarray, chunk: int, probs=None) -> float:
@@ -92,23 +78,18 @@ def main() -> None:
     rec = Recognizer(load_model(device="cpu"), **({} if args.hop_ms is None else {"hop_ms": args.hop_ms}))
     hop_ms = rec.config.hop_ms
     chunk = round(hop_ms * 16000 / 1000)
-    n_hops = len(audio) / chunk
 
     whole = per_hop_us(rec, audio, chunk)
-    totals: dict[str, float] = {}
-    for owner, name in ((StreamBank, "_classify"), (StreamBank, "_frames"), (DecisionRule, "step")):
-        _timed(owner, name, totals)
-    timed = per_hop_us(rec, audio, chunk)
-    parts = {name: totals.get(name, 0.0) / n_hops * 1e6 for name in ("_classify", "_frames", "step")}
+    parts = hop_parts(rec.model, audio, chunk, **({} if args.hop_ms is None else {"hop_ms": args.hop_ms}))
     constant = np.full((1, len(rec.labels)), 1 / len(rec.labels), np.float32)
     free_model = per_hop_us(rec, audio, chunk, probs=lambda windows: np.repeat(constant, len(windows), axis=0))
 
     print(f"per {hop_ms:g} ms hop, CPU 1 thread ({args.seconds:.0f} s of audio, {type(rec._bank.forward).__name__}):")
-    print(f"  whole feed               {whole:6.0f} µs   (with timers: {timed:.0f})")
-    print(f"  network                  {parts['_classify']:6.0f} µs")
-    print(f"  frontend: the new frames {parts['_frames']:6.0f} µs")
-    print(f"  decision rule            {parts['step']:6.0f} µs")
-    print(f"  the rest (bookkeeping)   {timed - sum(parts.values()):6.0f} µs")
+    print(f"  whole feed               {whole:6.0f} µs   (with timers: {parts['whole']:.0f})")
+    print(f"  network                  {parts['network']:6.0f} µs")
+    print(f"  frontend: the new frames {parts['frontend']:6.0f} µs")
+    print(f"  decision rule            {parts['rule']:6.0f} µs")
+    print(f"  the rest (bookkeeping)   {parts['rest']:6.0f} µs")
     print(f"  network replaced by a constant: {free_model:.0f} µs per hop")
     print("forward on ONNX Runtime, batch 1 (untrained weights: the cost, not the accuracy):")
     shipped = rec.model.net
