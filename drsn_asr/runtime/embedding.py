@@ -203,9 +203,9 @@ class SpeechEmbedding(nn.Module):
             frames = frames - frames.mean(dim=-1, keepdim=True)
         spectrum = torch.fft.rfft(frames * self.window)
         power = spectrum.real.square() + spectrum.imag.square()
-        db = 10.0 * torch.log10((power @ self.mel_fbank).clamp_min(MEL_AMIN))
-        db = torch.maximum(db, db.amax(dim=-1, keepdim=True) - MEL_TOP_DB)
-        return db / 10.0 + 2.0
+        # dB / 10 + 2 with the clamp at max - 80 dB is log10 clamped at max - 8, plus 2: two ops fewer a hop
+        bels = torch.log10((power @ self.mel_fbank).clamp_min(MEL_AMIN))
+        return torch.maximum(bels, bels.amax(dim=-1, keepdim=True) - MEL_TOP_DB / 10) + 2.0
 
     def cnn(self, mel: torch.Tensor) -> torch.Tensor:
         """Mel (B, n_mel_frames, 32) → (B, 96, n_frames), with frame i from mel frames [8i, 8i + 76)."""

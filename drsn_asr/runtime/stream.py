@@ -371,26 +371,37 @@ class StreamBank:
         if self.frontend_state is None:
             return self.frontend.numpy(audio) if isinstance(audio, np.ndarray) else self.frontend(audio)
         x = torch.from_numpy(audio) if isinstance(audio, np.ndarray) else audio
-        n_new = np.broadcast_to(np.asarray(n_new, np.int64), len(slots))
-        n_max = int(n_new.max())
         hop = self.hop_samples
-        groups = n_new * 2 + (counted == 0)
+        if np.ndim(n_new) == 0:  # a uniform step: one group, every row (most hops; cheaper to say than to find)
+            groups = [(int(n_new), bool(counted[0] == 0), None)]
+        else:
+            keys = n_new * 2 + (counted == 0)
+            groups = [(key // 2, bool(key % 2), np.flatnonzero(keys == key)) for key in np.unique(keys[n_new > 0]).tolist()]
+        n_max = max(n for n, _, _ in groups)
         out = None
-        for group in np.unique(groups[n_new > 0]).tolist():
-            n, first = group // 2, bool(group % 2)
-            members = np.flatnonzero(groups == group)
+        for n, first, members in groups:
             # first frames run the network over whole windows: at most max_batch_windows rows at a time bounds
             # their activations (thousands of streams that start together on a GPU)
-            size = self.max_batch_windows if first else len(members)
-            for rows in (members[i : i + size] for i in range(0, len(members), size)):
-                whole = len(rows) == len(slots)
+            if members is None and (not first or len(slots) <= self.max_batch_windows):
+                parts = [None]  # every row
+            else:
+                members = np.arange(len(slots)) if members is None else members
+                size = self.max_batch_windows if first else len(members)
+                parts = [members[i : i + size] for i in range(0, len(members), size)]
+            for rows in parts:
+                whole = rows is None or len(rows) == len(slots)
                 at = slice(None) if whole else torch.from_numpy(rows).to(self.device)
-                held = index if whole and isinstance(index, slice) else torch.from_numpy(slots[rows]).to(self.device)
+                held = index if whole and isinstance(index, slice) else \
+                    torch.from_numpy(slots if rows is None else slots[rows]).to(self.device)
+                every_slot = isinstance(held, slice) and held.stop == self.capacity  # no gather, no scatter
+                state = None if first else self.frontend_state if every_slot else [t[held] for t in self.frontend_state]
                 frames, state = self.frontend.stream(x[at, : (n - 1) * hop + (self.window_samples if first else self.stream_samples)],
-                                                     None if first else [t[held] for t in self.frontend_state],
-                                                     session=self._frontend_session)
-                for t, new in zip(self.frontend_state, state):
-                    t[held] = new
+                                                     state, session=self._frontend_session)
+                if every_slot:
+                    self.frontend_state = list(state)
+                else:
+                    for t, new in zip(self.frontend_state, state):
+                        t[held] = new
                 if whole and n == n_max:
                     out = frames
                 else:
