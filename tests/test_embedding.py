@@ -229,12 +229,16 @@ def test_streamed_frames_equal_the_whole_signals_from_any_split_into_steps(front
     assert made < whole.shape[-1] and torch.allclose(got, whole[..., :made], rtol=0, atol=atol)
     swapped = frontend.stream(added(made, 1), [t.flip(0) for t in state])[0]
     assert not torch.allclose(swapped, whole[..., made : made + 1], rtol=0, atol=100 * atol)
-    # the same step on ONNX Runtime (what a Recognizer on the CPU uses): the same frames and state
+    # the same steps on ONNX Runtime (what a Recognizer on the CPU uses): the same frames and state, first frames too
     session = frontend.stream_session(threads=1)
     step = added(made, 6)
     on_torch, on_onnx = frontend.stream(step, state), frontend.stream(step, state, session=session)
     assert torch.allclose(on_onnx[0], whole[..., made : made + 6], rtol=0, atol=atol)
     assert all(torch.allclose(a, b, rtol=0, atol=atol) for a, b in zip(on_onnx[1], on_torch[1]))
+    first_torch = frontend.stream(audio[:, : 2 * hop + window], None)
+    first_onnx = frontend.stream(audio[:, : 2 * hop + window], None, session=session)
+    assert torch.allclose(first_onnx[0], whole[..., :3], rtol=0, atol=atol)
+    assert all(torch.allclose(a, b, rtol=0, atol=atol) for a, b in zip(first_onnx[1], first_torch[1]))
 
 
 @pytest.mark.cuda

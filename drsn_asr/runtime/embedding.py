@@ -255,19 +255,18 @@ class SpeechEmbedding(nn.Module):
         columns, from the last inputs it keeps in the state (its time axis has no padding, and every pool's
         pairs line up with the 8-frame steps): about an eighth of the work of whole windows. The frames equal
         `forward`'s up to float rounding (~1e-6 relative; so do `forward`'s over different lengths). With a
-        `session` (`stream_session`, CPU), those columns are computed by ONNX Runtime in one call.
+        `session` (`stream_session`, CPU), the network runs on ONNX Runtime in one call, first frames too.
         """
         window = self.window_samples if state is None else self.stream_samples
         n_frames = 0 if audio.shape[-1] < window else 1 + (audio.shape[-1] - window) // self.hop_samples
         used = (n_frames - 1) * self.hop_samples + window
         with torch.autocast(self.window.device.type, enabled=False):
             mel = self.log_mel(audio[:, :used].to(self.window.device, torch.float32)).unsqueeze(1)
-            if state is None:
-                return self._cnn_stream(mel, None)
             return self._cnn_stream(mel, state) if session is None else session(mel, state)
 
     def stream_session(self, threads: int) -> "StreamSession":
-        """The CNN's streaming step as one ONNX Runtime session on `threads` intra-op threads (for `stream`)."""
+        """The CNN's streaming step, and its first frames, as ONNX Runtime sessions on `threads` intra-op threads
+        (for `stream`)."""
         return StreamSession(self, threads)
 
     def _cnn_stream(self, x: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -308,26 +307,33 @@ class SpeechEmbedding(nn.Module):
 
 
 class StreamSession:
-    """`SpeechEmbedding._cnn_stream` (with a state) as one ONNX Runtime graph on the CPU: ~20 small convolutions in
-    one native call instead of ~80 torch dispatches (2.3x less time a frame at batch 1). The graph is built node by
-    node from the frontend's plan: Concat of each kept state and the new columns, a Slice of the last ones as the
-    new state, then the layer; pools as MaxPool (their time pairs line up, as in `_cnn_stream`)."""
+    """`SpeechEmbedding._cnn_stream` as ONNX Runtime graphs on the CPU: ~20 small convolutions in one native call
+    instead of ~80 torch dispatches (2.3x less time a frame at batch 1). Two graphs, built node by node from the
+    frontend's plan: one continues a state (a Concat of each kept state and the new columns, a Slice of the last
+    ones as the new state, then the layer), the other starts from a stream's first window (only the Slices); pools
+    as MaxPool (their time pairs line up, as in `_cnn_stream`)."""
 
     def __init__(self, frontend: SpeechEmbedding, threads: int):
+        self.states: list[str] = []
+        self.session = self._session(frontend, threads, continued=True)
+        self.first_session = self._session(frontend, threads, continued=False)
+
+    def _session(self, frontend: SpeechEmbedding, threads: int, continued: bool):
         from .inference import GraphBuilder, cpu_session
 
         g = GraphBuilder()
         const, op = g.const, g.op
-        x, self.states = "mel", []
+        x, states = "mel", []
         buffers = (getattr(frontend, name).detach().cpu().numpy() for name in frontend._cnn_names)
         for step in frontend._plan:
             if step[0] == "conv":
                 weight = next(buffers)
                 look_back = weight.shape[2] - 1
                 if look_back:
-                    name = f"state{len(self.states)}"
-                    self.states.append(name)
-                    x = op("Concat", name, x, axis=2)
+                    name = f"state{len(states)}"
+                    states.append(name)
+                    if continued:
+                        x = op("Concat", name, x, axis=2)
                     op("Slice", x, const(np.array([-look_back])), const(np.array([1 << 30])), const(np.array([2])),
                        out=f"new_{name}")
                 inputs = [x, const(weight)] + ([const(next(buffers))] if step[1] else [])
@@ -339,13 +345,18 @@ class StreamSession:
             else:
                 x = op("MaxPool", x, kernel_shape=list(step[1]), strides=list(step[1]))
         op("Squeeze", x, const(np.array([3])), out="frames")
-        model = g.model("speech_embedding_stream", [("mel", None), *((n, None) for n in self.states)],
-                        [("frames", None), *((f"new_{n}", None) for n in self.states)])
-        self.session = cpu_session(model, threads)
+        self.states = states
+        model = g.model("speech_embedding_stream", [("mel", None), *((n, None) for n in states if continued)],
+                        [("frames", None), *((f"new_{n}", None) for n in states)])
+        return cpu_session(model, threads)
 
-    def __call__(self, mel: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """New mel columns (B, 1, time, 32) and the state they continue → (frames (B, 96, n), new state)."""
+    def __call__(self, mel: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mel columns (B, 1, time, 32) and the state they continue (None: they are the stream's first windows)
+        → (frames (B, 96, n), new state)."""
         feeds = {"mel": np.ascontiguousarray(mel.numpy())}
-        feeds.update((name, np.ascontiguousarray(t.numpy())) for name, t in zip(self.states, state))
-        frames, *new = self.session.run(None, feeds)
+        if state is None:
+            frames, *new = self.first_session.run(None, feeds)
+        else:
+            feeds.update((name, np.ascontiguousarray(t.numpy())) for name, t in zip(self.states, state))
+            frames, *new = self.session.run(None, feeds)
         return torch.from_numpy(frames), [torch.from_numpy(t) for t in new]
