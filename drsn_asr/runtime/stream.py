@@ -141,7 +141,6 @@ class StreamBank:
             with torch.inference_mode():
                 _, state = self.frontend.stream(torch.zeros(1, c.window_samples, device=self.device), None)
             self.frontend_state = [torch.zeros(0, *t.shape[1:], device=self.device) for t in state]
-        # and on the CPU its streaming step runs on ONNX Runtime where the network does
         # Once a slot has made its first frame, such a frontend reads only the samples its new frames add
         # (`stream_samples`, 1632 of the embedding's 12512): the slot keeps no more, so a step copies an eighth.
         self.stream_samples = self.window_samples
@@ -150,6 +149,7 @@ class StreamBank:
             if not self.hop_samples <= self.stream_samples <= self.window_samples:
                 raise ValueError(f"the frontend's stream_samples {self.stream_samples} must lie in [hop_samples "
                                  f"{self.hop_samples}, window_samples {self.window_samples}]")
+        # and on the CPU its streaming step runs on ONNX Runtime where the network does
         self._frontend_session = None
         if (self.frontend_state is not None and hasattr(self.frontend, "stream_session") and self.device.type == "cpu"
                 and self.backend != "torch" and onnxruntime_available()):

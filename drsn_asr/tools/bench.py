@@ -434,21 +434,23 @@ def chunk_costs(model: LoadedModel, audio: np.ndarray, repeats: int) -> dict[str
     """Wall-clock real-time factor of one Recognizer fed `audio` in 10, 20, 32 and 100 ms chunks, three ways:
     "defaults" (nothing set by the caller: torch's own thread count, the Recognizer's own threads), "pinned" (the
     caller pinned torch to one thread, as the other figures do) and "torch_threads" (Recognizer(threads=None):
-    inference on torch's default thread count, the behaviour before the library chose its own)."""
+    inference on torch's default thread count, the behaviour before the library chose its own). Each repeat
+    measures every chunk size and way in turn, so that a machine whose speed drifts over minutes (a shared host)
+    shifts all of them alike instead of the ones measured last; the median of the repeats is reported."""
     default_threads = torch.get_num_threads()
-    out: dict[str, dict[str, float]] = {}
-    for ms in CHUNKS_MS:
-        chunk = round(ms * model.features.sample_rate / 1000)
-        for way in ("defaults", "pinned", "torch_threads"):
-            try:
-                if way == "pinned":
-                    torch.set_num_threads(1)
-                options = {"threads": None} if way == "torch_threads" else {}
-                out.setdefault(way, {})[str(ms)] = float(np.median(
-                    [live_stream(model, audio, chunk, **options)["rtf"] for _ in range(repeats)]))
-            finally:
-                torch.set_num_threads(default_threads)
-    return out
+    runs: dict[str, dict[str, list[float]]] = {}
+    for _ in range(repeats):
+        for ms in CHUNKS_MS:
+            chunk = round(ms * model.features.sample_rate / 1000)
+            for way in ("defaults", "pinned", "torch_threads"):
+                try:
+                    if way == "pinned":
+                        torch.set_num_threads(1)
+                    options = {"threads": None} if way == "torch_threads" else {}
+                    runs.setdefault(way, {}).setdefault(str(ms), []).append(live_stream(model, audio, chunk, **options)["rtf"])
+                finally:
+                    torch.set_num_threads(default_threads)
+    return {way: {ms: float(np.median(values)) for ms, values in by_chunk.items()} for way, by_chunk in runs.items()}
 
 
 def buffering_feed_us(model: LoadedModel, audio: np.ndarray) -> float:
