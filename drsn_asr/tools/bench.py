@@ -136,8 +136,8 @@ def live_stream(model: LoadedModel, audio: np.ndarray, chunk: int, **options: An
 
 
 def hop_parts(model: LoadedModel, audio: np.ndarray, chunk: int, **options: Any) -> dict[str, float]:
-    """Where a live hop's CPU time goes: a Recognizer(model, **options) fed `audio` in `chunk`-sample pieces, with timers
-    (this thread's CPU time) around its bank's new frames (the frontend: log-mel, or the speech embedding's
+    """Where a live hop's CPU time goes: a Recognizer(model, **options) fed `audio` in `chunk`-sample pieces, with
+    timers (this thread's CPU time) around its bank's new frames (the frontend: log-mel, or the speech embedding's
     streamed CNN), its network and its decision rule; µs per `chunk`, the rest being bookkeeping. The timers are
     set on this recognizer's own objects, and add a little time of their own."""
     rec = Recognizer(model, **options)
