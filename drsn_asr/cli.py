@@ -581,8 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-streams", type=int, default=None,
                    help="concurrent audio streams served; more are refused with an 'overloaded' error event "
-                        "(default: what a 2-core host serves in real time for the model: 300 log-mel, 160 embedding; "
-                        "measure yours with drsn-asr bench)")
+                        "(default: what a 2-core host served in real time with the model's frontend, printed when "
+                        "the server starts; measure yours with drsn-asr bench)")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads of the inference thread (default 1; 0 = torch's default)")
     p.set_defaults(func=_cmd_serve)
