@@ -203,10 +203,12 @@ class StreamBank:
     def _frame_samples(self, counted: int | np.ndarray) -> int | np.ndarray:
         """The samples a slot's next frame reads, after it has made `counted` frames (per slot for an array):
         a whole window for its first; only what the frame adds when the frontend streams."""
-        if self.stream_samples == self.window_samples:
-            return self.window_samples
-        return np.where(counted == 0, self.window_samples, self.stream_samples) if isinstance(counted, np.ndarray) \
-            else (self.window_samples if counted == 0 else self.stream_samples)
+        return self.stream_samples + (self.window_samples - self.stream_samples) * (counted == 0)
+
+    def _kept_from(self, n_new: int | np.ndarray, counted: int | np.ndarray) -> int | np.ndarray:
+        """Where, in a step's samples, those the slot's next frame reads begin, after `n_new` new frames: one hop
+        a frame, and after a first frame only what the next one adds (per slot for arrays)."""
+        return n_new * self.hop_samples + (self.window_samples - self.stream_samples) * ((counted == 0) & (n_new > 0))
 
     def time_s(self, slot: int) -> float:
         """Stream time covered by the slot's frames so far."""
@@ -282,8 +284,7 @@ class StreamBank:
         n_new = max(total - W + hop, 0) // hop  # complete frames among the pending and new samples
         first = (-int(counted[0]) - 1) % h  # index among the new frames of the first window's last frame
         n_due = max(n_new - first + h - 1, 0) // h
-        # samples the next frame reads begin here: after a first frame, only what it will add
-        keep = n_new * hop + (self.window_samples - self.stream_samples if counted[0] == 0 and n_new else 0)
+        keep = self._kept_from(n_new, int(counted[0]))
         rest = total - keep  # (< W)
         self.pending_len[index] = rest
         self.n_frames[index] = counted + n_new
@@ -332,7 +333,7 @@ class StreamBank:
         n_new = np.maximum(total - self._frame_samples(counted) + hop, 0) // hop
         first = (-counted - 1) % h
         n_due = np.maximum(n_new - first + h - 1, 0) // h
-        keep = n_new * hop + np.where((counted == 0) & (n_new > 0), W - self.stream_samples, 0)  # as _step_uniform's
+        keep = self._kept_from(n_new, counted)
         rest = total - keep
         self.pending_len[index] = rest
         self.n_frames[index] = counted + n_new
@@ -365,9 +366,9 @@ class StreamBank:
     def _frames(self, slots: np.ndarray, index: slice | np.ndarray, audio: np.ndarray | torch.Tensor,
                 n_new: int | np.ndarray, counted: np.ndarray) -> np.ndarray | torch.Tensor:
         """The slots' `n_new` new frames (an int, or one per row) from their samples `audio` (rows, n_samples, numpy or
-        torch; the returned frames alike); `index` is `_step`'s for the slots (a slice when they are the first ones). Through the frontend's stream state where it keeps one, in groups of
-        rows alike (as many new frames; a first frame or not); a row with fewer frames than the most ends in zeros,
-        which no window reads."""
+        torch; the returned frames alike); `index` is `_step`'s for the slots (a slice when they are the first
+        ones). Through the frontend's stream state where it keeps one, in groups of rows alike (as many new frames;
+        a first frame or not); a row with fewer frames than the most ends in zeros, which no window reads."""
         if self.frontend_state is None:
             return self.frontend.numpy(audio) if isinstance(audio, np.ndarray) else self.frontend(audio)
         x = torch.from_numpy(audio) if isinstance(audio, np.ndarray) else audio
