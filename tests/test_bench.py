@@ -41,8 +41,9 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert all(t["first_frame_hop_ms"] > 0 for t in figures["streams_cpu"]["search"]["tried"].values())
     assert all(v > 0 for v in result["ratios"].values())
     # a hop's parts are timed apart, and the frontend's share is said: parts of the whole, none of them nothing
-    parts = [figures[f"hop_{part}_us"]["value"] for part in ("frontend", "network", "rule", "rest")]
+    parts = [figures[f"hop_{part}_us"]["value"] for part in ("frontend", "network", "graph", "rule", "rest")]
     assert sum(parts) == pytest.approx(figures["hop_whole_us"]["value"])
+    assert figures["hop_graph_us"]["value"] > figures["hop_frontend_us"]["value"]  # live hops run as one graph
     assert 0 < result["ratios"]["frontend_share_of_hop"] < 1
     assert result["ratios"]["rtf_without_frontend_over_target"] < result["ratios"]["rtf_over_target"]
     assert "torch_backend_over_default" in result["ratios"]

@@ -332,3 +332,97 @@ def test_an_stft_that_is_not_a_windowed_dft_is_refused():
     for bad_real, bad_imag in ((real, -imag), (real.roll(1, dims=1), imag), (real[:-1], imag[:-1])):
         with pytest.raises(ValueError, match="not a windowed DFT"):
             E._stft_window(bad_real, bad_imag)
+
+
+@pytest.mark.parametrize("remove_dc_offset", [False, True])
+def test_a_hop_session_is_the_streamed_frame_and_the_classifier_in_one_call(tmp_path, remove_dc_offset):
+    """`HopSession` (log-mel, CNN step and classifier as one graph) gives what `stream` and the classifier give,
+    hop after hop, whether the caller hands back the state each time or lets the session keep it (`kept`), and
+    continues a state made by another path (a first frame) as well as its own."""
+    import drsn_asr
+    from drsn_asr.runtime.audio import read_audio
+    from drsn_asr.runtime.inference import FoldedNet
+
+    model, _ = _embedding_model(tmp_path)
+    frontend = SpeechEmbedding(remove_dc_offset=remove_dc_offset)
+    head, T = FoldedNet(model.net), model.net.window_frames
+    demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")
+    audio = torch.from_numpy(np.stack([demo[16000 * 3 : 16000 * 6], demo[16000 * 20 : 16000 * 23]]))
+    audio[1] += 0.05  # a DC offset, which remove_dc_offset takes out frame by frame
+    hop, window, new = frontend.hop_samples, frontend.window_samples, frontend.stream_samples
+    frames, state = frontend.stream(audio[:, : (T - 2) * hop + window], None)
+    tail = frames.numpy()
+    session = frontend.hop_session(head, T, threads=1)
+    given, kept = (state, tail), (state, torch.from_numpy(tail.copy()))
+    scale = frontend(audio).abs().max().item()
+    for made in range(T - 1, T + 7):
+        step = audio[:, made * hop + window - new : made * hop + window]
+        frames, state = frontend.stream(step, state)
+        window_frames = np.concatenate([tail, frames.numpy()], axis=2)
+        probs = torch.softmax(head(torch.from_numpy(window_frames)), dim=1).numpy()
+        tail = window_frames[:, :, 1:]
+        p_given, *given_next = session(step.numpy(), *given)
+        given = (given_next[1], given_next[0])
+        p_kept, kept_tail, kept_state = session.kept(step.numpy(), *kept)
+        kept = (kept_state, kept_tail)
+        for p in (p_given, p_kept):
+            assert p.shape == probs.shape and np.allclose(p, probs, rtol=0, atol=1e-5)
+        for t in (given[1], kept[1].numpy()):
+            assert np.allclose(t, tail, rtol=0, atol=1e-5 * scale)
+        for s in (given[0], kept[0]):
+            assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item()) for a, b in zip(s, state))
+    assert not np.allclose(p_kept[0], p_kept[1], rtol=0, atol=1e-3)  # two streams, two answers
+    # another row order given to `kept` is taken as given, not mistaken for its own buffers
+    flipped = session.kept(step.numpy()[::-1].copy(), [t.flip(0) for t in kept[0]], kept[1].flip(0))[0]
+    assert np.allclose(flipped[::-1], session(step.numpy(), *given)[0], rtol=0, atol=1e-5)
+
+
+def test_a_live_stream_runs_its_hops_through_the_hop_session_with_the_same_posteriors(tmp_path):
+    """A bank of an embedding model on ONNX Runtime steps a live hop (one new frame, one window) in one hop-session
+    call: for every slot at once (`kept`) and for some of them (rows gathered); the posteriors are those of the
+    separate frontend and network calls, and a reset or a new Recognizer keeps the session."""
+    import drsn_asr
+    from drsn_asr.runtime.audio import read_audio
+    from drsn_asr.runtime.stream import Recognizer, StreamBank, detector_config
+
+    model, _ = _embedding_model(tmp_path)
+    demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")
+    audio = torch.from_numpy(np.stack([demo[16000 * k : 16000 * (k + 4)] for k in (2, 11, 25)]))
+    posteriors = {}
+    for fused in (True, False):
+        bank = StreamBank(model, detector_config(model), capacity=3)
+        assert bank._hop_session is not None
+        if not fused:
+            bank._hop_session = None
+        else:
+            bank._hop_session = counted = _Counted(bank._hop_session)
+        got = []
+        bank.on_classified = lambda slots, now_s, probs: got.append((slots.tolist(), now_s.tolist(), probs.copy()))
+        for start in range(0, 40000, 1280):  # all three streams in lockstep, then two of them
+            bank.feed(np.arange(3), audio[:, start : start + 1280])
+        for start in range(40000, audio.shape[1], 1280):
+            bank.feed(np.array([0, 2]), audio[[0, 2], start : start + 1280])
+        posteriors[fused] = got
+        if fused:
+            assert counted.calls["kept"] > 10 and counted.calls["rows"] > 10
+    assert [g[:2] for g in posteriors[True]] == [g[:2] for g in posteriors[False]]
+    assert all(np.allclose(a[2], b[2], rtol=0, atol=1e-5) for a, b in zip(posteriors[True], posteriors[False]))
+    rec = Recognizer(model)
+    session = rec._bank._hop_session
+    rec.reset()
+    assert rec._bank._hop_session is session  # the same network: no new graph
+
+
+class _Counted:
+    """A hop session that counts its calls: for all of a bank's slots (`kept`) and for some rows (`__call__`)."""
+
+    def __init__(self, session):
+        self.session, self.calls = session, {"kept": 0, "rows": 0}
+
+    def __call__(self, *args):
+        self.calls["rows"] += 1
+        return self.session(*args)
+
+    def kept(self, *args):
+        self.calls["kept"] += 1
+        return self.session.kept(*args)

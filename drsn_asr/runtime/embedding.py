@@ -269,6 +269,11 @@ class SpeechEmbedding(nn.Module):
         (for `stream`)."""
         return StreamSession(self, threads)
 
+    def hop_session(self, head, window_frames: int, threads: int) -> "HopSession":
+        """A stream's whole hop after its first frame (log-mel, CNN step, and `head`, an `inference.FoldedNet`
+        over `window_frames` embeddings) as one ONNX Runtime session on `threads` intra-op threads."""
+        return HopSession(self, head, window_frames, threads)
+
     def _cnn_stream(self, x: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`cnn` on mel columns x (B, 1, time, 32) that continue `state` (None: x is from the stream's start)."""
         buffers = (getattr(self, name) for name in self._cnn_names)
@@ -309,9 +314,7 @@ class SpeechEmbedding(nn.Module):
 class StreamSession:
     """`SpeechEmbedding._cnn_stream` as ONNX Runtime graphs on the CPU: ~20 small convolutions in one native call
     instead of ~80 torch dispatches (2.3x less time a frame at batch 1). Two graphs, built node by node from the
-    frontend's plan: one continues a state (a Concat of each kept state and the new columns, a Slice of the last
-    ones as the new state, then the layer), the other starts from a stream's first window (only the Slices); pools
-    as MaxPool (their time pairs line up, as in `_cnn_stream`)."""
+    frontend's plan (`_cnn_nodes`): one continues a state, the other starts from a stream's first window."""
 
     def __init__(self, frontend: SpeechEmbedding, threads: int):
         self.states: list[str] = []
@@ -322,32 +325,9 @@ class StreamSession:
         from .inference import GraphBuilder, cpu_session
 
         g = GraphBuilder()
-        const, op = g.const, g.op
-        x, states = "mel", []
-        buffers = (getattr(frontend, name).detach().cpu().numpy() for name in frontend._cnn_names)
-        for step in frontend._plan:
-            if step[0] == "conv":
-                weight = next(buffers)
-                look_back = weight.shape[2] - 1
-                if look_back:
-                    name = f"state{len(states)}"
-                    states.append(name)
-                    if continued:
-                        x = op("Concat", name, x, axis=2)
-                    op("Slice", x, const(np.array([-look_back])), const(np.array([1 << 30])), const(np.array([2])),
-                       out=f"new_{name}")
-                inputs = [x, const(weight)] + ([const(next(buffers))] if step[1] else [])
-                x = op("Conv", *inputs, pads=[step[2][0], step[2][1]] * 2, kernel_shape=list(weight.shape[2:]))
-            elif step[0] == "leaky_relu":
-                x = op("LeakyRelu", x, alpha=step[1])
-            elif step[0] == "clamp_min":
-                x = op("Max", x, const(np.array(step[1], np.float32)))
-            else:
-                x = op("MaxPool", x, kernel_shape=list(step[1]), strides=list(step[1]))
-        op("Squeeze", x, const(np.array([3])), out="frames")
-        self.states = states
-        model = g.model("speech_embedding_stream", [("mel", None), *((n, None) for n in states if continued)],
-                        [("frames", None), *((f"new_{n}", None) for n in states)])
+        _, self.states = _cnn_nodes(frontend, g, "mel", continued, out="frames")
+        model = g.model("speech_embedding_stream", [("mel", None), *((n, None) for n in self.states if continued)],
+                        [("frames", None), *((f"new_{n}", None) for n in self.states)])
         return cpu_session(model, threads)
 
     def __call__(self, mel: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -360,3 +340,144 @@ class StreamSession:
             feeds.update((name, np.ascontiguousarray(t.numpy())) for name, t in zip(self.states, state))
             frames, *new = self.session.run(None, feeds)
         return torch.from_numpy(frames), [torch.from_numpy(t) for t in new]
+
+
+class HopSession:
+    """A whole live hop of a classifier over the speech embedding, as one ONNX Runtime graph on the CPU: the
+    log-mel of the samples a stream's next frame adds, the CNN's streaming step, and the classifier over the
+    stream's last `window_frames` embeddings (the new one appended to the `window_frames - 1` it keeps).
+
+    The same arithmetic as `SpeechEmbedding.stream` followed by the classifier, in one native call instead of
+    three calls and the torch and numpy operations between them: every framework call between two networks
+    runs with cold caches (2-5x slower than in a loop of its own), so the glue, not the arithmetic, was most of
+    what a hop gained here (docs/performance.md). The STFT is a product with the DFT of the mel bands' bins
+    only (120 of 257), which at one stream costs less than an FFT called from Python; frames equal `stream`'s
+    to float rounding (tested).
+    """
+
+    def __init__(self, frontend: SpeechEmbedding, head, window_frames: int, threads: int):
+        """`head`: an `inference.FoldedNet` over (B, 96, window_frames) embeddings."""
+        from .inference import GraphBuilder, cpu_session, onnx_nodes
+
+        g = GraphBuilder()
+        frames, self.states = _cnn_nodes(frontend, g, _mel_nodes(frontend, g, "audio"), continued=True)
+        window = g.op("Concat", "tail", frames, axis=2)
+        g.op("Slice", window, g.const(np.array([1])), g.const(np.array([1 << 30])), g.const(np.array([2])), out="new_tail")
+        onnx_nodes(head, g, window)
+        batch = ["batch"]
+        model = g.model("speech_embedding_hop",
+                        [("audio", batch + [STREAM_SAMPLES]), *((n, None) for n in self.states),
+                         ("tail", batch + [EMBEDDING_DIM, window_frames - 1])],
+                        [("probs", None), ("new_tail", None), *((f"new_{n}", None) for n in self.states)])
+        self.session = cpu_session(model, threads)
+        self._outputs = ["probs", "new_tail", *(f"new_{n}" for n in self.states)]
+        _, state = frontend.stream(torch.zeros(1, frontend.window_samples), None)
+        self._shapes = [(EMBEDDING_DIM, window_frames - 1), *(tuple(t.shape[1:]) for t in state)]  # a stream's tail, state
+        self._n_classes = head.fc[0].shape[0]
+        self._batch = 0  # the batch that `kept` has buffers for
+
+    def __call__(self, audio: np.ndarray, state: list[torch.Tensor], tail: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, list[torch.Tensor]]:
+        """The streams' next `stream_samples` samples (B, 1632) float32, their frontend state and their last
+        window_frames - 1 embeddings (B, 96, window_frames - 1) → (posteriors (B, n_classes), the embeddings to
+        keep, the new state)."""
+        feeds = {"audio": np.ascontiguousarray(audio), "tail": np.ascontiguousarray(tail)}
+        feeds.update((name, np.ascontiguousarray(t.numpy())) for name, t in zip(self.states, state))
+        probs, new_tail, *new = self.session.run(self._outputs, feeds)
+        return probs, new_tail, [torch.from_numpy(t) for t in new]
+
+    def kept(self, audio: np.ndarray, state: list[torch.Tensor], tail: torch.Tensor
+             ) -> tuple[np.ndarray, torch.Tensor, list[torch.Tensor]]:
+        """`__call__` for a caller that keeps what it returns as its state and tail for the next call (a bank
+        stepping all its streams): the outputs are written into buffers of the session's own, which the next call
+        reads as its inputs where it is given them back, so a hop binds nothing (binding 13 inputs and outputs
+        afresh cost about as much as a fifth of the graph). Returns torch views of those buffers."""
+        if len(audio) != self._batch:
+            self._bind(len(audio))
+        state_in, tail_in = self._views[self._current]
+        if tail.data_ptr() != tail_in.data_ptr() or any(a.data_ptr() != b.data_ptr() for a, b in zip(state, state_in)):
+            for mine, given in zip(state_in, state):  # (given by another path: a first frame, a bank grown)
+                mine.copy_(given)
+            tail_in.copy_(tail)
+        np.copyto(self._audio, audio)
+        self.session.run_with_iobinding(self._bindings[self._current])
+        self._current ^= 1
+        state_out, tail_out = self._views[self._current]
+        return self._probs.copy(), tail_out, state_out
+
+    def _bind(self, batch: int) -> None:
+        """Two sets of state and tail buffers for `batch` streams, and a binding from each set to the other."""
+        shapes = [[batch, *shape] for shape in self._shapes]
+        sets = [([np.zeros(shape, np.float32) for shape in shapes[1:]], np.zeros(shapes[0], np.float32)) for _ in range(2)]
+        self._audio = np.zeros((batch, STREAM_SAMPLES), np.float32)
+        self._probs = np.zeros((batch, self._n_classes), np.float32)
+        self._bindings = []
+        for (state_in, tail_in), (state_out, tail_out) in zip(sets, sets[::-1]):
+            io = self.session.io_binding()
+            for name, array in [("audio", self._audio), ("tail", tail_in), *zip(self.states, state_in),
+                                ("probs", self._probs), ("new_tail", tail_out),
+                                *zip((f"new_{n}" for n in self.states), state_out)]:
+                bind = io.bind_input if name in ("audio", "tail") or name in self.states else io.bind_output
+                bind(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
+            self._bindings.append(io)
+        self._sets = sets  # (the bindings point into these arrays: they live as long as the session)
+        self._views = [([torch.from_numpy(a) for a in state], torch.from_numpy(tail)) for state, tail in sets]
+        self._current, self._batch = 0, batch
+
+
+def _mel_nodes(frontend: SpeechEmbedding, g, audio: str) -> str:
+    """`SpeechEmbedding.log_mel` of the 8 mel frames in `audio` (B, 1632) as ONNX nodes in `g` (an
+    `inference.GraphBuilder`) → the name of (B, 1, 8, 32). The DFT is a product with the windowed cos and -sin of
+    the bins the mel bands read; the power's sum over them is a product with the filterbank stacked twice."""
+    window = frontend.window.double().numpy()
+    fbank = frontend.mel_fbank.double().numpy()
+    bins = np.flatnonzero(np.abs(fbank).sum(axis=1) > 0)
+    lo, hi = np.flatnonzero(window)[[0, -1]] + [0, 1]  # the window's support: samples outside it add nothing
+    phase = 2 * np.pi * np.outer(np.arange(lo, hi), bins) / MEL_FRAME_SAMPLES
+    dft = np.concatenate([np.cos(phase), -np.sin(phase)], axis=1) * window[lo:hi, None]
+    const, op = g.const, g.op
+    if frontend.remove_dc_offset:  # the whole frame's mean, as log_mel: then only the window's support
+        frames = op("Gather", audio, const(np.arange(EMBEDDING_STEP_MEL_FRAMES)[:, None] * MEL_HOP_SAMPLES
+                                           + np.arange(MEL_FRAME_SAMPLES)), axis=1)
+        frames = op("Sub", frames, op("ReduceMean", frames, axes=[2], keepdims=1))
+        frames = op("Slice", frames, const(np.array([lo])), const(np.array([hi])), const(np.array([2])))
+    else:
+        frames = op("Gather", audio, const(np.arange(EMBEDDING_STEP_MEL_FRAMES)[:, None] * MEL_HOP_SAMPLES
+                                           + np.arange(lo, hi)), axis=1)
+    spectrum = op("MatMul", frames, const(dft.astype(np.float32)))
+    power = op("Mul", spectrum, spectrum)
+    mel = op("MatMul", power, const(np.concatenate([fbank[bins], fbank[bins]]).astype(np.float32)))
+    bels = op("Mul", op("Log", op("Max", mel, const(np.array(MEL_AMIN, np.float32)))),
+              const(np.array(1 / np.log(10), np.float32)))
+    floor = op("Sub", op("ReduceMax", bels, axes=[2], keepdims=1), const(np.array(MEL_TOP_DB / 10, np.float32)))
+    return op("Unsqueeze", op("Add", op("Max", bels, floor), const(np.array(2.0, np.float32))), const(np.array([1])))
+
+
+def _cnn_nodes(frontend: SpeechEmbedding, g, x: str, continued: bool, out: str | None = None) -> tuple[str, list[str]]:
+    """The CNN's streaming step as ONNX nodes in `g` (an `inference.GraphBuilder`), on mel columns `x` (B, 1, time,
+    32) → (the name of the frames (B, 96, n), the names of the state inputs). With `continued`, each layer that
+    looks back takes a Concat of its kept state and the new columns; either way a Slice of its last inputs is
+    output `new_<state>`. Pools as MaxPool (their time pairs line up, as in `_cnn_stream`)."""
+    const, op = g.const, g.op
+    states = []
+    buffers = (getattr(frontend, name).detach().cpu().numpy() for name in frontend._cnn_names)
+    for step in frontend._plan:
+        if step[0] == "conv":
+            weight = next(buffers)
+            look_back = weight.shape[2] - 1
+            if look_back:
+                name = f"state{len(states)}"
+                states.append(name)
+                if continued:
+                    x = op("Concat", name, x, axis=2)
+                op("Slice", x, const(np.array([-look_back])), const(np.array([1 << 30])), const(np.array([2])),
+                   out=f"new_{name}")
+            inputs = [x, const(weight)] + ([const(next(buffers))] if step[1] else [])
+            x = op("Conv", *inputs, pads=[step[2][0], step[2][1]] * 2, kernel_shape=list(weight.shape[2:]))
+        elif step[0] == "leaky_relu":
+            x = op("LeakyRelu", x, alpha=step[1])
+        elif step[0] == "clamp_min":
+            x = op("Max", x, const(np.array(step[1], np.float32)))
+        else:
+            x = op("MaxPool", x, kernel_shape=list(step[1]), strides=list(step[1]))
+    return op("Squeeze", x, const(np.array([3])), out=out), states

@@ -130,6 +130,7 @@ class OnnxNet:
     """
 
     def __init__(self, folded: FoldedNet, threads: int):
+        self.folded = folded  # (a graph that embeds this one, e.g. embedding.HopSession, is built from it)
         self.session = cpu_session(_onnx_graph(folded), threads)
 
     def probs(self, logmel: np.ndarray) -> np.ndarray:
@@ -184,6 +185,14 @@ def cpu_session(model, threads: int):  # (onnx.ModelProto) -> onnxruntime.Infere
 
 def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
     g = GraphBuilder()
+    onnx_nodes(folded, g, "logmel")
+    n_classes = folded.fc[0].shape[0]
+    return g.model("keyword_net", [("logmel", ["batch", folded.n_mels, "frames"])],
+                   [(name, ["batch", n_classes]) for name in ("logits", "probs")])
+
+
+def onnx_nodes(folded: FoldedNet, g: GraphBuilder, x: str) -> None:
+    """FoldedNet's forward as nodes of `g` on input `x` (B, n_mels, n_frames), ending in "logits" and "probs"."""
     const, op = g.const, g.op
 
     def affine(x: str, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> str:
@@ -201,7 +210,7 @@ def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
     def channel_vector(x: str) -> str:  # (B, C) → (B, C, 1, 1)
         return op("Unsqueeze", x, const(np.array([2, 3], np.int64)))
 
-    x = op("Unsqueeze", "logmel", const(np.array([2 if folded.sequence else 1], np.int64)))
+    x = op("Unsqueeze", x, const(np.array([2 if folded.sequence else 1], np.int64)))
     views = [x]
     if folded.relative_input:
         views.append(op("Sub", x, op("ReduceMean", x, axes=[3], keepdims=1)))
@@ -228,9 +237,6 @@ def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
     pooled = op("ReduceMean", op("Relu", affine(x, folded.head_bn)), axes=[2, 3], keepdims=0)
     op("Gemm", pooled, const(folded.fc[0]), const(folded.fc[1]), out="logits", transB=1)
     op("Softmax", "logits", out="probs", axis=1)
-    n_classes = folded.fc[0].shape[0]
-    return g.model("keyword_net", [("logmel", ["batch", folded.n_mels, "frames"])],
-                   [(name, ["batch", n_classes]) for name in ("logits", "probs")])
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")

@@ -151,6 +151,7 @@ class StreamBank:
                                  f"{self.hop_samples}, window_samples {self.window_samples}]")
         # and on the CPU its streaming step runs on ONNX Runtime where the network does
         self._frontend_session = None
+        self._hop_session = None  # (refresh_model makes it where it applies)
         if (self.frontend_state is not None and hasattr(self.frontend, "stream_session") and self.device.type == "cpu"
                 and self.backend != "torch" and onnxruntime_available()):
             self._frontend_session = self.frontend.stream_session(self.threads or torch.get_num_threads())
@@ -161,8 +162,17 @@ class StreamBank:
 
     def refresh_model(self) -> None:
         """Take the model's weights as they are now (they are folded for inference once, not per hop)."""
-        self.forward = inference_forward(self.model.net, self.backend, self.threads)
-        self._probs = getattr(self.forward, "probs", None)  # a backend that gives posteriors as numpy directly
+        forward = inference_forward(self.model.net, self.backend, self.threads)
+        self._probs = getattr(forward, "probs", None)  # a backend that gives posteriors as numpy directly
+        # A hop of one new frame that ends one window (a live hop of the speech embedding), after a stream's first
+        # frame, runs as one graph: frontend and network (embedding.HopSession). Kept while the network is.
+        if (self._frontend_session is None or not hasattr(self.frontend, "hop_session") or self.hop_frames != 1
+                or self._probs is None):
+            self._hop_session = None
+        elif self._hop_session is None or forward is not self.forward:
+            self._hop_session = self.frontend.hop_session(forward.folded, self.window_frames,
+                                                          self.threads or torch.get_num_threads())
+        self.forward = forward
 
     def grow(self, capacity: int) -> None:
         """Make room for `capacity` slots; new slots start reset."""
@@ -297,6 +307,8 @@ class StreamBank:
             pending[index, :rest] = buffer[:, keep:]  # (columns past pending_len: never read)
             if n_new == 0:
                 return []
+            if n_new == 1 and self._hop_session is not None and counted[0] > 0:
+                return self._hop(slots, index, buffer[:, :W], counted, rounds)
             history = np.concatenate([tail[index], self._frames(slots, index, buffer[:, : (n_new - 1) * hop + W], n_new, counted)], axis=2)
             tail[index] = history[:, :, n_new:]
             if n_due == 0:
@@ -411,13 +423,30 @@ class StreamBank:
                     out[at, :, :n] = frames
         return out.numpy() if isinstance(audio, np.ndarray) else out
 
+    def _hop(self, slots: np.ndarray, index: slice | np.ndarray, audio: np.ndarray, counted: np.ndarray,
+             rounds: list[tuple[np.ndarray | None, Any]]) -> list[tuple[int, Detection]]:
+        """A uniform step of one new frame per slot, each ending a window, after the slots' first frames: the
+        frame, the window and its posteriors in one call of the hop session (`audio`: the samples the frame
+        reads), the frontend state and the kept frames written back, then the decision rule."""
+        if isinstance(index, slice) and index.stop == self.capacity:  # every slot: the state stays in the session
+            probs, self.tail, self.frontend_state = self._hop_session.kept(audio, self.frontend_state, self.tail)
+        else:
+            held = index if isinstance(index, slice) else torch.from_numpy(slots)
+            tail = self.tail.numpy()
+            probs, tail[index], state = self._hop_session(audio, [t[held] for t in self.frontend_state], tail[index])
+            for t, new in zip(self.frontend_state, state):
+                t[held] = new
+        return self._decide(slots, counted, rounds, None, probs)
+
     def _decide(self, slots: np.ndarray, counted: np.ndarray, rounds: list[tuple[np.ndarray | None, Any]],
-                windows: torch.Tensor) -> list[tuple[int, Detection]]:
-        """Classify the windows, then apply the decision rule round by round. A round is (rows of `slots`, or
-        None for all; the new-frame index of each row's window end)."""
+                windows: torch.Tensor | None, probs: np.ndarray | None = None) -> list[tuple[int, Detection]]:
+        """Classify the windows (unless their posteriors `probs` are given: windows may then be None, as a model
+        over embeddings never reads them again), then apply the decision rule round by round. A round is (rows of
+        `slots`, or None for all; the new-frame index of each row's window end)."""
         if isinstance(self.rule, DeviceDecisionRule):
-            return self._decide_on_device(slots, counted, rounds, windows)
-        probs = self._classify(windows)
+            return self._decide_on_device(slots, counted, rounds, windows, probs)
+        if probs is None:
+            probs = self._classify(windows)
         out: list[tuple[int, Detection]] = []
         at = 0
         for rows, end in rounds:
@@ -432,10 +461,10 @@ class StreamBank:
         return out
 
     def _decide_on_device(self, slots: np.ndarray, counted: np.ndarray, rounds: list[tuple[np.ndarray | None, Any]],
-                          windows: torch.Tensor) -> list[tuple[int, Detection]]:
+                          windows: torch.Tensor | None, probs: np.ndarray | None = None) -> list[tuple[int, Detection]]:
         """`_decide` with the rule's state and the posteriors on the device: every round is stepped there, and
         the outcome of all of them comes to the host in one copy."""
-        probs = self._posteriors(windows)
+        probs = self._posteriors(windows) if probs is None else torch.from_numpy(probs).to(self.device)
         device_slots = torch.from_numpy(slots).to(self.device)
         outcomes, stepped_all, now_all = [], [], []
         at = 0
