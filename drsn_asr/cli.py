@@ -402,7 +402,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     options = _detector_options(args)
     try:
         server = KeywordServer(args.model, device=args.device, max_streams=args.max_streams,
-                               threads=args.threads or None, **options)
+                               threads=args.threads or None, batch_threads=args.batch_threads, **options)
     except (ValueError, FileNotFoundError) as e:
         print(f"drsn-asr: {e}", file=sys.stderr)
         return 1
@@ -414,7 +414,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             host, port = server.address
             where = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
         print(f"serving {server.name} ({len(server.keywords)} commands) on {where}; up to {server.max_streams} "
-              "streams at once; Ctrl-C to stop", file=sys.stderr)
+              f"streams at once; steps of 32 streams or more on {server.batch_threads} threads; Ctrl-C to stop",
+              file=sys.stderr)
         stop = asyncio.Event()
         with contextlib.suppress(NotImplementedError):  # SIGTERM (docker stop, systemd) ends it cleanly too
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -585,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the server starts; measure yours with drsn-asr bench)")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads of the inference thread (default 1; 0 = torch's default)")
+    p.add_argument("--batch-threads", type=int, default=None,
+                   help="ONNX Runtime's intra-op threads for steps of 32 streams or more (default: the cores this "
+                        "process may run on; a step of a few streams keeps --threads)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("export", help="export a model to ONNX or TorchScript",

@@ -426,3 +426,31 @@ class _Counted:
     def kept(self, *args):
         self.calls["kept"] += 1
         return self.session.kept(*args)
+
+
+def test_steps_of_many_streams_on_batch_threads_give_the_posteriors_of_one_thread(tmp_path):
+    """A bank with batch_threads runs steps of 32 or more streams on those threads (its hop session bound to the
+    many-thread session), in lockstep and ragged, with the posteriors of a bank on one thread."""
+    import drsn_asr
+    from drsn_asr.runtime.audio import read_audio
+    from drsn_asr.runtime.inference import BATCH_THREADS_MIN_ROWS
+    from drsn_asr.runtime.stream import StreamBank, detector_config
+
+    model, _ = _embedding_model(tmp_path)
+    demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")
+    n = BATCH_THREADS_MIN_ROWS + 2
+    audio = torch.from_numpy(np.stack([demo[8000 * k : 8000 * k + 16000 * 2] for k in range(n)]))
+    posteriors = []
+    for batch_threads in (None, 2):
+        bank = StreamBank(model, detector_config(model), capacity=n, batch_threads=batch_threads)
+        got = []
+        bank.on_classified = lambda slots, now_s, probs: got.append((slots.tolist(), probs.copy()))
+        for start in range(0, audio.shape[1] - 1600, 1280):
+            bank.feed(np.arange(n), audio[:, start : start + 1280])  # every slot: the bound buffers
+        lengths = np.arange(n) % 3 * 700 + 900
+        bank.feed(np.arange(n), audio[:, -2300:], lengths)  # ragged
+        posteriors.append(got)
+        if batch_threads:
+            assert bank._hop_session._bound_session is bank._hop_session.session.large
+    assert [slots for slots, _ in posteriors[0]] == [slots for slots, _ in posteriors[1]]
+    assert all(np.allclose(a, b, rtol=0, atol=1e-5) for (_, a), (_, b) in zip(*posteriors))

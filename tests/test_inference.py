@@ -105,3 +105,23 @@ def test_folded_and_onnx_equal_the_head_over_speech_embeddings(block, strides):
     assert np.allclose(onnx.probs(x[:1].numpy()), torch.softmax(expected[:1], dim=1).numpy(), atol=1e-5)
     assert isinstance(inference_forward(net, "torch"), FoldedNet)
     assert isinstance(inference_forward(net, "onnxruntime"), OnnxNet)
+
+
+def test_a_batch_threaded_session_runs_large_batches_on_its_batch_threads_with_the_same_outputs():
+    """`cpu_session(model, 1, 2)` is two sessions: batches from BATCH_THREADS_MIN_ROWS rows run on the 2-thread one,
+    smaller ones on the 1-thread one; both give the one-thread session's outputs (to float rounding)."""
+    from drsn_asr.runtime.inference import BATCH_THREADS_MIN_ROWS, BatchThreadedSession, _onnx_graph, cpu_session
+
+    net = _net("drsn_cw")
+    graph = _onnx_graph(FoldedNet(net))
+    pair, single = cpu_session(graph, 1, 2), cpu_session(graph, 1)
+    assert isinstance(pair, BatchThreadedSession) and not isinstance(cpu_session(graph, 2, 2), BatchThreadedSession)
+    assert pair.small.get_session_options().intra_op_num_threads == 1
+    assert pair.large.get_session_options().intra_op_num_threads == 2
+    for rows, chosen in ((BATCH_THREADS_MIN_ROWS - 1, pair.small), (BATCH_THREADS_MIN_ROWS, pair.large)):
+        assert pair.for_batch(rows) is chosen
+        x = np.random.default_rng(rows).standard_normal((rows, net.features.n_mels, net.window_frames)).astype(np.float32)
+        got, expected = pair.run(["probs"], {"logmel": x})[0], single.run(["probs"], {"logmel": x})[0]
+        assert np.allclose(got, expected, rtol=0, atol=1e-5)
+    onnx = inference_forward(net, "onnxruntime", threads=1, batch_threads=2)
+    assert isinstance(onnx.session, BatchThreadedSession) and onnx is not inference_forward(net, "onnxruntime", threads=1)

@@ -409,9 +409,12 @@ def test_cli_serves_until_sigterm():
     proc = subprocess.Popen([sys.executable, "-m", "drsn_asr.cli", "serve", "--uri", "tcp://127.0.0.1:0"],
                             stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stderr.readline()  # "serving default (20 commands) on tcp://127.0.0.1:PORT; Ctrl-C to stop"
+        line = proc.stderr.readline()  # "serving default (20 commands) on tcp://127.0.0.1:PORT; ...; Ctrl-C to stop"
         match = re.search(r"on tcp://127\.0\.0\.1:(\d+);", line)
         assert match, line
+        from drsn_asr.runtime.inference import available_cores
+
+        assert f"steps of 32 streams or more on {available_cores()} threads" in line  # its cores, by default
 
         async def describe():
             async with AsyncTcpClient("127.0.0.1", int(match[1])) as client:

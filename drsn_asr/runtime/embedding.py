@@ -264,15 +264,16 @@ class SpeechEmbedding(nn.Module):
             mel = self.log_mel(audio[:, :used].to(self.window.device, torch.float32)).unsqueeze(1)
             return self._cnn_stream(mel, state) if session is None else session(mel, state)
 
-    def stream_session(self, threads: int) -> "StreamSession":
+    def stream_session(self, threads: int, batch_threads: int | None = None) -> "StreamSession":
         """The CNN's streaming step, and its first frames, as ONNX Runtime sessions on `threads` intra-op threads
-        (for `stream`)."""
-        return StreamSession(self, threads)
+        (`batch_threads` for batches of many streams: `inference.cpu_session`), for `stream`."""
+        return StreamSession(self, threads, batch_threads)
 
-    def hop_session(self, head, window_frames: int, threads: int) -> "HopSession":
+    def hop_session(self, head, window_frames: int, threads: int, batch_threads: int | None = None) -> "HopSession":
         """A stream's whole hop after its first frame (log-mel, CNN step, and `head`, an `inference.FoldedNet`
-        over `window_frames` embeddings) as one ONNX Runtime session on `threads` intra-op threads."""
-        return HopSession(self, head, window_frames, threads)
+        over `window_frames` embeddings) as one ONNX Runtime session on `threads` intra-op threads (`batch_threads`
+        for batches of many streams)."""
+        return HopSession(self, head, window_frames, threads, batch_threads)
 
     def _cnn_stream(self, x: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`cnn` on mel columns x (B, 1, time, 32) that continue `state` (None: x is from the stream's start)."""
@@ -316,19 +317,19 @@ class StreamSession:
     instead of ~80 torch dispatches (2.3x less time a frame at batch 1). Two graphs, built node by node from the
     frontend's plan (`_cnn_nodes`): one continues a state, the other starts from a stream's first window."""
 
-    def __init__(self, frontend: SpeechEmbedding, threads: int):
+    def __init__(self, frontend: SpeechEmbedding, threads: int, batch_threads: int | None = None):
         self.states: list[str] = []
-        self.session = self._session(frontend, threads, continued=True)
-        self.first_session = self._session(frontend, threads, continued=False)
+        self.session = self._session(frontend, continued=True, threads=threads, batch_threads=batch_threads)
+        self.first_session = self._session(frontend, continued=False, threads=threads, batch_threads=batch_threads)
 
-    def _session(self, frontend: SpeechEmbedding, threads: int, continued: bool):
+    def _session(self, frontend: SpeechEmbedding, continued: bool, **threads: int | None):
         from .inference import GraphBuilder, cpu_session
 
         g = GraphBuilder()
         _, self.states = _cnn_nodes(frontend, g, "mel", continued, out="frames")
         model = g.model("speech_embedding_stream", [("mel", None), *((n, None) for n in self.states if continued)],
                         [("frames", None), *((f"new_{n}", None) for n in self.states)])
-        return cpu_session(model, threads)
+        return cpu_session(model, **threads)
 
     def __call__(self, mel: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Mel columns (B, 1, time, 32) and the state they continue (None: they are the stream's first windows)
@@ -355,8 +356,8 @@ class HopSession:
     to float rounding (tested).
     """
 
-    def __init__(self, frontend: SpeechEmbedding, head, window_frames: int, threads: int):
-        """`head`: an `inference.FoldedNet` over (B, 96, window_frames) embeddings."""
+    def __init__(self, frontend: SpeechEmbedding, head, window_frames: int, threads: int, batch_threads: int | None = None):
+        """`head`: an `inference.FoldedNet` over (B, 96, window_frames) embeddings; threads as `cpu_session`'s."""
         from .inference import GraphBuilder, cpu_session, onnx_nodes
 
         g = GraphBuilder()
@@ -369,7 +370,7 @@ class HopSession:
                         [("audio", batch + [STREAM_SAMPLES]), *((n, None) for n in self.states),
                          ("tail", batch + [EMBEDDING_DIM, window_frames - 1])],
                         [("probs", None), ("new_tail", None), *((f"new_{n}", None) for n in self.states)])
-        self.session = cpu_session(model, threads)
+        self.session = cpu_session(model, threads, batch_threads)
         self._outputs = ["probs", "new_tail", *(f"new_{n}" for n in self.states)]
         _, state = frontend.stream(torch.zeros(1, frontend.window_samples), None)
         self._shapes = [(EMBEDDING_DIM, window_frames - 1), *(tuple(t.shape[1:]) for t in state)]  # a stream's tail, state
@@ -400,7 +401,7 @@ class HopSession:
                 mine.copy_(given)
             tail_in.copy_(tail)
         np.copyto(self._audio, audio)
-        self.session.run_with_iobinding(self._bindings[self._current])
+        self._bound_session.run_with_iobinding(self._bindings[self._current])
         self._current ^= 1
         state_out, tail_out = self._views[self._current]
         return self._probs.copy(), tail_out, state_out
@@ -412,8 +413,9 @@ class HopSession:
         self._audio = np.zeros((batch, STREAM_SAMPLES), np.float32)
         self._probs = np.zeros((batch, self._n_classes), np.float32)
         self._bindings = []
+        self._bound_session = self.session.for_batch(batch) if hasattr(self.session, "for_batch") else self.session
         for (state_in, tail_in), (state_out, tail_out) in zip(sets, sets[::-1]):
-            io = self.session.io_binding()
+            io = self._bound_session.io_binding()
             for name, array in [("audio", self._audio), ("tail", tail_in), *zip(self.states, state_in),
                                 ("probs", self._probs), ("new_tail", tail_out),
                                 *zip((f"new_{n}" for n in self.states), state_out)]:

@@ -129,9 +129,9 @@ class OnnxNet:
     Call it with a torch tensor for logits (`forward`'s contract), or use `probs` with numpy arrays.
     """
 
-    def __init__(self, folded: FoldedNet, threads: int):
+    def __init__(self, folded: FoldedNet, threads: int, batch_threads: int | None = None):
         self.folded = folded  # (a graph that embeds this one, e.g. embedding.HopSession, is built from it)
-        self.session = cpu_session(_onnx_graph(folded), threads)
+        self.session = cpu_session(_onnx_graph(folded), threads, batch_threads)
 
     def probs(self, logmel: np.ndarray) -> np.ndarray:
         """Log-mel (B, n_mels, n_frames) float32 → softmax posteriors (B, n_classes) float32."""
@@ -172,8 +172,12 @@ class GraphBuilder:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], ir_version=ONNX_IR_VERSION)
 
 
-def cpu_session(model, threads: int):  # (onnx.ModelProto) -> onnxruntime.InferenceSession
-    """An ONNX Runtime session on the CPU with `threads` intra-op threads that do not spin when idle."""
+def cpu_session(model, threads: int, batch_threads: int | None = None):  # (onnx.ModelProto) -> session
+    """An ONNX Runtime session on the CPU with `threads` intra-op threads that do not spin when idle; with
+    `batch_threads` other than `threads`, a `BatchThreadedSession` that runs batches of BATCH_THREADS_MIN_ROWS
+    rows or more on that many."""
+    if batch_threads is not None and batch_threads != threads:
+        return BatchThreadedSession(model, threads, batch_threads)
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
@@ -181,6 +185,28 @@ def cpu_session(model, threads: int):  # (onnx.ModelProto) -> onnxruntime.Infere
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not burn CPU
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+# Rows from which a batch runs on `batch_threads`: on this 2-core host a hop of 32 streams took 157 µs a stream on
+# 2 threads against 199 on one (idle; 180 against 191 with the other core busy), and 4 streams 263 against 233
+# (docs/performance.md).
+BATCH_THREADS_MIN_ROWS = 32
+
+
+class BatchThreadedSession:
+    """One graph as two ONNX Runtime sessions: `threads` intra-op threads for batches under
+    BATCH_THREADS_MIN_ROWS rows (a few streams' hop, where more threads only wait for each other) and
+    `batch_threads` from there (a server's step of many streams, which they split). `run` picks by the first
+    input's rows; `for_batch(rows)` gives the session itself (for IO bindings)."""
+
+    def __init__(self, model, threads: int, batch_threads: int):
+        self.small, self.large = cpu_session(model, threads), cpu_session(model, batch_threads)
+
+    def for_batch(self, rows: int):
+        return self.large if rows >= BATCH_THREADS_MIN_ROWS else self.small
+
+    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.for_batch(len(next(iter(feeds.values())))).run(outputs, feeds)
 
 
 def _onnx_graph(folded: FoldedNet):  # -> onnx.ModelProto
@@ -241,7 +267,7 @@ def onnx_nodes(folded: FoldedNet, g: GraphBuilder, x: str) -> None:
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
-_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, int], tuple[tuple, Callable]]] = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, Callable]]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -265,6 +291,14 @@ def _signature(net: nn.Module) -> tuple:
 
 
 DEFAULT_THREADS = 1
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the OS tells it; else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -295,14 +329,15 @@ def check_threads(threads: int | None) -> int | None:
     return threads
 
 
-def inference_forward(net: nn.Module, backend: str = "auto", threads: int | None = None
-                      ) -> Callable[[torch.Tensor], torch.Tensor]:
+def inference_forward(net: nn.Module, backend: str = "auto", threads: int | None = None,
+                      batch_threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The fastest exact-up-to-rounding forward of `net` for inference, from its weights as they are now.
 
     A plain KeywordNet or SequenceNet in eval mode gets an OnnxNet on the CPU when `backend` is "onnxruntime", or
     "auto" and onnxruntime is installed; a FoldedNet otherwise ("torch", or on a GPU). The ONNX Runtime session uses
-    `threads` intra-op threads (None: as many as torch uses when it is made). Cached per network, backend and
-    thread count (rebuilt when the weights change); anything else is returned as it is. Thread-safe.
+    `threads` intra-op threads (None: as many as torch uses when it is made), and `batch_threads` for batches of
+    BATCH_THREADS_MIN_ROWS windows or more (None: `threads`). Cached per network, backend and thread counts
+    (rebuilt when the weights change); anything else is returned as it is. Thread-safe.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -316,7 +351,7 @@ def inference_forward(net: nn.Module, backend: str = "auto", threads: int | None
         return net
     use_onnx = on_cpu and (backend == "onnxruntime" or (backend == "auto" and onnxruntime_available()))
     threads = threads or torch.get_num_threads()
-    kind = ("onnxruntime", threads) if use_onnx else ("torch", 0)  # a session per thread count
+    kind = ("onnxruntime", threads, batch_threads) if use_onnx else ("torch", 0, None)  # a session per thread count
     signature = _signature(net)
     with _lock:
         built = _cache.setdefault(net, {})
@@ -324,6 +359,6 @@ def inference_forward(net: nn.Module, backend: str = "auto", threads: int | None
         if cached is None or cached[0] != signature:
             with torch.no_grad():
                 folded = FoldedNet(net)
-                cached = (signature, OnnxNet(folded, threads) if use_onnx else folded)
+                cached = (signature, OnnxNet(folded, threads, batch_threads) if use_onnx else folded)
             built[kind] = cached
     return cached[1]

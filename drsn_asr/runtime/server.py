@@ -59,7 +59,7 @@ from .. import __version__
 from .audio import to_float32
 from .checkpoint import LoadedModel, load_model
 from .config import LABEL_SILENCE, LABEL_UNKNOWN
-from .inference import DEFAULT_THREADS
+from .inference import DEFAULT_THREADS, available_cores, check_threads
 from .multistream import MultiStreamRecognizer
 from .stream import Recognizer, check_chunk
 
@@ -182,8 +182,8 @@ class StreamEngine:
     above LAG_LIMIT_S the server refuses new streams.
     """
 
-    def __init__(self, model: LoadedModel, threads: int | None, **detector_options: Any):
-        self.recognizer = MultiStreamRecognizer(model, threads=threads, **detector_options)
+    def __init__(self, model: LoadedModel, threads: int | None, batch_threads: int | None = None, **detector_options: Any):
+        self.recognizer = MultiStreamRecognizer(model, threads=threads, batch_threads=batch_threads, **detector_options)
         self.lag_s = 0.0
         self.n_batches = 0
         self._ops: list[tuple[str, int, Any, asyncio.Future, float]] = []
@@ -315,11 +315,15 @@ class KeywordServer:
         max_streams: concurrent audio streams served; one more is refused with an `error` event (code
             "overloaded"). Default: DEFAULT_MAX_STREAMS for the model's frontend, measured on a 2-core host.
         threads: intra-op threads of the inference thread (default 1; None: torch's setting).
+        batch_threads: ONNX Runtime's intra-op threads for steps of many streams (32 or more at once; see
+            `multistream.MultiStreamRecognizer`). Default: the cores this process may run on, as a server that
+            owns its host would want; a step of a few streams keeps `threads`.
         **detector_options: fields of DetectorConfig (threshold, thresholds, hop_ms, ...) for every stream.
     """
 
     def __init__(self, model: str | os.PathLike | LoadedModel | None = None, device: str | None = None,
-                 max_streams: int | None = None, threads: int | None = DEFAULT_THREADS, **detector_options: Any):
+                 max_streams: int | None = None, threads: int | None = DEFAULT_THREADS,
+                 batch_threads: int | None = None, **detector_options: Any):
         self.model = load_model(model, device=device)
         self.detector_options = dict(detector_options)
         Recognizer(self.model, threads=threads, **self.detector_options)  # bad options fail here, not per stream
@@ -329,6 +333,7 @@ class KeywordServer:
             raise ValueError(f"max_streams must be a positive int, got {max_streams!r}")
         self.max_streams = max_streams
         self.threads = threads
+        self.batch_threads = check_threads(batch_threads) or available_cores()
         self.keywords = [label for label in self.model.labels if label not in (LABEL_UNKNOWN, LABEL_SILENCE)]
         self.name = Path(self.model.source).stem if self.model.source.endswith(".pt") else self.model.source
         self.info = self._describe()
@@ -395,7 +400,7 @@ class KeywordServer:
         if parsed.scheme == "tcp" and parsed.hostname is not None and not _is_loopback(parsed.hostname):
             log.warning("listening on %s: anyone who can reach it can stream audio to this server", parsed.hostname)
         server = AsyncServer.from_uri(uri)
-        self.engine = StreamEngine(self.model, self.threads, **self.detector_options)
+        self.engine = StreamEngine(self.model, self.threads, self.batch_threads, **self.detector_options)
         try:
             await server.start(lambda reader, writer: _Handler(self, reader, writer))
         except BaseException:

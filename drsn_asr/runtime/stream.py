@@ -97,14 +97,18 @@ class StreamBank:
     where the posteriors are (`device_rule`, default: on a GPU), so a step of a GPU bank copies only the
     outcome of its decisions to the host, once. On a CPU device, steps in which every stream advances alike
     (one stream; streams fed in lockstep) run in numpy on the same memory: a live hop of one stream is a few
-    small operations, and torch's per-call overhead was most of their cost.
+    small operations, and torch's per-call overhead was most of their cost. ONNX Runtime runs on `threads`
+    intra-op threads, and on `batch_threads` (default: `threads`) for batches of
+    `inference.BATCH_THREADS_MIN_ROWS` rows or more.
     """
 
     def __init__(self, model: LoadedModel, config: DetectorConfig, capacity: int = 1,
                  max_batch_windows: int = MAX_BATCH_WINDOWS, autocast_dtype: torch.dtype | None = None,
-                 backend: str = "auto", threads: int | None = DEFAULT_THREADS, device_rule: bool | None = None):
+                 backend: str = "auto", threads: int | None = DEFAULT_THREADS, device_rule: bool | None = None,
+                 batch_threads: int | None = None):
         self.model = model
         self.threads = check_threads(threads)
+        self.batch_threads = check_threads(batch_threads)
         if autocast_dtype is not None and backend == "onnxruntime":
             raise ValueError("autocast runs on the torch backend: use backend='torch' (or 'auto') with it")
         self.backend = "torch" if autocast_dtype is not None else backend  # autocast is torch's
@@ -154,7 +158,7 @@ class StreamBank:
         self._hop_session = None  # (refresh_model makes it where it applies)
         if (self.frontend_state is not None and hasattr(self.frontend, "stream_session") and self.device.type == "cpu"
                 and self.backend != "torch" and onnxruntime_available()):
-            self._frontend_session = self.frontend.stream_session(self.threads or torch.get_num_threads())
+            self._frontend_session = self.frontend.stream_session(self.threads or torch.get_num_threads(), self.batch_threads)
         self.n_frames = np.zeros(0, np.int64)
         self.n_samples = np.zeros(0, np.int64)  # stream samples consumed per slot (flush's padding excluded)
         self.grow(capacity)
@@ -162,7 +166,7 @@ class StreamBank:
 
     def refresh_model(self) -> None:
         """Take the model's weights as they are now (they are folded for inference once, not per hop)."""
-        forward = inference_forward(self.model.net, self.backend, self.threads)
+        forward = inference_forward(self.model.net, self.backend, self.threads, self.batch_threads)
         self._probs = getattr(forward, "probs", None)  # a backend that gives posteriors as numpy directly
         # A hop of one new frame that ends one window (a live hop of the speech embedding), after a stream's first
         # frame, runs as one graph: frontend and network (embedding.HopSession). Kept while the network is.
@@ -171,7 +175,7 @@ class StreamBank:
             self._hop_session = None
         elif self._hop_session is None or forward is not self.forward:
             self._hop_session = self.frontend.hop_session(forward.folded, self.window_frames,
-                                                          self.threads or torch.get_num_threads())
+                                                          self.threads or torch.get_num_threads(), self.batch_threads)
         self.forward = forward
 
     def grow(self, capacity: int) -> None:
