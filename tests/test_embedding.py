@@ -429,11 +429,11 @@ class _Counted:
 
 
 def test_steps_of_many_streams_on_batch_threads_give_the_posteriors_of_one_thread(tmp_path):
-    """A bank with batch_threads runs steps of 32 or more streams on those threads (its hop session bound to the
-    many-thread session), in lockstep and ragged, with the posteriors of a bank on one thread."""
+    """A bank with batch_threads runs steps of 32 or more streams on those threads, in lockstep and ragged, with
+    the posteriors of a bank on one thread; steps that large take the separate calls, not the hop session."""
     import drsn_asr
     from drsn_asr.runtime.audio import read_audio
-    from drsn_asr.runtime.inference import BATCH_THREADS_MIN_ROWS
+    from drsn_asr.runtime.inference import BATCH_THREADS_MIN_ROWS, BatchThreadedSession
     from drsn_asr.runtime.stream import StreamBank, detector_config
 
     model, _ = _embedding_model(tmp_path)
@@ -443,6 +443,7 @@ def test_steps_of_many_streams_on_batch_threads_give_the_posteriors_of_one_threa
     posteriors = []
     for batch_threads in (None, 2):
         bank = StreamBank(model, detector_config(model), capacity=n, batch_threads=batch_threads)
+        bank._hop_session = counted = _Counted(bank._hop_session)
         got = []
         bank.on_classified = lambda slots, now_s, probs: got.append((slots.tolist(), probs.copy()))
         for start in range(0, audio.shape[1] - 1600, 1280):
@@ -450,7 +451,9 @@ def test_steps_of_many_streams_on_batch_threads_give_the_posteriors_of_one_threa
         lengths = np.arange(n) % 3 * 700 + 900
         bank.feed(np.arange(n), audio[:, -2300:], lengths)  # ragged
         posteriors.append(got)
+        assert counted.calls == {"kept": 0, "rows": 0}
         if batch_threads:
-            assert bank._hop_session._bound_session is bank._hop_session.session.large
+            assert isinstance(bank._frontend_session.session, BatchThreadedSession)
+            assert isinstance(bank.forward.session, BatchThreadedSession)
     assert [slots for slots, _ in posteriors[0]] == [slots for slots, _ in posteriors[1]]
     assert all(np.allclose(a, b, rtol=0, atol=1e-5) for (_, a), (_, b) in zip(*posteriors))
