@@ -8,7 +8,8 @@ carries, or `--hop-ms`) and reports, per hop:
 - the whole `feed`, and the time inside the network, the frontend (the new log-mel frames, or the speech
   embedding's new frames with its network's kept state) and the decision rule (timers around those calls; the
   rest is bookkeeping);
-- the same stream with the network replaced by constant posteriors: what a free model would leave;
+- the same stream with the network replaced by constant posteriors: what a free model would leave (on the separate
+  frontend and network calls: for the speech embedding that costs more than the one hop graph with the network);
 then the batch-1 forward time on ONNX Runtime of the default architecture and of cheaper, untrained ones.
 Every figure is this thread's CPU time (time.thread_time): other processes inflate it less than wall time, but
 a loaded machine (shared caches, turbo) still does; timers add a little overhead of their own.
@@ -48,8 +49,8 @@ def per_hop_us(rec: Recognizer, audio: np.ndarray, chunk: int, probs=None) -> fl
     """CPU time of one `feed` of a `chunk`-sample chunk, averaged over the audio (µs); `probs` replaces the
     network."""
     rec.reset()  # (also takes the network afresh)
-    if probs is not None:
-        rec._bank._probs = probs
+    if probs is not None:  # on the separate calls: a hop graph (embedding.HopSession) holds the network
+        rec._bank._probs, rec._bank._hop_session = probs, None
     t = time.thread_time()
     for start in range(0, len(audio), chunk):
         rec.feed(audio[start : start + chunk])
@@ -88,9 +89,10 @@ def main() -> None:
     print(f"  whole feed               {whole:6.0f} µs   (with timers: {parts['whole']:.0f})")
     print(f"  network                  {parts['network']:6.0f} µs")
     print(f"  frontend: the new frames {parts['frontend']:6.0f} µs")
+    print(f"  both in one graph        {parts['graph']:6.0f} µs")
     print(f"  decision rule            {parts['rule']:6.0f} µs")
     print(f"  the rest (bookkeeping)   {parts['rest']:6.0f} µs")
-    print(f"  network replaced by a constant: {free_model:.0f} µs per hop")
+    print(f"  network replaced by a constant (separate calls, no hop graph): {free_model:.0f} µs per hop")
     print("forward on ONNX Runtime, batch 1 (untrained weights: the cost, not the accuracy):")
     shipped = rec.model.net
     x = np.random.default_rng(0).standard_normal((1, shipped.features.n_mels, shipped.window_frames)).astype(np.float32)
