@@ -120,8 +120,10 @@ def test_a_batch_threaded_session_runs_large_batches_on_its_batch_threads_with_t
     assert pair.large.get_session_options().intra_op_num_threads == 2
     for rows, chosen in ((BATCH_THREADS_MIN_ROWS - 1, pair.small), (BATCH_THREADS_MIN_ROWS, pair.large)):
         assert pair.for_batch(rows) is chosen
-        x = np.random.default_rng(rows).standard_normal((rows, net.features.n_mels, net.window_frames)).astype(np.float32)
+        x = np.random.default_rng(rows).standard_normal((rows, net.features.n_mels, net.window_frames))
+        x = x.astype(np.float32)
         got, expected = pair.run(["probs"], {"logmel": x})[0], single.run(["probs"], {"logmel": x})[0]
         assert np.allclose(got, expected, rtol=0, atol=1e-5)
     onnx = inference_forward(net, "onnxruntime", threads=1, batch_threads=2)
-    assert isinstance(onnx.session, BatchThreadedSession) and onnx is not inference_forward(net, "onnxruntime", threads=1)
+    assert isinstance(onnx.session, BatchThreadedSession)
+    assert onnx is not inference_forward(net, "onnxruntime", threads=1)  # cached apart

@@ -350,20 +350,22 @@ class HopSession:
 
     The same arithmetic as `SpeechEmbedding.stream` followed by the classifier, in one native call instead of
     three calls and the torch and numpy operations between them: every framework call between two networks
-    runs with cold caches (2-5x slower than in a loop of its own), so the glue, not the arithmetic, was most of
-    what a hop gained here (docs/performance.md). The STFT is a product with the DFT of the mel bands' bins
+    runs with cold caches (2-5x slower than in a loop of its own), so what one graph saves is mostly that glue,
+    not arithmetic (docs/performance.md). The STFT is a product with the DFT of the mel bands' bins
     only (120 of 257), which at one stream costs less than an FFT called from Python; frames equal `stream`'s
     to float rounding (tested).
     """
 
-    def __init__(self, frontend: SpeechEmbedding, head, window_frames: int, threads: int, batch_threads: int | None = None):
+    def __init__(self, frontend: SpeechEmbedding, head, window_frames: int, threads: int,
+                 batch_threads: int | None = None):
         """`head`: an `inference.FoldedNet` over (B, 96, window_frames) embeddings; threads as `cpu_session`'s."""
         from .inference import GraphBuilder, cpu_session, onnx_nodes
 
         g = GraphBuilder()
         frames, self.states = _cnn_nodes(frontend, g, _mel_nodes(frontend, g, "audio"), continued=True)
         window = g.op("Concat", "tail", frames, axis=2)
-        g.op("Slice", window, g.const(np.array([1])), g.const(np.array([1 << 30])), g.const(np.array([2])), out="new_tail")
+        g.op("Slice", window, g.const(np.array([1])), g.const(np.array([1 << 30])), g.const(np.array([2])),
+             out="new_tail")
         onnx_nodes(head, g, window)
         batch = ["batch"]
         model = g.model("speech_embedding_hop",
@@ -373,7 +375,8 @@ class HopSession:
         self.session = cpu_session(model, threads, batch_threads)
         self._outputs = ["probs", "new_tail", *(f"new_{n}" for n in self.states)]
         _, state = frontend.stream(torch.zeros(1, frontend.window_samples), None)
-        self._shapes = [(EMBEDDING_DIM, window_frames - 1), *(tuple(t.shape[1:]) for t in state)]  # a stream's tail, state
+        # a stream's tail, then its state
+        self._shapes = [(EMBEDDING_DIM, window_frames - 1), *(tuple(t.shape[1:]) for t in state)]
         self._n_classes = head.fc[0].shape[0]
         self._batch = 0  # the batch that `kept` has buffers for
 
@@ -409,7 +412,8 @@ class HopSession:
     def _bind(self, batch: int) -> None:
         """Two sets of state and tail buffers for `batch` streams, and a binding from each set to the other."""
         shapes = [[batch, *shape] for shape in self._shapes]
-        sets = [([np.zeros(shape, np.float32) for shape in shapes[1:]], np.zeros(shapes[0], np.float32)) for _ in range(2)]
+        sets = [([np.zeros(shape, np.float32) for shape in shapes[1:]], np.zeros(shapes[0], np.float32))
+                for _ in range(2)]
         self._audio = np.zeros((batch, STREAM_SAMPLES), np.float32)
         self._probs = np.zeros((batch, self._n_classes), np.float32)
         self._bindings = []

@@ -183,7 +183,8 @@ class StreamEngine:
     above LAG_LIMIT_S the server refuses new streams.
     """
 
-    def __init__(self, model: LoadedModel, threads: int | None, batch_threads: int | None = None, **detector_options: Any):
+    def __init__(self, model: LoadedModel, threads: int | None, batch_threads: int | None = None,
+                 **detector_options: Any):
         self.recognizer = MultiStreamRecognizer(model, threads=threads, batch_threads=batch_threads, **detector_options)
         self.lag_s = 0.0
         self.n_batches = 0

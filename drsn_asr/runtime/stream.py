@@ -162,7 +162,8 @@ class StreamBank:
         self._hop_session = None  # (refresh_model makes it where it applies)
         if (self.frontend_state is not None and hasattr(self.frontend, "stream_session") and self.device.type == "cpu"
                 and self.backend != "torch" and onnxruntime_available()):
-            self._frontend_session = self.frontend.stream_session(self.threads or torch.get_num_threads(), self.batch_threads)
+            self._frontend_session = self.frontend.stream_session(self.threads or torch.get_num_threads(),
+                                                                  self.batch_threads)
         self.n_frames = np.zeros(0, np.int64)
         self.n_samples = np.zeros(0, np.int64)  # stream samples consumed per slot (flush's padding excluded)
         self.grow(capacity)

@@ -625,7 +625,8 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
             fig["state_kb_per_stream"] = _figure(_state_bytes(Recognizer(cpu_model)) / 1024, "KiB", "a stream's own state")
             say(f"where a {hop_ms:g} ms hop goes, CPU 1 thread")
             parts = [hop_parts(cpu_model, audio[: 60 * cpu_model.features.sample_rate], hop) for _ in range(repeats)]
-            for part, what in (("whole", "a whole hop"), ("frontend", "its new frames (the frontend) in calls of their own"),
+            for part, what in (("whole", "a whole hop"),
+                               ("frontend", "its new frames (the frontend) in calls of their own"),
                                ("network", "the network in calls of its own"),
                                ("graph", "the frontend and the network in one graph (embedding.HopSession)"),
                                ("rule", "the decision rule"), ("rest", "the rest (bookkeeping)")):
@@ -668,7 +669,8 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
             network_b1_us = fig["forward_onnx_b1_us"]["value"] if "forward_onnx_b1_us" in fig else 0.0
             frontend_us = fig["hop_frontend_us"]["value"] + (max(graph_us - network_b1_us, 0.0) if graph_us else 0.0)
             ratio["frontend_share_of_hop"] = frontend_us / fig["hop_whole_us"]["value"]
-            ratio["rtf_without_frontend_over_target"] = (fig["hop_whole_us"]["value"] - frontend_us) / (hop_ms * 1000) / TARGET_RTF
+            ratio["rtf_without_frontend_over_target"] = (fig["hop_whole_us"]["value"] - frontend_us) \
+                / (hop_ms * 1000) / TARGET_RTF
             say(f"single stream, CPU, 1 thread, {other_hop_ms:g} ms hop")
             other_hop = _hop_samples(cpu_model, other_hop_ms)
             other = [live_stream(cpu_model, audio, other_hop, hop_ms=other_hop_ms) for _ in range(repeats)]
