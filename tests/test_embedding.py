@@ -380,7 +380,7 @@ def test_a_hop_session_is_the_streamed_frame_and_the_classifier_in_one_call(tmp_
 def test_a_live_stream_runs_its_hops_through_the_hop_session_with_the_same_posteriors(tmp_path):
     """A bank of an embedding model on ONNX Runtime steps a live hop (one new frame, one window) in one hop-session
     call: for every slot at once (`kept`) and for some of them (rows gathered); the posteriors are those of the
-    separate frontend and network calls, and a reset or a new Recognizer keeps the session."""
+    separate frontend and network calls. A Recognizer reset mid-stream decides as at first, on the same session."""
     import drsn_asr
     from drsn_asr.runtime.audio import read_audio
     from drsn_asr.runtime.stream import Recognizer, StreamBank, detector_config
@@ -407,9 +407,18 @@ def test_a_live_stream_runs_its_hops_through_the_hop_session_with_the_same_poste
             assert counted.calls["kept"] > 10 and counted.calls["rows"] > 10
     assert [g[:2] for g in posteriors[True]] == [g[:2] for g in posteriors[False]]
     assert all(np.allclose(a[2], b[2], rtol=0, atol=1e-5) for a, b in zip(posteriors[True], posteriors[False]))
-    rec = Recognizer(model)
+    # a Recognizer reset mid-stream starts over: the same detections as at first, on the same hop graph
+    rec = Recognizer(model, threshold=0.3)
     session = rec._bank._hop_session
+    speech = audio[1].numpy()
+
+    def detections() -> list:
+        return [d for start in range(0, len(speech), 320) for d in rec.feed(speech[start : start + 320])] + rec.flush()
+
+    first = detections()
+    rec.feed(speech[:20000])
     rec.reset()
+    assert detections() == first and first
     assert rec._bank._hop_session is session  # the same network: no new graph
 
 
