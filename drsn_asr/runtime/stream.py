@@ -679,7 +679,8 @@ class Recognizer:
             return []
         held = self._take_held()
         block = held[0] if len(held) == 1 else np.concatenate(held)
-        found = self._bank.feed(self._slot, torch.from_numpy(block)[None])
+        # numpy's [None], not torch's: 1.5-2% of a live hop
+        found = self._bank.feed(self._slot, torch.from_numpy(block[None]))
         self._due_in = self._bank.samples_until_due(0)
         return self._emit_all([d for _, d in found])
 
