@@ -416,15 +416,10 @@ class StreamBank:
                 at = slice(None) if whole else torch.from_numpy(rows).to(self.device)
                 held = index if whole and isinstance(index, slice) else \
                     torch.from_numpy(slots if rows is None else slots[rows]).to(self.device)
-                every_slot = isinstance(held, slice) and held.stop == self.capacity  # no gather, no scatter
-                state = None if first else self.frontend_state if every_slot else [t[held] for t in self.frontend_state]
+                state = None if first else self._frontend_state_of(held)
                 frames, state = self.frontend.stream(x[at, : (n - 1) * hop + (self.window_samples if first else self.stream_samples)],
                                                      state, session=self._frontend_session)
-                if every_slot:
-                    self.frontend_state = list(state)
-                else:
-                    for t, new in zip(self.frontend_state, state):
-                        t[held] = new
+                self._keep_frontend_state(held, state)
                 if whole and n == n_max:
                     out = frames
                 else:
@@ -438,15 +433,31 @@ class StreamBank:
         """A uniform step of one new frame per slot, each ending a window, after the slots' first frames: the
         frame, the window and its posteriors in one call of the hop session (`audio`: the samples the frame
         reads), the frontend state and the kept frames written back, then the decision rule."""
-        if isinstance(index, slice) and index.stop == self.capacity:  # every slot: the state stays in the session
+        if self._every_slot(index):  # the state stays in the session's buffers
             probs, self.tail, self.frontend_state = self._hop_session.kept(audio, self.frontend_state, self.tail)
         else:
             held = index if isinstance(index, slice) else torch.from_numpy(slots)
             tail = self.tail.numpy()
-            probs, tail[index], state = self._hop_session(audio, [t[held] for t in self.frontend_state], tail[index])
-            for t, new in zip(self.frontend_state, state):
-                t[held] = new
+            probs, tail[index], state = self._hop_session(audio, self._frontend_state_of(held), tail[index])
+            self._keep_frontend_state(held, state)
         return self._decide(slots, counted, rounds, None, probs)
+
+    def _every_slot(self, rows: slice | np.ndarray | torch.Tensor) -> bool:
+        """Whether `rows` are every slot in order (a step's slice of them all): their state is then taken and kept
+        as it is, without a gather and a scatter."""
+        return isinstance(rows, slice) and rows.stop == self.capacity
+
+    def _frontend_state_of(self, rows: slice | torch.Tensor) -> list[torch.Tensor]:
+        """The frontend state of `rows`."""
+        return self.frontend_state if self._every_slot(rows) else [t[rows] for t in self.frontend_state]
+
+    def _keep_frontend_state(self, rows: slice | torch.Tensor, state: list[torch.Tensor]) -> None:
+        """Store `state` as the frontend state of `rows`."""
+        if self._every_slot(rows):
+            self.frontend_state = list(state)
+        else:
+            for t, new in zip(self.frontend_state, state):
+                t[rows] = new
 
     def _decide(self, slots: np.ndarray, counted: np.ndarray, rounds: list[tuple[np.ndarray | None, Any]],
                 windows: torch.Tensor | None, probs: np.ndarray | None = None) -> list[tuple[int, Detection]]:
@@ -521,8 +532,8 @@ class StreamBank:
 
     def _write(self, name: str, rows: slice | torch.Tensor, value: torch.Tensor) -> None:
         """Store the stepped slots' rows back into state tensor `name`."""
-        if isinstance(rows, slice) and rows.stop == self.capacity:
-            setattr(self, name, value)  # every slot: keep the new tensor, no copy
+        if self._every_slot(rows):
+            setattr(self, name, value)  # keep the new tensor, no copy
         else:
             getattr(self, name)[rows] = value
 
