@@ -374,9 +374,6 @@ class HopSession:
                         [("probs", None), ("new_tail", None), *((f"new_{n}", None) for n in self.states)])
         self.session = cpu_session(model, threads, batch_threads)
         self._outputs = ["probs", "new_tail", *(f"new_{n}" for n in self.states)]
-        _, state = frontend.stream(torch.zeros(1, frontend.window_samples), None)
-        # a stream's tail, then its state
-        self._shapes = [(EMBEDDING_DIM, window_frames - 1), *(tuple(t.shape[1:]) for t in state)]
         self._n_classes = head.fc[0].shape[0]
         self._batch = 0  # the batch that `kept` has buffers for
 
@@ -397,7 +394,7 @@ class HopSession:
         reads as its inputs where it is given them back, so a hop binds nothing (binding 13 inputs and outputs
         afresh cost about as much as a fifth of the graph). Returns torch views of those buffers."""
         if len(audio) != self._batch:
-            self._bind(len(audio))
+            self._bind(state, tail)
         state_in, tail_in = self._views[self._current]
         if tail.data_ptr() != tail_in.data_ptr() or any(a.data_ptr() != b.data_ptr() for a, b in zip(state, state_in)):
             for mine, given in zip(state_in, state):  # (given by another path: a first frame, a bank grown)
@@ -409,11 +406,10 @@ class HopSession:
         state_out, tail_out = self._views[self._current]
         return self._probs.copy(), tail_out, state_out
 
-    def _bind(self, batch: int) -> None:
-        """Two sets of state and tail buffers for `batch` streams, and a binding from each set to the other."""
-        shapes = [[batch, *shape] for shape in self._shapes]
-        sets = [([np.zeros(shape, np.float32) for shape in shapes[1:]], np.zeros(shapes[0], np.float32))
-                for _ in range(2)]
+    def _bind(self, state: list[torch.Tensor], tail: torch.Tensor) -> None:
+        """Two sets of buffers shaped as `state` and `tail`, and a binding from each set to the other."""
+        batch = len(tail)
+        sets = [([np.zeros(t.shape, np.float32) for t in state], np.zeros(tail.shape, np.float32)) for _ in range(2)]
         self._audio = np.zeros((batch, STREAM_SAMPLES), np.float32)
         self._probs = np.zeros((batch, self._n_classes), np.float32)
         self._bindings = []
