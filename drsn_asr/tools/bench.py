@@ -667,7 +667,7 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
             # frontend were free, i.e. how far the frontend alone keeps it from the target.
             graph_us = fig["hop_graph_us"]["value"]
             network_b1_us = fig["forward_onnx_b1_us"]["value"] if "forward_onnx_b1_us" in fig else 0.0
-            frontend_us = fig["hop_frontend_us"]["value"] + (max(graph_us - network_b1_us, 0.0) if graph_us else 0.0)
+            frontend_us = fig["hop_frontend_us"]["value"] + max(graph_us - network_b1_us, 0.0)
             ratio["frontend_share_of_hop"] = frontend_us / fig["hop_whole_us"]["value"]
             ratio["rtf_without_frontend_over_target"] = (fig["hop_whole_us"]["value"] - frontend_us) \
                 / (hop_ms * 1000) / TARGET_RTF
