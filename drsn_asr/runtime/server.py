@@ -77,11 +77,11 @@ LINGER_S = 1.0  # after an error, how long to wait for the client to stop sendin
 LAG_LIMIT_S = 0.5  # inference this far behind its input refuses new streams
 LAG_WARNING_EVERY_S = 10.0
 # Concurrent real-time streams one server serves with p99 end-of-audio → transcript under 0.5 s, by frontend, a
-# little under what `drsn-asr bench` measured on a 2-core Xeon (2026-12-06: 352 log-mel with one thread; 320
-# embedding with the streamed CNN on ONNX Runtime and both cores for steps of many streams, where the host's speed
-# drifts by 15-25%; docs/performance.md); `--max-streams` overrides it. The fused frontend does not stream its
-# CNN: it keeps the old embedding figure (44).
-DEFAULT_MAX_STREAMS = {"logmel": 300, "speech_embedding": 288, "embedding_logmel": 40}
+# little under what `drsn-asr bench` measured on a 2-core Xeon with both cores for steps of many streams
+# (2026-12-06: 480 log-mel, where single tries of 384 and 416 read p99 0.41-0.45 s and 0.64 s; 320 and 352
+# embedding with the streamed CNN on ONNX Runtime; the host's speed drifts by 15-25%; docs/performance.md);
+# `--max-streams` overrides it. The fused frontend does not stream its CNN: it keeps the old embedding figure (44).
+DEFAULT_MAX_STREAMS = {"logmel": 352, "speech_embedding": 288, "embedding_logmel": 40}
 
 log = logging.getLogger(__name__)
 
