@@ -422,6 +422,51 @@ def test_a_live_stream_runs_its_hops_through_the_hop_session_with_the_same_poste
     assert rec._bank._hop_session is session  # the same network: no new graph
 
 
+def test_a_recognizer_steps_its_live_hops_on_their_own_and_decides_as_the_general_step(tmp_path):
+    """A Recognizer hands each due block to `StreamBank.feed_one`, which steps a live hop (one new frame after the
+    first, through the hop session) with that step's own bookkeeping and sends anything else to `feed`. At any
+    chunking it decides as the general step does, bit for bit: detections, scores, clock, the rule's state and the
+    bank's. A bank of several slots refuses it with a message."""
+    import drsn_asr
+    from drsn_asr.runtime.audio import read_audio
+    from drsn_asr.runtime.stream import Recognizer, StreamBank, detector_config
+
+    model, _ = _embedding_model(tmp_path)
+    speech = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")[16000 * 2 : 16000 * 16]
+    found = 0
+    for sizes in ([320], [160, 480, 1000], [1280], [1600], [7000, 200]):
+        fast, general = Recognizer(model, threshold=0.3), Recognizer(model, threshold=0.3)
+        bank = general._bank
+        bank.feed_one = lambda samples: bank.feed(bank._all_slots, torch.from_numpy(samples[None]))
+        fed = []
+        fast._bank.feed = lambda *args, feed=fast._bank.feed: fed.append(1) or feed(*args)
+        out = {fast: [], general: []}
+        pos = i = 0
+        while pos < len(speech):
+            for rec in out:
+                out[rec] += rec.feed(speech[pos : pos + sizes[i % len(sizes)]])
+            pos, i = pos + sizes[i % len(sizes)], i + 1
+        for rec in out:
+            out[rec] += rec.flush()
+        assert out[fast] == out[general]
+        assert (fast.scores, fast.time_s, fast.n_classifications) == (general.scores, general.time_s, general.n_classifications)
+        for name in ("recent", "scores", "n_classifications", "armed", "last_detection_s", "pending_label",
+                     "pending_peak", "pending_since_s", "unknown_ring"):
+            assert np.array_equal(getattr(fast._bank.rule, name), getattr(general._bank.rule, name)), name
+        for name in ("pending_len", "n_frames", "n_samples"):
+            assert np.array_equal(getattr(fast._bank, name), getattr(general._bank, name)), name
+        kept = int(fast._bank.pending_len[0])
+        assert torch.equal(fast._bank.pending[:, :kept], general._bank.pending[:, :kept])
+        assert torch.equal(fast._bank.tail, general._bank.tail)
+        assert all(torch.equal(a, b) for a, b in zip(fast._bank.frontend_state, general._bank.frontend_state))
+        if max(sizes) < fast._bank.hop_samples:  # every hop but the first frames' and flush's went its own way
+            assert len(fed) <= 3 < fast.n_classifications / 10
+        found += len(out[fast])
+    assert found
+    with pytest.raises(ValueError, match="one slot"):
+        StreamBank(model, detector_config(model), capacity=2).feed_one(np.zeros(320, np.float32))
+
+
 class _Counted:
     """A hop session that counts its calls: for all of a bank's slots (`kept`) and for some rows (`__call__`)."""
 

@@ -265,6 +265,27 @@ class StreamBank:
                 out += self._step(slots[rows], piece, taken[rows])
         return out
 
+    def feed_one(self, samples: np.ndarray) -> list[tuple[int, Detection]]:
+        """`feed` for a bank of one slot (a Recognizer's): float32 samples (n,). When they complete exactly one new
+        frame after the slot's first, through the hop session (a live hop of an embedding model), only that step's
+        own bookkeeping runs: the general step's checks and contexts cost a tenth of a hop (docs/performance.md).
+        No torch operation runs there, so no thread setting is needed. Anything else goes to `feed`."""
+        if self.capacity != 1:
+            raise ValueError(f"feed_one is for a bank of one slot; this one has {self.capacity}: use feed(slots, audio)")
+        counted, have = int(self.n_frames[0]), int(self.pending_len[0])
+        total, frame, hop = have + len(samples), self.stream_samples, self.hop_samples
+        if self._hop_session is None or counted == 0 or not frame <= total < frame + hop:
+            return self.feed(self._all_slots, torch.from_numpy(samples[None]))
+        # _step_uniform's bookkeeping for one new frame: it reads `frame` samples, and the next one starts a hop on
+        self.n_samples[0] += len(samples)
+        self.pending_len[0] = total - hop
+        self.n_frames[0] = counted + 1
+        pending = self.pending.numpy()[0]
+        buffer = np.concatenate([pending[:have], samples])
+        pending[: total - hop] = buffer[hop:]
+        with torch.inference_mode():  # (the hop session's buffers are inference tensors)
+            return self._hop(self._all_slots, slice(0, 1), buffer[None, :frame], np.array([counted]), [(None, 0)])
+
     def flush(self, slots: np.ndarray, heads: list[np.ndarray]) -> list[tuple[int, Detection]]:
         """End of stream for `slots`: feed each its last samples (`heads`, e.g. a resampler's remainder), then
         half a window of silence so that its last word is classified. A word located partly in that padding
@@ -690,8 +711,7 @@ class Recognizer:
             return []
         held = self._take_held()
         block = held[0] if len(held) == 1 else np.concatenate(held)
-        # numpy's [None], not torch's: 1.5-2% of a live hop
-        found = self._bank.feed(self._slot, torch.from_numpy(block[None]))
+        found = self._bank.feed_one(block)
         self._due_in = self._bank.samples_until_due(0)
         return self._emit_all([d for _, d in found])
 
