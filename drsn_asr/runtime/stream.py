@@ -46,6 +46,10 @@ MAX_GAP_FRAMES = 8
 # with a DFT, which for 256 lockstep streams cost 57 ms a hop against 55 for the FFT and separate calls, where
 # for one stream one graph saves a third of the hop (docs/performance.md)
 HOP_SESSION_MAX_ROWS = 32
+# A Recognizer's block that completes up to this many new frames takes them one hop-session call at a time
+# (`StreamBank.feed_one`); more take the general step, which batches them. At one stream, blocks of 2 frames cost
+# 0.87x the general step that way, of 3 frames 1.07x (docs/performance.md).
+LIVE_HOP_MAX_FRAMES = 2
 
 
 @dataclass(frozen=True)
@@ -266,25 +270,31 @@ class StreamBank:
         return out
 
     def feed_one(self, samples: np.ndarray) -> list[tuple[int, Detection]]:
-        """`feed` for a bank of one slot (a Recognizer's): float32 samples (n,). When they complete exactly one new
-        frame after the slot's first, through the hop session (a live hop of an embedding model), only that step's
-        own bookkeeping runs: the general step's checks and contexts cost a tenth of a hop (docs/performance.md).
-        No torch operation runs there, so no thread setting is needed. Anything else goes to `feed`."""
+        """`feed` for a bank of one slot (a Recognizer's): float32 samples (n,). When they complete one new frame
+        after the slot's first, or up to LIVE_HOP_MAX_FRAMES, each frame is a hop-session call (a live hop of an
+        embedding model) and only this step's own bookkeeping runs: the general step's checks and contexts cost a
+        tenth of such a hop (docs/performance.md). No torch operation runs there, so no thread setting is needed.
+        Anything else goes to `feed`."""
         if self.capacity != 1:
             raise ValueError(f"feed_one is for a bank of one slot; this one has {self.capacity}: use feed(slots, audio)")
         counted, have = int(self.n_frames[0]), int(self.pending_len[0])
         total, frame, hop = have + len(samples), self.stream_samples, self.hop_samples
-        if self._hop_session is None or counted == 0 or not frame <= total < frame + hop:
+        n_new = (total - frame) // hop + 1 if total >= frame else 0  # each frame reads `frame` samples, a hop on
+        if self._hop_session is None or counted == 0 or not 1 <= n_new <= LIVE_HOP_MAX_FRAMES:
             return self.feed(self._all_slots, torch.from_numpy(samples[None]))
-        # _step_uniform's bookkeeping for one new frame: it reads `frame` samples, and the next one starts a hop on
+        rest = total - n_new * hop  # _step_uniform's bookkeeping, for n_new frames after the first
         self.n_samples[0] += len(samples)
-        self.pending_len[0] = total - hop
-        self.n_frames[0] = counted + 1
+        self.pending_len[0] = rest
+        self.n_frames[0] = counted + n_new
         pending = self.pending.numpy()[0]
         buffer = np.concatenate([pending[:have], samples])
-        pending[: total - hop] = buffer[hop:]
+        pending[:rest] = buffer[total - rest :]
+        found = []
         with torch.inference_mode():  # (the hop session's buffers are inference tensors)
-            return self._hop(self._all_slots, slice(0, 1), buffer[None, :frame], np.array([counted]), [(None, 0)])
+            for i in range(n_new):
+                found += self._hop(self._all_slots, slice(0, 1), buffer[None, i * hop : i * hop + frame],
+                                   np.array([counted + i]), [(None, 0)])
+        return found
 
     def flush(self, slots: np.ndarray, heads: list[np.ndarray]) -> list[tuple[int, Detection]]:
         """End of stream for `slots`: feed each its last samples (`heads`, e.g. a resampler's remainder), then
