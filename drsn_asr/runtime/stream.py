@@ -279,16 +279,16 @@ class StreamBank:
             raise ValueError(f"feed_one is for a bank of one slot; this one has {self.capacity}: use feed(slots, audio)")
         counted, have = int(self.n_frames[0]), int(self.pending_len[0])
         total, frame, hop = have + len(samples), self.stream_samples, self.hop_samples
-        n_new = (total - frame) // hop + 1 if total >= frame else 0  # each frame reads `frame` samples, a hop on
+        n_new = max(total - frame + hop, 0) // hop  # (from here on, _step_uniform's bookkeeping for such a step)
         if self._hop_session is None or counted == 0 or not 1 <= n_new <= LIVE_HOP_MAX_FRAMES:
             return self.feed(self._all_slots, torch.from_numpy(samples[None]))
-        rest = total - n_new * hop  # _step_uniform's bookkeeping, for n_new frames after the first
+        keep = self._kept_from(n_new, counted)
         self.n_samples[0] += len(samples)
-        self.pending_len[0] = rest
+        self.pending_len[0] = total - keep
         self.n_frames[0] = counted + n_new
         pending = self.pending.numpy()[0]
         buffer = np.concatenate([pending[:have], samples])
-        pending[:rest] = buffer[total - rest :]
+        pending[: total - keep] = buffer[keep:]
         found = []
         with torch.inference_mode():  # (the hop session's buffers are inference tensors)
             for i in range(n_new):
