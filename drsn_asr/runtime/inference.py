@@ -222,7 +222,11 @@ def onnx_nodes(folded: FoldedNet, g: GraphBuilder, x: str) -> None:
     const, op = g.const, g.op
 
     def affine(x: str, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> str:
-        return op("Add", op("Mul", x, const(scale_shift[0])), const(scale_shift[1]))
+        # as a depthwise 1x1 Conv, not Mul and Add: ONNX Runtime runs it in its blocked (NCHWc) layout with the
+        # convolutions around it, and fuses a following Relu, where Mul and Add need the tensor reordered out
+        # and back (docs/performance.md); the values are the same
+        scale, shift = (t.reshape(-1) for t in scale_shift)
+        return op("Conv", x, const(scale.reshape(-1, 1, 1, 1)), const(shift), group=len(scale), kernel_shape=[1, 1])
 
     def conv(x: str, weight: torch.Tensor, bias: torch.Tensor | None, stride, pad: int | tuple[int, int]) -> str:
         inputs = [x, const(weight.contiguous())] + ([const(bias)] if bias is not None else [])
