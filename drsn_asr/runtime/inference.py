@@ -224,7 +224,8 @@ def onnx_nodes(folded: FoldedNet, g: GraphBuilder, x: str) -> None:
     def affine(x: str, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> str:
         # as a depthwise 1x1 Conv, not Mul and Add: ONNX Runtime runs it in its blocked (NCHWc) layout with the
         # convolutions around it, and fuses a following Relu, where Mul and Add need the tensor reordered out
-        # and back (docs/performance.md); the values are the same
+        # and back (docs/performance.md); the values are those of Mul and Add to float rounding (bit for bit on
+        # the street demo)
         scale, shift = (t.reshape(-1) for t in scale_shift)
         return op("Conv", x, const(scale.reshape(-1, 1, 1, 1)), const(shift), group=len(scale), kernel_shape=[1, 1])
 
