@@ -219,6 +219,8 @@ class SpeechEmbedding(nn.Module):
                 x = F.conv2d(x, weight, next(buffers) if step[1] else None, padding=step[2])
             elif step[0] == "leaky_relu":
                 x = F.leaky_relu_(x, step[1]) if in_place else F.leaky_relu(x, step[1])
+            elif step[0] == "relu":
+                x = F.relu_(x) if in_place else F.relu(x)
             elif step[0] == "clamp_min":
                 x = x.clamp_min_(step[1]) if in_place else x.clamp_min(step[1])
             else:  # 2-wide pools as the max of even and odd rows: exact, and faster than max_pool2d on the CPU
@@ -290,6 +292,8 @@ class SpeechEmbedding(nn.Module):
                 x = F.conv2d(x, weight, next(buffers) if step[1] else None, padding=step[2])
             elif step[0] == "leaky_relu":  # in place: it only touches a conv's output, never a kept input
                 x = F.leaky_relu_(x, step[1])
+            elif step[0] == "relu":
+                x = F.relu_(x)
             elif step[0] == "clamp_min":
                 x = x.clamp_min_(step[1])
             else:  # every pool's input has an even number of columns here: its pairs continue the last call's
@@ -478,6 +482,8 @@ def _cnn_nodes(frontend: SpeechEmbedding, g, x: str, continued: bool, out: str |
             x = op("Conv", *inputs, pads=[step[2][0], step[2][1]] * 2, kernel_shape=list(weight.shape[2:]))
         elif step[0] == "leaky_relu":
             x = op("LeakyRelu", x, alpha=step[1])
+        elif step[0] == "relu":
+            x = op("Relu", x)
         elif step[0] == "clamp_min":
             x = op("Clip", x, const(np.array(step[1], np.float32)))  # = Max; 3% faster alone, no change in a Recognizer
         else:

@@ -1,0 +1,347 @@
+"""A smaller speech-embedding CNN distilled from the frozen one: the frontend lever of issue 31 (experiment).
+
+    python pipelines/experiments/distill_embedding.py train --seed 0 --out runs/student_s0.pt [--epochs 3]
+    python pipelines/experiments/distill_embedding.py eval runs/student_s0.pt [real_streams.py options]
+
+`train` replays the noisy renditions whose teacher embeddings the `default` recipe cached
+(`frontend_views`, data/cache/<key>_speech_embedding_views.pt: training split only) and fits a student CNN to
+them from the teacher's log-mel of the same audio. The student keeps the teacher's time topology (a 76-frame
+receptive field, 8 mel frames a step, the same kept-state streaming), has fewer channels and plain ReLU (fused by
+ONNX Runtime into each convolution, where the teacher's LeakyRelu + clamp are not), and BatchNorm while it trains
+(folded into the convolutions when it is saved). The loss is the embedding's mean squared error, per value scaled
+by the teacher's variance, plus the KL divergence of the shipped head's posteriors on the student's 6 frames from
+those on the teacher's.
+
+`eval` runs pipelines/real_streams.py with the shipped `default` model hearing through the student instead of
+the teacher (the head unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "pipelines"))
+
+from drsn_asr.runtime.embedding import EMBEDDING_DIM, SpeechEmbedding  # noqa: E402
+
+WIDTHS = (16, 32, 48, 64, 64)
+
+
+def student_plan(widths: tuple[int, ...]) -> tuple[list[tuple], list[tuple[int, int, int, int]]]:
+    """A plan in SpeechEmbedding's format and its conv shapes (out, in, time, mel): the teacher's topology
+    (3×3, 1×3, 3×1, pool 2×2; then four blocks of 1×3, 3×1, 1×3, 3×1 and a pool; a last 3×1) at `widths`."""
+    plan, shapes = [], []
+
+    def conv(cin: int, cout: int, kt: int, km: int, act: bool = True) -> None:
+        plan.append(("conv", True, (0, (km - 1) // 2)))
+        shapes.append((cout, cin, kt, km))
+        if act:
+            plan.append(("relu",))
+
+    conv(1, widths[0], 3, 3), conv(widths[0], widths[0], 1, 3), conv(widths[0], widths[0], 3, 1)
+    plan.append(("max_pool", (2, 2)))
+    cin = widths[0]
+    for width, pool in zip(widths[1:], [(1, 2), (2, 2), (1, 2), (2, 2)]):
+        conv(cin, width, 1, 3), conv(width, width, 3, 1), conv(width, width, 1, 3), conv(width, width, 3, 1)
+        plan.append(("max_pool", pool))
+        cin = width
+    conv(cin, EMBEDDING_DIM, 3, 1, act=False)
+    return plan, shapes
+
+
+class Student(nn.Module):
+    """Mel (B, n_mel_frames, 32) → (B, 96, n_frames), as SpeechEmbedding.cnn, with BatchNorm after each conv
+    but the last while training."""
+
+    def __init__(self, widths: tuple[int, ...], plan: list[tuple] | None = None,
+                 shapes: list[tuple[int, int, int, int]] | None = None, batch_norm: bool = True):
+        super().__init__()
+        self.widths = tuple(widths)
+        self.plan, shapes = (plan, shapes) if plan is not None else student_plan(self.widths)
+        self.convs = nn.ModuleList(nn.Conv2d(ci, co, (kt, km), padding=(0, (km - 1) // 2)) for co, ci, kt, km in shapes)
+        self.norms = nn.ModuleList(nn.BatchNorm2d(co) for co, *_ in shapes[:-1]) if batch_norm else nn.ModuleList()
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = mel.unsqueeze(1)
+        i = 0
+        for step in self.plan:
+            if step[0] == "conv":
+                x = self.convs[i](x)
+                if i < len(self.norms):
+                    x = self.norms[i](x)
+                i += 1
+            elif step[0] == "relu":
+                x = F.relu(x)
+            elif step[0] == "leaky_relu":
+                x = F.leaky_relu(x, step[1])
+            elif step[0] == "clamp_min":
+                x = x.clamp_min(step[1])
+            else:
+                if step[1][0] == 2:
+                    x = x[:, :, : x.shape[2] // 2 * 2]
+                    x = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
+                if step[1][1] == 2:
+                    x = x[..., : x.shape[3] // 2 * 2]
+                    x = torch.maximum(x[..., 0::2], x[..., 1::2])
+        return x.squeeze(-1)
+
+    @torch.no_grad()
+    def folded(self) -> list[torch.Tensor]:
+        """[weight, bias, ...] of each conv with its BatchNorm (eval statistics) folded in."""
+        out = []
+        for i, conv in enumerate(self.convs):
+            w, b = conv.weight.clone(), conv.bias.clone()
+            if i < len(self.norms):
+                bn = self.norms[i]
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                w, b = w * scale[:, None, None, None], (b - bn.running_mean) * scale + bn.bias
+            out += [w.contiguous(), b.contiguous()]
+        return out
+
+
+@torch.no_grad()
+def pruned_teacher(widths: tuple[int, ...], mel: torch.Tensor) -> Student:
+    """The teacher itself with each block's convolutions cut to `widths` channels (the last stays 96 wide): the
+    channels kept are those whose outputs vary most on `mel` (B, T, 32), and each next convolution keeps the
+    matching input channels. Same activations (LeakyRelu + clamp), no BatchNorm: a student that starts near the
+    teacher instead of from nothing."""
+    teacher = SpeechEmbedding()
+    weights = [getattr(teacher, name) for name in teacher._cnn_names]
+    plan = [("conv", True, s[2]) if s[0] == "conv" else s for s in teacher._plan]
+    block_of = []  # each conv's block: a pool closes a block
+    block = 0
+    for step in teacher._plan:
+        if step[0] == "conv":
+            block_of.append(block)
+        elif step[0] == "max_pool":
+            block += 1
+    x = mel.unsqueeze(1)
+    kept_in = torch.arange(1)
+    shapes, sliced = [], []
+    w_iter = iter(weights)
+    i = 0
+    for step in teacher._plan:
+        if step[0] == "conv":
+            w = next(w_iter)
+            b = next(w_iter) if step[1] else torch.zeros(w.shape[0])
+            x = F.conv2d(x, w, b, padding=step[2])
+            last = i == len(block_of) - 1
+            width = w.shape[0] if last else widths[block_of[i]]
+            current_w, current_b = w[:, kept_in], b
+            i += 1
+        elif step[0] == "leaky_relu":
+            x = F.leaky_relu(x, step[1])
+        elif step[0] == "clamp_min":
+            x = x.clamp_min(step[1])
+            spread = x.transpose(0, 1).reshape(x.shape[1], -1).std(dim=1)
+            kept_out = spread.argsort(descending=True)[:width].sort().values
+            shapes.append((width, len(kept_in), *current_w.shape[2:]))
+            sliced += [current_w[kept_out].clone(), current_b[kept_out].clone()]
+            kept_in = kept_out
+        else:
+            if step[1][0] == 2:
+                x = x[:, :, : x.shape[2] // 2 * 2]
+                x = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
+            if step[1][1] == 2:
+                x = x[..., : x.shape[3] // 2 * 2]
+                x = torch.maximum(x[..., 0::2], x[..., 1::2])
+    shapes.append((current_w.shape[0], len(kept_in), *current_w.shape[2:]))  # the last conv: no activation
+    sliced += [current_w.clone(), current_b.clone()]
+    student = Student(widths, plan, shapes, batch_norm=False)
+    for conv, (w, b) in zip(student.convs, zip(sliced[0::2], sliced[1::2])):
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    return student
+
+
+def install(frontend: SpeechEmbedding, plan: list[tuple], weights: list[torch.Tensor]) -> None:
+    """Make `frontend` run `plan` with `weights` instead of the teacher's CNN."""
+    for name in frontend._cnn_names:
+        delattr(frontend, name)
+    frontend._plan = [tuple(s) for s in plan]
+    frontend._cnn_names = [f"cnn_{i}" for i in range(len(weights))]
+    for name, w in zip(frontend._cnn_names, weights):
+        frontend.register_buffer(name, w.to(frontend.window.device), persistent=False)
+    with torch.no_grad():
+        frontend._silence = frontend(torch.zeros(frontend.window_samples, device=frontend.window.device))
+
+
+def load_student(path: str | Path) -> dict:
+    return torch.load(path, weights_only=False)
+
+
+def _renditions(args) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mel (V, n, T, 32) float16, teacher frames (V, n, 96, F) float16) of the recipe's cached views."""
+    from drsn_asr.runtime.features import make_frontend
+    from drsn_asr.training.data import NoisyBatches
+    from drsn_asr.training.train import SAMPLE_RATE, VIEW_KEYS, _resolve, load_train_config, prepare_data, to_dict
+
+    cfg = load_train_config(REPO / args.recipe)
+    data = prepare_data(cfg, REPO, progress=False)
+    cache_dir = _resolve(cfg.data.cache_dir, REPO)
+    examples = (cache_dir / f"{data['cache_key']}.pt").resolve()
+    keyed = json.dumps([to_dict(cfg.features), *(to_dict(cfg.optim)[k] for k in VIEW_KEYS)])
+    views = None
+    for path in sorted(cache_dir.glob(f"*_{cfg.features.kind}_views.pt")):  # (a cache of the same examples
+        if (cache_dir / f"{path.name.split('_')[0]}.pt").resolve() == examples:  # may be linked under another key)
+            cached = torch.load(path, weights_only=True)
+            if cached["key"] == keyed:
+                views = cached["views"]
+                print(f"teacher frames from {path}", flush=True)
+                break
+    if views is None:
+        raise SystemExit(f"no cached views of {args.recipe}'s training examples: train the recipe first")
+    tr = data["train"]
+    n = len(tr["labels"])
+    o = cfg.optim
+    mix = NoisyBatches(tr["speech"], tr["rms"], data["noise"], o.snr_range_db, o.p_clean, gain_range_db=o.gain_range_db,
+                       p_second_noise=o.p_second_noise, second_noise_db=o.second_noise_db)
+    shift = round(o.time_shift_ms * SAMPLE_RATE / 1000)
+    teacher = make_frontend(cfg.features)
+    used = (views.shape[-1] - 1) * teacher.hop_samples + teacher.window_samples
+    mels = []
+    for v in range(o.frontend_views):  # the generator sequence of train.frontend_views, so the audio is the same
+        generator = torch.Generator().manual_seed(o.seed * 7919 + 104729 + v)
+        parts = []
+        for start in range(0, n, 256):
+            audio = mix.mix(torch.arange(start, min(start + 256, n)), generator)
+            if shift:
+                audio = torch.roll(audio, int(torch.randint(-shift, shift + 1, (1,), generator=generator)), dims=1)
+            with torch.no_grad():
+                mel = teacher.log_mel(audio[:, :used])
+                if start == 0:  # the replay must give the cached frames back (to float16, and where near-silent
+                    # frames' floors make float rounding count, a little more: hence the median)
+                    error = (teacher.cnn(mel[:64]) - views[v, :64].float()).abs().amax(dim=(1, 2)).median().item()
+                    if error > 0.1:
+                        raise SystemExit(f"replayed renditions differ from the cache (median error {error:.3g})")
+                    print(f"view {v}: replay matches the cache (median max error {error:.2g})", flush=True)
+            parts.append(mel.half())
+        mels.append(torch.cat(parts))
+    return torch.stack(mels), views
+
+
+def train(args) -> None:
+    from drsn_asr import load_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    mels, targets = _renditions(args)
+    n_views, n = mels.shape[:2]
+    print(f"{n_views} views of {n} examples, mel {tuple(mels.shape[2:])}, frames {tuple(targets.shape[2:])}, "
+          f"{time.time() - t0:.0f} s", flush=True)
+    scale = targets.float().reshape(-1, EMBEDDING_DIM, targets.shape[-1]).transpose(1, 2).reshape(-1, EMBEDDING_DIM)
+    variance = scale[:: max(1, len(scale) // 200_000)].var(dim=0).clamp_min(1e-4)[None, :, None]
+    head = load_model("default").net.eval().requires_grad_(False)
+    generator = torch.Generator().manual_seed(args.seed)
+    order = torch.randperm(n, generator=generator)
+    held = order[: max(256, n // 50)]  # a few training examples to watch the fit on, not to choose anything
+    fit = order[len(held):]
+    if args.init == "teacher":
+        student = pruned_teacher(args.widths, mels[0, order[:512]].float())
+    else:
+        student = Student(args.widths)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps_per_epoch = len(fit) // args.batch_size
+    total = steps_per_epoch * args.epochs
+    history = []
+
+    def losses(index: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        target = targets[view, index].float()
+        out = student(mels[view, index].float())
+        mse = ((out - target) ** 2 / variance).mean()
+        with torch.no_grad():
+            teacher_p = F.softmax(head(target), dim=1)
+        kl = F.kl_div(F.log_softmax(head(out), dim=1), teacher_p, reduction="batchmean")
+        return mse, kl
+
+    def held_losses() -> tuple[float, float]:
+        student.eval()
+        with torch.no_grad():
+            parts = [losses(held[i : i + 512], torch.zeros(len(held[i : i + 512]), dtype=torch.long))
+                     for i in range(0, len(held), 512)]
+        return sum(p[0].item() for p in parts) / len(parts), sum(p[1].item() for p in parts) / len(parts)
+
+    print("before training: held mse %.4f kl %.4f" % held_losses(), flush=True)
+    step = 0
+    for epoch in range(args.epochs):
+        student.train()
+        perm = fit[torch.randperm(len(fit), generator=generator)]
+        t = time.time()
+        for b in range(steps_per_epoch):
+            index = perm[b * args.batch_size : (b + 1) * args.batch_size]
+            view = torch.randint(0, n_views, (len(index),), generator=generator)
+            lr = args.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * step / total))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            mse, kl = losses(index, view)
+            loss = mse + args.kd_weight * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if b % 100 == 0:
+                print(f"epoch {epoch} step {b}/{steps_per_epoch} mse {mse.item():.4f} kl {kl.item():.4f} "
+                      f"({(time.time() - t) / (b + 1):.2f} s/step)", flush=True)
+        held_mse, held_kl = held_losses()
+        record = {"epoch": epoch, "held_mse": held_mse, "held_kl": held_kl, "seconds": round(time.time() - t)}
+        history.append(record)
+        print(record, flush=True)
+        torch.save({"init": args.init, "widths": student.widths, "plan": student.plan, "weights": student.folded(), "seed": args.seed,
+                    "recipe": args.recipe, "epochs": args.epochs, "lr": args.lr, "kd_weight": args.kd_weight,
+                    "history": history}, args.out)
+    print(f"wrote {args.out}", flush=True)
+
+
+def evaluate(args, rest: list[str]) -> None:
+    import real_streams
+
+    student = load_student(args.student)
+    original = SpeechEmbedding.__init__
+
+    def init(self, *a, **kw):
+        original(self, *a, **kw)
+        install(self, student["plan"], student["weights"])
+
+    SpeechEmbedding.__init__ = init
+    sys.argv = ["real_streams.py", *rest]
+    real_streams.main()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--recipe", default="configs/embedding_unknown.yaml")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")), default=WIDTHS)
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--kd-weight", type=float, default=1.0)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--init", choices=("scratch", "teacher"), default="scratch",
+                   help="teacher: the teacher's own weights cut to --widths (and its activations)")
+    t.add_argument("--out", required=True)
+    e = sub.add_parser("eval")
+    e.add_argument("student")
+    args, rest = parser.parse_known_args()
+    if args.command == "train":
+        train(args)
+    else:
+        evaluate(args, rest)
+
+
+if __name__ == "__main__":
+    main()

