@@ -2,6 +2,7 @@
 
     python pipelines/experiments/distill_embedding.py train --seed 0 --out runs/student_s0.pt [--epochs 3]
     python pipelines/experiments/distill_embedding.py eval runs/student_s0.pt [real_streams.py options]
+    python pipelines/experiments/distill_embedding.py cost runs/student_s0.pt [--chunk-ms 20]
 
 `train` replays the noisy renditions whose teacher embeddings the `default` recipe cached
 (`frontend_views`, data/cache/<key>_speech_embedding_views.pt: training split only) and fits a student CNN to
@@ -13,7 +14,7 @@ by the teacher's variance, plus the KL divergence of the shipped head's posterio
 those on the teacher's.
 
 `eval` runs pipelines/real_streams.py with the shipped `default` model hearing through the student instead of
-the teacher (the head unchanged).
+the teacher (the head unchanged). `cost` times a Recognizer hearing through each, paired.
 """
 
 from __future__ import annotations
@@ -304,19 +305,55 @@ def train(args) -> None:
     print(f"wrote {args.out}", flush=True)
 
 
-def evaluate(args, rest: list[str]) -> None:
-    import real_streams
-
-    student = load_student(args.student)
-    original = SpeechEmbedding.__init__
+def _hearing_through(student: dict | None):
+    """Make every SpeechEmbedding built from now on run `student`'s CNN (None: the teacher's)."""
+    original = getattr(SpeechEmbedding, "_teacher_init", SpeechEmbedding.__init__)
+    SpeechEmbedding._teacher_init = original
 
     def init(self, *a, **kw):
         original(self, *a, **kw)
-        install(self, student["plan"], student["weights"])
+        if student is not None:
+            install(self, student["plan"], student["weights"])
 
     SpeechEmbedding.__init__ = init
+
+
+def evaluate(args, rest: list[str]) -> None:
+    import real_streams
+
+    _hearing_through(load_student(args.student))
     sys.argv = ["real_streams.py", *rest]
     real_streams.main()
+
+
+def cost(args) -> None:
+    """Paired A/B: a Recognizer of `default` hearing through the teacher and one through the student, fed the
+    street demo alternately chunk by chunk (library defaults), CPU time of each one's feed calls."""
+    import drsn_asr
+    from drsn_asr import Recognizer, load_model
+    from drsn_asr.runtime.audio import read_audio
+
+    demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")
+    recognizers = {}
+    for name, student in (("teacher", None), ("student", load_student(args.student))):
+        _hearing_through(student)
+        recognizers[name] = Recognizer(load_model("default"))
+    _hearing_through(None)
+    n = 16000 * args.chunk_ms // 1000
+    chunks = [demo[i : i + n] for i in range(0, len(demo) - n + 1, n)]
+    seconds = {name: 0.0 for name in recognizers}
+    for run in range(args.runs):
+        for recognizer in recognizers.values():
+            recognizer.reset()
+        for chunk in chunks:
+            for name, recognizer in recognizers.items():
+                t = time.process_time()
+                recognizer.feed(chunk)
+                seconds[name] += time.process_time() - t
+    audio_s = args.runs * len(chunks) * args.chunk_ms / 1000
+    print(f"{args.chunk_ms} ms chunks, {args.runs} runs: real-time factor (CPU time) teacher "
+          f"{seconds['teacher'] / audio_s:.5f}, student {seconds['student'] / audio_s:.5f}; student / teacher "
+          f"{seconds['student'] / seconds['teacher']:.3f}")
 
 
 def main() -> None:
@@ -336,11 +373,17 @@ def main() -> None:
     t.add_argument("--out", required=True)
     e = sub.add_parser("eval")
     e.add_argument("student")
+    c = sub.add_parser("cost")
+    c.add_argument("student")
+    c.add_argument("--chunk-ms", type=int, default=20)
+    c.add_argument("--runs", type=int, default=5)
     args, rest = parser.parse_known_args()
     if args.command == "train":
         train(args)
-    else:
+    elif args.command == "eval":
         evaluate(args, rest)
+    else:
+        cost(args)
 
 
 if __name__ == "__main__":
