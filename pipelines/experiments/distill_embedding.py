@@ -3,6 +3,7 @@
     python pipelines/experiments/distill_embedding.py train --seed 0 --out runs/student_s0.pt [--epochs 3]
     python pipelines/experiments/distill_embedding.py eval runs/student_s0.pt [real_streams.py options]
     python pipelines/experiments/distill_embedding.py cost runs/student_s0.pt [--chunk-ms 20]
+    python pipelines/experiments/distill_embedding.py head runs/student_s0.pt --out-dir runs/student_s0_head
 
 `train` replays the noisy renditions whose teacher embeddings the `default` recipe cached
 (`frontend_views`, data/cache/<key>_speech_embedding_views.pt: training split only) and fits a student CNN to
@@ -14,7 +15,8 @@ by the teacher's variance, plus the KL divergence of the shipped head's posterio
 those on the teacher's.
 
 `eval` runs pipelines/real_streams.py with the shipped `default` model hearing through the student instead of
-the teacher (the head unchanged). `cost` times a Recognizer hearing through each, paired.
+the teacher (the head unchanged; `--model` another head). `cost` times a Recognizer hearing through each, paired.
+`head` trains the `default` recipe's head anew on the student's frames.
 """
 
 from __future__ import annotations
@@ -326,6 +328,23 @@ def evaluate(args, rest: list[str]) -> None:
     real_streams.main()
 
 
+def head(args) -> None:
+    """The `default` recipe's head trained anew on a student's frames: its noisy renditions' frames are computed
+    through the student into a cache of their own (data/cache_student_<name>/, beside links to the examples)."""
+    from drsn_asr.training.train import load_train_config
+    from drsn_asr.training.train import train as train_recipe
+
+    cache = REPO / "data" / f"cache_student_{Path(args.student).stem}"
+    cache.mkdir(parents=True, exist_ok=True)
+    for examples in (REPO / "data" / "cache").glob("*.pt"):
+        if not examples.name.endswith("_views.pt") and not (cache / examples.name).exists():
+            (cache / examples.name).symlink_to(examples.resolve())
+    cfg = load_train_config(REPO / args.recipe, {"out_dir": args.out_dir, "optim": {"seed": args.seed},
+                                                 "data": {"cache_dir": str(cache.relative_to(REPO))}})
+    _hearing_through(load_student(args.student))
+    print(f"wrote {train_recipe(cfg, REPO)}", flush=True)
+
+
 def cost(args) -> None:
     """Paired A/B: a Recognizer of `default` hearing through the teacher and one through the student, fed the
     street demo alternately chunk by chunk (library defaults), CPU time of each one's feed calls."""
@@ -373,6 +392,11 @@ def main() -> None:
     t.add_argument("--out", required=True)
     e = sub.add_parser("eval")
     e.add_argument("student")
+    h = sub.add_parser("head")
+    h.add_argument("student")
+    h.add_argument("--recipe", default="configs/embedding_unknown.yaml")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--out-dir", required=True)
     c = sub.add_parser("cost")
     c.add_argument("student")
     c.add_argument("--chunk-ms", type=int, default=20)
@@ -382,6 +406,8 @@ def main() -> None:
         train(args)
     elif args.command == "eval":
         evaluate(args, rest)
+    elif args.command == "head":
+        head(args)
     else:
         cost(args)
 
