@@ -331,16 +331,21 @@ def evaluate(args, rest: list[str]) -> None:
 def head(args) -> None:
     """The `default` recipe's head trained anew on a student's frames: its noisy renditions' frames are computed
     through the student into a cache of their own (data/cache_student_<name>/, beside links to the examples)."""
-    from drsn_asr.training.train import load_train_config
+    from drsn_asr.training.train import _cache_key, _resolve, collect_examples, load_train_config
     from drsn_asr.training.train import train as train_recipe
 
+    overrides = {"out_dir": args.out_dir, "optim": {"seed": args.seed}}
+    cfg = load_train_config(REPO / args.recipe, overrides)
+    examples = collect_examples(cfg.data, REPO)
+    cached = _resolve(cfg.data.cache_dir, REPO) / f"{_cache_key(cfg, examples)}.pt"
+    if not cached.is_file():
+        raise SystemExit(f"{cached} is missing: train {args.recipe} first")
     cache = REPO / "data" / f"cache_student_{Path(args.student).stem}"
+    cfg = load_train_config(REPO / args.recipe, {**overrides, "data": {"cache_dir": str(cache.relative_to(REPO))}})
+    link = cache / f"{_cache_key(cfg, examples)}.pt"  # (the cache folder is part of the key)
     cache.mkdir(parents=True, exist_ok=True)
-    for examples in (REPO / "data" / "cache").glob("*.pt"):
-        if not examples.name.endswith("_views.pt") and not (cache / examples.name).exists():
-            (cache / examples.name).symlink_to(examples.resolve())
-    cfg = load_train_config(REPO / args.recipe, {"out_dir": args.out_dir, "optim": {"seed": args.seed},
-                                                 "data": {"cache_dir": str(cache.relative_to(REPO))}})
+    if not link.exists():
+        link.symlink_to(cached.resolve())
     _hearing_through(load_student(args.student))
     print(f"wrote {train_recipe(cfg, REPO)}", flush=True)
 
