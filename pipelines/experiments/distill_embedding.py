@@ -12,7 +12,8 @@ receptive field, 8 mel frames a step, the same kept-state streaming), has fewer 
 ONNX Runtime into each convolution, where the teacher's LeakyRelu + clamp are not), and BatchNorm while it trains
 (folded into the convolutions when it is saved). The loss is the embedding's mean squared error, per value scaled
 by the teacher's variance, plus the KL divergence of the shipped head's posteriors on the student's 6 frames from
-those on the teacher's.
+those on the teacher's. `--init teacher` starts instead from the teacher's own weights cut to the widths: a
+capacity check only, since such a student holds weights derived from third-party ones and can never ship.
 
 `eval` runs pipelines/real_streams.py with the shipped `default` model hearing through the student instead of
 the teacher (the head unchanged; `--model` another head). `cost` times a Recognizer hearing through each, paired.
