@@ -660,7 +660,8 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
                             {**meta, "epoch": epoch + 1, **{f"validation_{k}": v for k, v in val.items()}})
         save_checkpoint(last, net, names, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,
                         best_score=best, history=history, **({} if ema is None else {"ema": ema.state_dict()}))
-    if distributed:
+    if distributed:  # every rank here before any tears down: a gloo peer destroyed while another still saves
+        torch.distributed.barrier()  # its checkpoint aborted now and then (SIGABRT, "terminate called ...")
         torch.distributed.destroy_process_group()
     if rank == 0:  # the other ranks keep no history
         with atomic_write(out_dir / "history.json") as tmp:
