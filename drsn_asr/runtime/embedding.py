@@ -154,6 +154,18 @@ def _cnn_plan(path: str) -> tuple[list[tuple], list[torch.Tensor]]:
     return plan, weights
 
 
+def max_pool_pairs(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """The CNN's MaxPool (kernel = strides, each 1 or 2, no padding) on (B, C, time, mel): the max of even and odd
+    rows where 2 wide, an odd last one dropped. Exact, and faster than max_pool2d on the CPU."""
+    if kernel[0] == 2:
+        x = x[:, :, : x.shape[2] // 2 * 2]
+        x = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
+    if kernel[1] == 2:
+        x = x[..., : x.shape[3] // 2 * 2]
+        x = torch.maximum(x[..., 0::2], x[..., 1::2])
+    return x
+
+
 class SpeechEmbedding(nn.Module):
     """Audio (..., n_samples) float32 in [-1, 1] at 16 kHz → embeddings (..., 96, n_frames), one per 80 ms.
 
@@ -223,13 +235,8 @@ class SpeechEmbedding(nn.Module):
                 x = F.relu_(x) if in_place else F.relu(x)
             elif step[0] == "clamp_min":
                 x = x.clamp_min_(step[1]) if in_place else x.clamp_min(step[1])
-            else:  # 2-wide pools as the max of even and odd rows: exact, and faster than max_pool2d on the CPU
-                if step[1][0] == 2:
-                    x = x[:, :, : x.shape[2] // 2 * 2]
-                    x = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
-                if step[1][1] == 2:
-                    x = x[..., : x.shape[3] // 2 * 2]
-                    x = torch.maximum(x[..., 0::2], x[..., 1::2])
+            else:
+                x = max_pool_pairs(x, step[1])
         return x.squeeze(-1)  # (B, 96, n_frames, 1): the mel axis is pooled down to one
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "pipelines"))
 
-from drsn_asr.runtime.embedding import EMBEDDING_DIM, SpeechEmbedding  # noqa: E402
+from drsn_asr.runtime.embedding import EMBEDDING_DIM, SpeechEmbedding, max_pool_pairs  # noqa: E402
 
 WIDTHS = (16, 32, 48, 64, 64)
 
@@ -92,12 +92,7 @@ class Student(nn.Module):
             elif step[0] == "clamp_min":
                 x = x.clamp_min(step[1])
             else:
-                if step[1][0] == 2:
-                    x = x[:, :, : x.shape[2] // 2 * 2]
-                    x = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
-                if step[1][1] == 2:
-                    x = x[..., : x.shape[3] // 2 * 2]
-                    x = torch.maximum(x[..., 0::2], x[..., 1::2])
+                x = max_pool_pairs(x, step[1])
         return x.squeeze(-1)
 
     @torch.no_grad()
@@ -154,12 +149,7 @@ def pruned_teacher(widths: tuple[int, ...], mel: torch.Tensor) -> Student:
             sliced += [current_w[kept_out].clone(), current_b[kept_out].clone()]
             kept_in = kept_out
         else:
-            if step[1][0] == 2:
-                x = x[:, :, : x.shape[2] // 2 * 2]
-                x = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
-            if step[1][1] == 2:
-                x = x[..., : x.shape[3] // 2 * 2]
-                x = torch.maximum(x[..., 0::2], x[..., 1::2])
+            x = max_pool_pairs(x, step[1])
     shapes.append((current_w.shape[0], len(kept_in), *current_w.shape[2:]))  # the last conv: no activation
     sliced += [current_w.clone(), current_b.clone()]
     student = Student(widths, plan, shapes, batch_norm=False)
