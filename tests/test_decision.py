@@ -97,6 +97,33 @@ def test_the_context_check_drops_a_keyword_that_comes_out_of_other_speech_and_ke
     assert _run(strict, later) == [(41, 0)]
 
 
+@pytest.mark.parametrize("seed, unknown_before_max, peak_wait_ms", [(0, 1.0, 150.0), (1, 0.3, 150.0), (2, 0.25, 0.0)])
+def test_a_single_stream_steps_in_scalars_as_the_rows_do_bit_for_bit(seed, unknown_before_max, peak_wait_ms):
+    """step() of one slot takes its scalar path: the same decisions and state as the vectorized rows'."""
+    rng = np.random.default_rng(seed)
+    config = DetectorConfig(threshold=0.6, thresholds={"no": 0.45}, refractory_ms=300.0, peak_wait_ms=peak_wait_ms,
+                            unknown_before_max=unknown_before_max, before_span_ms=(200.0, 500.0), smoothing_ms=150.0)
+    n_streams, n_steps = 3, 400
+    probs = rng.dirichlet(np.full(len(LABELS), 0.3), size=(n_streams, n_steps)).astype(np.float32)
+    times_s = 0.1 * np.arange(1, n_steps + 1) + rng.uniform(0, 5, size=(n_streams, 1))
+    scalar, rows = DecisionRule(LABELS, config, n_streams), DecisionRule(LABELS, config, n_streams)
+    for rule in (scalar, rows):
+        rule.set_thresholds(np.array([2]), {0: 0.5, 2: 0.9})  # one stream with its own
+    emitted = {"scalar": [], "rows": []}
+    for i in range(n_steps):
+        for s in rng.permutation(n_streams):
+            slot = np.array([s])
+            for name, step in (("scalar", scalar.step), ("rows", rows._step_rows)):
+                r, labels, peaks = step(slot, times_s[s, i : i + 1], probs[s, i : i + 1])
+                assert r.dtype == np.int64 and labels.dtype == np.int64 and peaks.dtype == np.float32
+                emitted[name] += [(int(s), i, int(label), float(peak)) for label, peak in zip(labels, peaks)]
+    for name in ("recent", "scores", "n_classifications", "armed", "last_detection_s", "pending_label", "pending_peak",
+                 "pending_since_s", "unknown_ring"):
+        np.testing.assert_array_equal(getattr(scalar, name), getattr(rows, name), err_msg=name)
+    assert emitted["scalar"] == emitted["rows"]
+    assert len(emitted["rows"]) >= 5 * n_streams
+
+
 CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])
 
 

@@ -68,7 +68,7 @@ class DecisionRule:
         self._none, self._no_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         n = len(labels)
         self.recent = np.zeros((0, smooth_n, n), np.float32)  # ring of the last smooth_n posteriors
-        self._ring_order = np.arange(smooth_n)
+        self._ring_orders = (np.arange(smooth_n)[:, None] + np.arange(smooth_n)) % smooth_n  # oldest first, by count % n
         self.scores = np.zeros((0, n), np.float32)  # last smoothed posteriors
         self.n_classifications = np.zeros(0, np.int64)
         self.armed = np.ones((0, n), bool)
@@ -122,6 +122,14 @@ class DecisionRule:
 
     def step(self, slots: np.ndarray, now_s: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One classification per stream → (rows emitting a detection, their label indices, peak scores)."""
+        if len(slots) == 1:  # a single stream, as every hop of a Recognizer: in scalars, a third of the time
+            found = self._step_one(int(slots[0]), float(now_s[0]), probs[0])
+            if found is None:
+                return self._none, self._none, self._no_scores
+            return np.zeros(1, np.int64), np.array([found[0]]), np.array([found[1]], np.float32)
+        return self._step_rows(slots, now_s, probs)
+
+    def _step_rows(self, slots: np.ndarray, now_s: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         count = self.n_classifications[slots]
         self.recent[slots, count % self.smooth_n] = probs
         if self.context:
@@ -130,7 +138,7 @@ class DecisionRule:
         self.n_classifications[slots] = count
         # oldest first: a stream's sum depends neither on the other streams nor on where the ring starts (numpy
         # sums a middle axis one row after another, in float32: the order of a loop, in one gather and one sum)
-        total = self.recent[slots[:, None], (count[:, None] + self._ring_order) % self.smooth_n].sum(axis=1)
+        total = self.recent[slots[:, None], self._ring_orders[count % self.smooth_n]].sum(axis=1)
         smoothed = total / np.minimum(count, self.smooth_n).astype(np.float32)[:, None]
         self.scores[slots] = smoothed
         own = None if self.slot_thresholds is None else self.slot_thresholds[slots]  # (rows, labels)
@@ -181,6 +189,48 @@ class DecisionRule:
         self.pending_peak[s] = top[crossing]
         self.pending_since_s[s] = now_s[rows[crossing]]
         return emitted
+
+    def _step_one(self, slot: int, now_s: float, probs: np.ndarray) -> tuple[int, np.float32] | None:
+        """`_step_rows` for one stream, in the same float32 operations in the same order (its decisions and state are
+        the same, bit for bit: tested) → (label index, peak score) of an emitted detection, or None."""
+        K = self.smooth_n
+        count = int(self.n_classifications[slot])
+        ring = self.recent[slot]
+        ring[count % K] = probs
+        if self.context:
+            self.unknown_ring[slot, count % self.unknown_ring.shape[1]] = probs[self.unknown_index]
+        count += 1
+        self.n_classifications[slot] = count
+        smoothed = ring[self._ring_orders[count % K]].sum(axis=0) / np.float32(min(count, K))
+        self.scores[slot] = smoothed
+        own = None if self.slot_thresholds is None else self.slot_thresholds[slot]
+        armed = self.armed[slot]
+        armed |= smoothed < (self.half_thresholds if own is None else own / 2)
+        label = int(self.pending_label[slot])
+        if label >= 0:
+            score = smoothed[label]
+            if (score > self.pending_peak[slot]
+                    and (now_s - self.pending_since_s[slot]) * 1000 < self.config.peak_wait_ms - TIME_TOLERANCE_MS):
+                self.pending_peak[slot] = score
+                return None
+            self.pending_label[slot] = -1
+            if self.context and not self._alone(np.array([slot]))[0]:
+                return None
+            self.last_detection_s[slot] = now_s
+            return label, self.pending_peak[slot]
+        keyword_thresholds = self._keyword_thresholds if own is None else np.where(self.keyword, own, np.inf)
+        if not (smoothed >= keyword_thresholds).any():
+            return None
+        best = int(np.where(self.keyword, smoothed, 0).argmax())
+        top = smoothed[best]
+        if (top >= (self.thresholds[best] if own is None else own[best]) and self.keyword[best] and top >= smoothed.max()
+                and armed[best]
+                and (now_s - self.last_detection_s[slot]) * 1000 >= self.config.refractory_ms - TIME_TOLERANCE_MS):
+            armed[best] = False
+            self.pending_label[slot] = best
+            self.pending_peak[slot] = top
+            self.pending_since_s[slot] = now_s
+        return None
 
     def _alone(self, slots: np.ndarray) -> np.ndarray:
         """Which of `slots`' emitting detections were not preceded by non-command speech (the context check)."""
