@@ -251,13 +251,17 @@ def train(args) -> None:
     total = steps_per_epoch * args.epochs
     history = []
 
-    def losses(index: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(index: torch.Tensor, view: torch.Tensor, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         target = targets[view, index].float()
-        out = student(mels[view, index].float())
+        # bfloat16 autocast: the convolutions and the head's in bfloat16 (AMX), the losses in float32
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            out = student(mels[view, index].float())
+            with torch.no_grad():
+                teacher_logits = head(target)
+            student_logits = head(out)
+        out, teacher_logits, student_logits = out.float(), teacher_logits.float(), student_logits.float()
         mse = ((out - target) ** 2 / variance).mean()
-        with torch.no_grad():
-            teacher_p = F.softmax(head(target), dim=1)
-        kl = F.kl_div(F.log_softmax(head(out), dim=1), teacher_p, reduction="batchmean")
+        kl = F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="batchmean")
         return mse, kl
 
     def held_losses() -> tuple[float, float]:
@@ -279,7 +283,7 @@ def train(args) -> None:
             lr = args.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * step / total))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            mse, kl = losses(index, view)
+            mse, kl = losses(index, view, args.bf16)  # (held-out losses in float32, comparable across runs)
             loss = mse + args.kd_weight * kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -293,7 +297,7 @@ def train(args) -> None:
         history.append(record)
         print(record, flush=True)
         torch.save({"init": args.init, "widths": student.widths, "plan": student.plan, "weights": student.folded(), "seed": args.seed,
-                    "recipe": args.recipe, "epochs": args.epochs, "lr": args.lr, "kd_weight": args.kd_weight,
+                    "recipe": args.recipe, "epochs": args.epochs, "lr": args.lr, "kd_weight": args.kd_weight, "bf16": args.bf16,
                     "history": history}, args.out)
     print(f"wrote {args.out}", flush=True)
 
@@ -383,6 +387,7 @@ def main() -> None:
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--kd-weight", type=float, default=1.0)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (1.4x faster a step on AMX)")
     t.add_argument("--init", choices=("scratch", "teacher"), default="scratch",
                    help="teacher: the teacher's own weights cut to --widths (and its activations)")
     t.add_argument("--out", required=True)
