@@ -7,8 +7,9 @@
 
 `train` replays the noisy renditions whose teacher embeddings the `default` recipe cached
 (`frontend_views`, data/cache/<key>_speech_embedding_views.pt: training split only) and fits a student CNN to
-them from the teacher's log-mel of the same audio. The student keeps the teacher's time topology (a 76-frame
-receptive field, 8 mel frames a step, the same kept-state streaming), has fewer channels and plain ReLU (fused by
+them from the teacher's log-mel of the same audio (`--fresh`: each batch a new rendition instead, mixed as the
+recipe mixes, the teacher computing its targets in the loop). The student keeps the teacher's time topology (a
+76-frame receptive field, 8 mel frames a step, the same kept-state streaming), has fewer channels and plain ReLU (fused by
 ONNX Runtime into each convolution, where the teacher's LeakyRelu + clamp are not), and BatchNorm while it trains
 (folded into the convolutions when it is saved). The loss is the embedding's mean squared error, per value scaled
 by the teacher's variance, plus the KL divergence of the shipped head's posteriors on the student's 6 frames from
@@ -27,6 +28,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -175,8 +177,10 @@ def load_student(path: str | Path) -> dict:
     return torch.load(path, weights_only=False)
 
 
-def _renditions(args) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mel (V, n, T, 32) float16, teacher frames (V, n, 96, F) float16) of the recipe's cached views."""
+def _renditions(args) -> tuple[torch.Tensor, torch.Tensor, Callable]:
+    """(mel (V, n, T, 32) float16, teacher frames (V, n, 96, F) float16) of the recipe's cached views, and
+    `render(index, generator)`: a fresh noisy rendition of those training examples, as (mel, teacher frames)
+    float32, mixed as the recipe mixes (the teacher in the loop)."""
     from drsn_asr.runtime.features import make_frontend
     from drsn_asr.training.data import NoisyBatches
     from drsn_asr.training.train import SAMPLE_RATE, VIEW_KEYS, _resolve, load_train_config, prepare_data, to_dict
@@ -222,7 +226,16 @@ def _renditions(args) -> tuple[torch.Tensor, torch.Tensor]:
                     print(f"view {v}: replay matches the cache (median max error {error:.2g})", flush=True)
             parts.append(mel.half())
         mels.append(torch.cat(parts))
-    return torch.stack(mels), views
+
+    def render(index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        audio = mix.mix(index, generator)
+        if shift:
+            audio = torch.roll(audio, int(torch.randint(-shift, shift + 1, (1,), generator=generator)), dims=1)
+        with torch.no_grad():
+            mel = teacher.log_mel(audio[:, :used])
+            return mel, teacher.cnn(mel)
+
+    return torch.stack(mels), views, render
 
 
 def train(args) -> None:
@@ -231,7 +244,7 @@ def train(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    mels, targets = _renditions(args)
+    mels, targets, render = _renditions(args)
     n_views, n = mels.shape[:2]
     print(f"{n_views} views of {n} examples, mel {tuple(mels.shape[2:])}, frames {tuple(targets.shape[2:])}, "
           f"{time.time() - t0:.0f} s", flush=True)
@@ -239,6 +252,7 @@ def train(args) -> None:
     variance = scale[:: max(1, len(scale) // 200_000)].var(dim=0).clamp_min(1e-4)[None, :, None]
     head = load_model("default").net.eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(args.seed)
+    fresh = torch.Generator().manual_seed(args.seed * 7919 + 1)  # the renditions of --fresh (others than the cached)
     order = torch.randperm(n, generator=generator)
     held = order[: max(256, n // 50)]  # a few training examples to watch the fit on, not to choose anything
     fit = order[len(held):]
@@ -251,11 +265,15 @@ def train(args) -> None:
     total = steps_per_epoch * args.epochs
     history = []
 
-    def losses(index: torch.Tensor, view: torch.Tensor, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        target = targets[view, index].float()
+    def losses(index: torch.Tensor, view: torch.Tensor | None, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The losses on cached view `view` of examples `index`, or on a fresh rendition of them (view None)."""
+        if view is None:
+            mel, target = render(index, fresh)
+        else:
+            mel, target = mels[view, index].float(), targets[view, index].float()
         # bfloat16 autocast: the convolutions and the head's in bfloat16 (AMX), the losses in float32
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            out = student(mels[view, index].float())
+            out = student(mel)
             with torch.no_grad():
                 teacher_logits = head(target)
             student_logits = head(out)
@@ -279,7 +297,7 @@ def train(args) -> None:
         t = time.time()
         for b in range(steps_per_epoch):
             index = perm[b * args.batch_size : (b + 1) * args.batch_size]
-            view = torch.randint(0, n_views, (len(index),), generator=generator)
+            view = None if args.fresh else torch.randint(0, n_views, (len(index),), generator=generator)
             lr = args.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * step / total))
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -297,7 +315,7 @@ def train(args) -> None:
         history.append(record)
         print(record, flush=True)
         torch.save({"init": args.init, "widths": student.widths, "plan": student.plan, "weights": student.folded(), "seed": args.seed,
-                    "recipe": args.recipe, "epochs": args.epochs, "lr": args.lr, "kd_weight": args.kd_weight, "bf16": args.bf16,
+                    "recipe": args.recipe, "epochs": args.epochs, "lr": args.lr, "kd_weight": args.kd_weight, "bf16": args.bf16, "fresh": args.fresh,
                     "history": history}, args.out)
     print(f"wrote {args.out}", flush=True)
 
@@ -388,6 +406,8 @@ def main() -> None:
     t.add_argument("--kd-weight", type=float, default=1.0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (1.4x faster a step on AMX)")
+    t.add_argument("--fresh", action="store_true",
+                   help="a fresh noisy rendition of each batch, the teacher in the loop, instead of the cached views")
     t.add_argument("--init", choices=("scratch", "teacher"), default="scratch",
                    help="teacher: the teacher's own weights cut to --widths (and its activations)")
     t.add_argument("--out", required=True)
