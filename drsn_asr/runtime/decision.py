@@ -70,7 +70,8 @@ class DecisionRule:
         self._none, self._no_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         n = len(labels)
         self.recent = np.zeros((0, smooth_n, n), np.float32)  # ring of the last smooth_n posteriors
-        self._ring_orders = (np.arange(smooth_n)[:, None] + np.arange(smooth_n)) % smooth_n  # oldest first, by count % n
+        # the ring's rows oldest first, for each value of count % smooth_n
+        self._ring_orders = (np.arange(smooth_n)[:, None] + np.arange(smooth_n)) % smooth_n
         self.scores = np.zeros((0, n), np.float32)  # last smoothed posteriors
         self.n_classifications = np.zeros(0, np.int64)
         self.armed = np.ones((0, n), bool)
@@ -131,7 +132,8 @@ class DecisionRule:
             return np.zeros(1, np.int64), np.array([found[0]]), np.array([found[1]], np.float32)
         return self._step_rows(slots, now_s, probs)
 
-    def _step_rows(self, slots: np.ndarray, now_s: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _step_rows(self, slots: np.ndarray, now_s: np.ndarray, probs: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         count = self.n_classifications[slots]
         self.recent[slots, count % self.smooth_n] = probs
         if self.context:
@@ -225,8 +227,8 @@ class DecisionRule:
             return None
         best = int(np.where(self.keyword, smoothed, 0).argmax())
         top = smoothed[best]
-        if (top >= (self.thresholds[best] if own is None else own[best]) and self.keyword[best] and top >= smoothed.max()
-                and armed[best]
+        if (top >= (self.thresholds[best] if own is None else own[best]) and self.keyword[best]
+                and top >= smoothed.max() and armed[best]
                 and (now_s - self.last_detection_s[slot]) * 1000 >= self.config.refractory_ms - TIME_TOLERANCE_MS):
             armed[best] = False
             self.pending_label[slot] = best

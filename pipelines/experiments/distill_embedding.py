@@ -9,11 +9,11 @@
 (`frontend_views`, data/cache/<key>_speech_embedding_views.pt: training split only) and fits a student CNN to
 them from the teacher's log-mel of the same audio (`--fresh`: each batch a new rendition instead, mixed as the
 recipe mixes, the teacher computing its targets in the loop). The student keeps the teacher's time topology (a
-76-frame receptive field, 8 mel frames a step, the same kept-state streaming), has fewer channels and plain ReLU (fused by
-ONNX Runtime into each convolution, where the teacher's LeakyRelu + clamp are not), and BatchNorm while it trains
-(folded into the convolutions when it is saved). The loss is the embedding's mean squared error, per value scaled
-by the teacher's variance, plus the KL divergence of the shipped head's posteriors on the student's 6 frames from
-those on the teacher's. `--init teacher` starts instead from the teacher's own weights cut to the widths: a
+76-frame receptive field, 8 mel frames a step, the same kept-state streaming), has fewer channels and plain ReLU
+(fused by ONNX Runtime into each convolution, where the teacher's LeakyRelu + clamp are not), and BatchNorm while
+it trains (folded into the convolutions when it is saved). The loss is the embedding's mean squared error, per value
+scaled by the teacher's variance, plus the KL divergence of the shipped head's posteriors on the student's 6 frames
+from those on the teacher's. `--init teacher` starts instead from the teacher's own weights cut to the widths: a
 capacity check only, since such a student holds weights derived from third-party ones and can never ship.
 
 `eval` runs pipelines/real_streams.py with the shipped `default` model hearing through the student instead of
@@ -315,7 +315,8 @@ def train(args) -> None:
         history.append(record)
         print(record, flush=True)
         torch.save({"init": args.init, "widths": student.widths, "plan": student.plan, "weights": student.folded(), "seed": args.seed,
-                    "recipe": args.recipe, "epochs": args.epochs, "lr": args.lr, "kd_weight": args.kd_weight, "bf16": args.bf16, "fresh": args.fresh,
+                    "recipe": args.recipe, "epochs": args.epochs, "lr": args.lr, "kd_weight": args.kd_weight,
+                    "bf16": args.bf16, "fresh": args.fresh,
                     "history": history}, args.out)
     print(f"wrote {args.out}", flush=True)
 
