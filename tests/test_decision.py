@@ -97,15 +97,23 @@ def test_the_context_check_drops_a_keyword_that_comes_out_of_other_speech_and_ke
     assert _run(strict, later) == [(41, 0)]
 
 
+def _random_streams(rng: np.random.Generator, unknown_before_max: float, peak_wait_ms: float, n_streams: int,
+                    n_steps: int) -> tuple[DetectorConfig, np.ndarray, np.ndarray]:
+    """A rule's settings (150 ms of smoothing, label 'no' with its own threshold) and random posteriors and stream
+    times (n_streams, n_steps) that often spike towards one label, so that detections, waits and re-arms happen."""
+    config = DetectorConfig(threshold=0.6, thresholds={"no": 0.45}, refractory_ms=300.0, peak_wait_ms=peak_wait_ms,
+                            unknown_before_max=unknown_before_max, before_span_ms=(200.0, 500.0), smoothing_ms=150.0)
+    probs = rng.dirichlet(np.full(len(LABELS), 0.3), size=(n_streams, n_steps)).astype(np.float32)
+    times_s = 0.1 * np.arange(1, n_steps + 1) + rng.uniform(0, 5, size=(n_streams, 1))
+    return config, probs, times_s
+
+
 @pytest.mark.parametrize("seed, unknown_before_max, peak_wait_ms", [(0, 1.0, 150.0), (1, 0.3, 150.0), (2, 0.25, 0.0)])
 def test_a_single_stream_steps_in_scalars_as_the_rows_do_bit_for_bit(seed, unknown_before_max, peak_wait_ms):
     """step() of one slot takes its scalar path: the same decisions and state as the vectorized rows'."""
     rng = np.random.default_rng(seed)
-    config = DetectorConfig(threshold=0.6, thresholds={"no": 0.45}, refractory_ms=300.0, peak_wait_ms=peak_wait_ms,
-                            unknown_before_max=unknown_before_max, before_span_ms=(200.0, 500.0), smoothing_ms=150.0)
     n_streams, n_steps = 3, 400
-    probs = rng.dirichlet(np.full(len(LABELS), 0.3), size=(n_streams, n_steps)).astype(np.float32)
-    times_s = 0.1 * np.arange(1, n_steps + 1) + rng.uniform(0, 5, size=(n_streams, 1))
+    config, probs, times_s = _random_streams(rng, unknown_before_max, peak_wait_ms, n_streams, n_steps)
     scalar, rows = DecisionRule(LABELS, config, n_streams), DecisionRule(LABELS, config, n_streams)
     for rule in (scalar, rows):
         rule.set_thresholds(np.array([2]), {0: 0.5, 2: 0.9})  # one stream with its own
@@ -131,11 +139,8 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torc
 @pytest.mark.parametrize("seed, unknown_before_max, peak_wait_ms", [(0, 1.0, 150.0), (1, 0.3, 150.0), (2, 0.25, 0.0)])
 def test_the_device_rule_decides_as_the_host_rule_bit_for_bit(seed, unknown_before_max, peak_wait_ms, on):
     rng = np.random.default_rng(seed)
-    config = DetectorConfig(threshold=0.6, thresholds={"no": 0.45}, refractory_ms=300.0, peak_wait_ms=peak_wait_ms,
-                            unknown_before_max=unknown_before_max, before_span_ms=(200.0, 500.0), smoothing_ms=150.0)
     n_streams, n_steps = 6, 300
-    probs = rng.dirichlet(np.full(len(LABELS), 0.3), size=(n_streams, n_steps)).astype(np.float32)
-    times_s = 0.1 * np.arange(1, n_steps + 1) + rng.uniform(0, 5, size=(n_streams, 1))
+    config, probs, times_s = _random_streams(rng, unknown_before_max, peak_wait_ms, n_streams, n_steps)
     host = DecisionRule(LABELS, config, 2)
     device = DeviceDecisionRule(LABELS, config, 2, on)
     for rule in (host, device):
