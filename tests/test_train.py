@@ -281,6 +281,20 @@ def test_the_example_cache_is_keyed_by_the_seed_that_drew_it(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
 
 
+def test_the_example_cache_is_found_however_the_checkout_is_spelled(tmp_path, monkeypatch):
+    """`drsn-asr train` passes base "." and the pipelines the checkout's absolute path: with the recipe's folders
+    relative, both must reach the same cache, not prepare a second one."""
+    recipe = _tiny_recipe(tmp_path, epochs=1)
+    recipe.write_text(recipe.read_text().replace(f"tts_dir: {tmp_path / 'corpus'}", "tts_dir: corpus")
+                      .replace(f"cache_dir: {tmp_path / 'cache'}", "cache_dir: cache"))
+    absolute = prepare_data(load_train_config(recipe), tmp_path, progress=False)
+    monkeypatch.chdir(tmp_path)
+    relative = prepare_data(load_train_config(recipe), Path("."), progress=False)
+    assert relative["cache_key"] == absolute["cache_key"]
+    assert [p.name for p in (tmp_path / "cache").glob("*.pt")] == [f"{absolute['cache_key']}.pt"]
+    assert torch.equal(relative["noise"], absolute["noise"])
+
+
 def test_weight_average_is_what_gets_validated_saved_and_resumed(tmp_path):
     recipe = _tiny_recipe(tmp_path, epochs=2)
     ema = {"optim": {"ema_decay": 0.9}}
