@@ -260,16 +260,16 @@ def _noise_pool(cfg: DataConfig, base: Path, sentences: list[np.ndarray], seed: 
     return torch.from_numpy(np.concatenate(parts).astype(np.float16))
 
 
-def _cache_key(cfg: TrainConfig, examples: dict[str, list[Example]], base: Path) -> str:
+def _cache_key(cfg: TrainConfig, examples: dict[str, list[Example]]) -> str:
     # optim.seed draws the augmentation and the noise pool: a cache of one seed is not another's
     # and the window's length sizes every clip in it
     h = hashlib.sha1(json.dumps([to_dict(cfg.data), to_dict(cfg.augment), cfg.optim.seed, cfg.model.window_s],
                                 sort_keys=True).encode())
     for split in sorted(examples):
         for ex in examples[split]:
-            # relative to base, so that `train` run from the checkout (base ".") and a script that passes the
-            # checkout's absolute path find the same cache instead of preparing a second 3.6 GB one
-            h.update(f"{os.path.relpath(ex.path, base)}|{ex.offset_s}|{ex.word}".encode())
+            # absolute, so that `train` run from the checkout (base ".") and a script that passes the checkout's
+            # absolute path find the same cache instead of preparing a second 3.6 GB one
+            h.update(f"{os.path.abspath(ex.path)}|{ex.offset_s}|{ex.word}".encode())
     return h.hexdigest()[:16]
 
 
@@ -280,7 +280,7 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
     from tqdm import tqdm
 
     examples = collect_examples(cfg.data, base)
-    key = _cache_key(cfg, examples, base)
+    key = _cache_key(cfg, examples)
     cache = _resolve(cfg.data.cache_dir, base) / f"{key}.pt"
     if cache.is_file():
         log.info("using cached examples %s", cache)

@@ -351,12 +351,12 @@ def head(args) -> None:
     overrides = {"out_dir": args.out_dir, "optim": {"seed": args.seed}}
     cfg = load_train_config(REPO / args.recipe, overrides)
     examples = collect_examples(cfg.data, REPO)
-    cached = _resolve(cfg.data.cache_dir, REPO) / f"{_cache_key(cfg, examples, REPO)}.pt"
+    cached = _resolve(cfg.data.cache_dir, REPO) / f"{_cache_key(cfg, examples)}.pt"
     if not cached.is_file():
         raise SystemExit(f"{cached} is missing: train {args.recipe} first")
     cache = REPO / "data" / f"cache_student_{Path(args.student).stem}"
     cfg = load_train_config(REPO / args.recipe, {**overrides, "data": {"cache_dir": str(cache.relative_to(REPO))}})
-    link = cache / f"{_cache_key(cfg, examples, REPO)}.pt"  # (the cache folder is part of the key)
+    link = cache / f"{_cache_key(cfg, examples)}.pt"  # (the cache folder is part of the key)
     cache.mkdir(parents=True, exist_ok=True)
     if not link.exists():
         link.symlink_to(cached.resolve())
