@@ -4,6 +4,8 @@
     python pipelines/experiments/distill_embedding.py eval runs/student_s0.pt [real_streams.py options]
     python pipelines/experiments/distill_embedding.py cost runs/student_s0.pt [--chunk-ms 20]
     python pipelines/experiments/distill_embedding.py head runs/student_s0.pt --out-dir runs/student_s0_head
+    python pipelines/experiments/distill_embedding.py joint runs/student_s0.pt --head runs/student_s0_head/best.pt \
+        --out runs/student_j0.pt --head-out-dir runs/student_j0_head
 
 `train` replays the noisy renditions whose teacher embeddings the `default` recipe cached
 (`frontend_views`, data/cache/<key>_speech_embedding_views.pt: training split only) and fits a student CNN to
@@ -15,6 +17,10 @@ it trains (folded into the convolutions when it is saved). The loss is the embed
 scaled by the teacher's variance, plus the KL divergence of the shipped head's posteriors on the student's 6 frames
 from those on the teacher's. `--init teacher` starts instead from the teacher's own weights cut to the widths: a
 capacity check only, since such a student holds weights derived from third-party ones and can never ship.
+
+`joint` fine-tunes a student and a head trained on its frames together, on the recipe's labels (its sampling,
+label smoothing and SpecAugment) with the shipped head's posteriors on the teacher's frames as a soft target
+beside them; it writes the student and the head (a drsn-asr checkpoint, `best.pt`).
 
 `eval` runs pipelines/real_streams.py with the shipped `default` model hearing through the student instead of
 the teacher (the head unchanged; `--model` another head). `cost` times a Recognizer hearing through each, paired.
@@ -177,10 +183,10 @@ def load_student(path: str | Path) -> dict:
     return torch.load(path, weights_only=False)
 
 
-def _renditions(args) -> tuple[torch.Tensor, torch.Tensor, Callable]:
-    """(mel (V, n, T, 32) float16, teacher frames (V, n, 96, F) float16) of the recipe's cached views, and
+def _renditions(args) -> tuple[torch.Tensor, torch.Tensor, Callable, dict]:
+    """(mel (V, n, T, 32) float16, teacher frames (V, n, 96, F) float16) of the recipe's cached views,
     `render(index, generator)`: a fresh noisy rendition of those training examples, as (mel, teacher frames)
-    float32, mixed as the recipe mixes (the teacher in the loop)."""
+    float32, mixed as the recipe mixes (the teacher in the loop), and the recipe's `prepare_data` output."""
     from drsn_asr.runtime.features import make_frontend
     from drsn_asr.training.data import NoisyBatches
     from drsn_asr.training.train import SAMPLE_RATE, VIEW_KEYS, _resolve, load_train_config, prepare_data, to_dict
@@ -235,7 +241,7 @@ def _renditions(args) -> tuple[torch.Tensor, torch.Tensor, Callable]:
             mel = teacher.log_mel(audio[:, :used])
             return mel, teacher.cnn(mel)
 
-    return torch.stack(mels), views, render
+    return torch.stack(mels), views, render, data
 
 
 def train(args) -> None:
@@ -244,7 +250,7 @@ def train(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    mels, targets, render = _renditions(args)
+    mels, targets, render, _ = _renditions(args)
     n_views, n = mels.shape[:2]
     print(f"{n_views} views of {n} examples, mel {tuple(mels.shape[2:])}, frames {tuple(targets.shape[2:])}, "
           f"{time.time() - t0:.0f} s", flush=True)
@@ -319,6 +325,96 @@ def train(args) -> None:
                     "bf16": args.bf16, "fresh": args.fresh,
                     "history": history}, args.out)
     print(f"wrote {args.out}", flush=True)
+
+
+def joint(args) -> None:
+    from drsn_asr import load_model
+    from drsn_asr.runtime.checkpoint import read_checkpoint, save_checkpoint
+    from drsn_asr.training.train import (WeightAverage, _sampling_weights, load_train_config, spec_augment,
+                                         to_dict)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    mels, targets, _, data = _renditions(args)
+    o = load_train_config(REPO / args.recipe).optim
+    names, labels = data["labels"], data["train"]["labels"]
+    saved = load_student(args.student)
+    shapes = [tuple(w.shape) for w in saved["weights"][0::2]]
+    student = Student(saved["widths"], saved["plan"], shapes, batch_norm=False)
+    with torch.no_grad():
+        for conv, w, b in zip(student.convs, saved["weights"][0::2], saved["weights"][1::2]):
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+    head_state = read_checkpoint(args.head)
+    head = load_model(args.head).net
+    teacher_head = load_model("default")
+    if head_state["labels"] != names or teacher_head.labels != names:
+        raise SystemExit(f"labels differ: recipe {names}, head {head_state['labels']}, default {teacher_head.labels}")
+    teacher_head = teacher_head.net.eval().requires_grad_(False)
+    both = nn.ModuleDict({"student": student, "head": head}).requires_grad_(True)
+    average = WeightAverage(both, o.ema_decay)
+    optimizer = torch.optim.AdamW(both.parameters(), lr=args.lr, weight_decay=o.weight_decay)
+    n_views, n = mels.shape[:2]
+    steps_per_epoch = n // args.batch_size
+    total = steps_per_epoch * args.epochs
+    weights = _sampling_weights(labels, names, o)
+    print(f"{n_views} views of {n} examples, {steps_per_epoch} steps an epoch, {time.time() - t0:.0f} s", flush=True)
+    setup = {"student": args.student, "head": args.head, "seed": args.seed, "epochs": args.epochs, "lr": args.lr,
+             "kd_weight": args.kd_weight, "batch_size": args.batch_size, "bf16": args.bf16, "recipe": args.recipe}
+    out_dir = Path(args.head_out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def save(history: list[dict]) -> None:
+        """The averaged weights as they stand (before the first step too, so that a broken save shows at once)."""
+        kept = average.module
+        torch.save({**{k: v for k, v in saved.items() if k not in ("weights", "history")}, "init": args.student,
+                    "weights": [w.detach().clone() for w in kept["student"].folded()], "joint": setup,
+                    "history": saved.get("history", []) + history}, args.out)
+        save_checkpoint(out_dir / "best.pt", kept["head"], names, {**head_state["training"], "joint": setup,
+                                                                 "joint_history": history, "optim": to_dict(o)})
+        print(f"wrote {args.out} and {out_dir / 'best.pt'} after {len(history)} epochs", flush=True)
+
+    history: list[dict] = []
+    save(history)
+    step = 0
+    for epoch in range(args.epochs):
+        generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        order = torch.multinomial(weights, steps_per_epoch * args.batch_size, replacement=True, generator=generator)
+        both.train()
+        t, loss_sums, correct = time.time(), [0.0, 0.0], 0
+        for b in range(steps_per_epoch):
+            index = order[b * args.batch_size : (b + 1) * args.batch_size]
+            view = torch.randint(0, n_views, (len(index),), generator=generator)
+            lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / total))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            y = labels[index]
+            with torch.autocast("cpu", torch.bfloat16, enabled=args.bf16):
+                frames = student(mels[view, index].float())
+                logits = head(spec_augment(frames.float(), o, generator))
+                with torch.no_grad():
+                    soft = teacher_head(targets[view, index].float())
+            logits, soft = logits.float(), soft.float()
+            ce = F.cross_entropy(logits, y, label_smoothing=o.label_smoothing)
+            kl = F.kl_div(F.log_softmax(logits, dim=1), F.softmax(soft, dim=1), reduction="batchmean")
+            loss = ce + args.kd_weight * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            average.update(both)
+            step += 1
+            loss_sums[0] += ce.item()
+            loss_sums[1] += kl.item()
+            correct += (logits.argmax(1) == y).sum().item()
+            if b % 100 == 0:
+                print(f"epoch {epoch} step {b}/{steps_per_epoch} ce {ce.item():.4f} kl {kl.item():.4f} "
+                      f"({(time.time() - t) / (b + 1):.2f} s/step)", flush=True)
+        record = {"epoch": epoch, "train_ce": loss_sums[0] / steps_per_epoch, "train_kl": loss_sums[1] / steps_per_epoch,
+                  "train_accuracy": correct / (steps_per_epoch * args.batch_size), "seconds": round(time.time() - t)}
+        history.append(record)
+        print(record, flush=True)
+        save(history)
 
 
 def _hearing_through(student: dict | None):
@@ -412,6 +508,19 @@ def main() -> None:
     t.add_argument("--init", choices=("scratch", "teacher"), default="scratch",
                    help="teacher: the teacher's own weights cut to --widths (and its activations)")
     t.add_argument("--out", required=True)
+    j = sub.add_parser("joint")
+    j.add_argument("student")
+    j.add_argument("--head", required=True, help="a head trained on the student's frames (`head`'s best.pt)")
+    j.add_argument("--recipe", default="configs/embedding_unknown.yaml")
+    j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--epochs", type=int, default=6)
+    j.add_argument("--batch-size", type=int, default=256)
+    j.add_argument("--lr", type=float, default=1e-3)
+    j.add_argument("--kd-weight", type=float, default=1.0)
+    j.add_argument("--threads", type=int, default=2)
+    j.add_argument("--bf16", action="store_true")
+    j.add_argument("--out", required=True)
+    j.add_argument("--head-out-dir", required=True)
     e = sub.add_parser("eval")
     e.add_argument("student")
     h = sub.add_parser("head")
@@ -426,6 +535,8 @@ def main() -> None:
     args, rest = parser.parse_known_args()
     if args.command == "train":
         train(args)
+    elif args.command == "joint":
+        joint(args)
     elif args.command == "eval":
         evaluate(args, rest)
     elif args.command == "head":
