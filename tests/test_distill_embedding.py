@@ -65,3 +65,51 @@ def test_folded_weights_installed_in_the_frontend_give_the_students_frames_offli
     streamed = torch.cat([first, rest], dim=2)
     assert streamed.shape == whole.shape == (2, 96, 5)
     np.testing.assert_allclose(streamed.numpy(), whole.numpy(), rtol=0, atol=1e-4 * whole.abs().max().item())
+
+
+def test_a_saved_student_trains_on_from_its_folded_weights(mel):
+    """`joint` starts from a saved student: rebuilt without BatchNorm from the folded weights, it gives the frames
+    the student it was saved from gave."""
+    torch.manual_seed(2)
+    student = D.Student((16, 32, 48, 96, 96))
+    student.train()
+    with torch.no_grad():
+        for _ in range(3):
+            student(mel * (1 + torch.rand(1)))
+    student.eval()
+    again = D.trainable({"widths": student.widths, "plan": student.plan, "weights": student.folded()})
+    assert not again.norms and all(p.requires_grad for p in again.parameters())
+    with torch.no_grad():
+        expected = student(mel)
+        assert torch.allclose(again(mel), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+
+
+def test_joint_steps_fit_labels_and_the_teachers_posteriors(mel):
+    """A few steps of student and head together lower both the labels' cross-entropy and the KL to the teacher
+    head's posteriors on a batch, and move the student's weights as well as the head's."""
+    import copy
+
+    from drsn_asr import load_model
+    from drsn_asr.training.train import OptimConfig
+
+    teacher = SpeechEmbedding()
+    loaded = load_model("default")
+    teacher_head = loaded.net.eval().requires_grad_(False)
+    head = copy.deepcopy(teacher_head).train().requires_grad_(True)
+    torch.manual_seed(3)
+    student = D.Student(D.WIDTHS)
+    with torch.no_grad():
+        teacher_frames = teacher.cnn(mel)
+    y = torch.tensor([1, 2, 3])
+    optim = OptimConfig(freq_masks=0, time_masks=0)
+    before = [p.detach().clone() for p in student.parameters()]
+    optimizer = torch.optim.AdamW([*student.parameters(), *head.parameters()], lr=1e-3)
+    losses = []
+    for _ in range(25):
+        ce, kl, _ = D.joint_losses(student, head, teacher_head, mel, teacher_frames, y, optim, torch.Generator())
+        losses.append((ce.item(), kl.item()))
+        optimizer.zero_grad()
+        (ce + kl).backward()
+        optimizer.step()
+    assert losses[-1][0] < 0.5 * losses[0][0] and losses[-1][1] < losses[0][1], losses
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))

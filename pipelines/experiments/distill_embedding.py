@@ -327,11 +327,39 @@ def train(args) -> None:
     print(f"wrote {args.out}", flush=True)
 
 
+def trainable(saved: dict) -> Student:
+    """A saved student (its BatchNorms folded into the convolutions) as a Student to train further."""
+    shapes = [tuple(w.shape) for w in saved["weights"][0::2]]
+    student = Student(saved["widths"], saved["plan"], shapes, batch_norm=False)
+    with torch.no_grad():
+        for conv, w, b in zip(student.convs, saved["weights"][0::2], saved["weights"][1::2]):
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+    return student
+
+
+def joint_losses(student: nn.Module, head: nn.Module, teacher_head: nn.Module, mel: torch.Tensor,
+                 teacher_frames: torch.Tensor, y: torch.Tensor, optim, generator: torch.Generator,
+                 bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cross-entropy on the labels `y` with the recipe's label smoothing, KL of the teacher head's posteriors on
+    `teacher_frames` from the head's on the student's frames of `mel` after the recipe's SpecAugment, the logits)."""
+    from drsn_asr.training.train import spec_augment
+
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        frames = student(mel)
+        logits = head(spec_augment(frames.float(), optim, generator))
+        with torch.no_grad():
+            soft = teacher_head(teacher_frames)
+    logits, soft = logits.float(), soft.float()
+    ce = F.cross_entropy(logits, y, label_smoothing=optim.label_smoothing)
+    kl = F.kl_div(F.log_softmax(logits, dim=1), F.softmax(soft, dim=1), reduction="batchmean")
+    return ce, kl, logits
+
+
 def joint(args) -> None:
     from drsn_asr import load_model
     from drsn_asr.runtime.checkpoint import read_checkpoint, save_checkpoint
-    from drsn_asr.training.train import (WeightAverage, _sampling_weights, load_train_config, spec_augment,
-                                         to_dict)
+    from drsn_asr.training.train import WeightAverage, _sampling_weights, load_train_config, to_dict
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -340,12 +368,7 @@ def joint(args) -> None:
     o = load_train_config(REPO / args.recipe).optim
     names, labels = data["labels"], data["train"]["labels"]
     saved = load_student(args.student)
-    shapes = [tuple(w.shape) for w in saved["weights"][0::2]]
-    student = Student(saved["widths"], saved["plan"], shapes, batch_norm=False)
-    with torch.no_grad():
-        for conv, w, b in zip(student.convs, saved["weights"][0::2], saved["weights"][1::2]):
-            conv.weight.copy_(w)
-            conv.bias.copy_(b)
+    student = trainable(saved)
     head_state = read_checkpoint(args.head)
     head = load_model(args.head).net
     teacher_head = load_model("default")
@@ -390,14 +413,8 @@ def joint(args) -> None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             y = labels[index]
-            with torch.autocast("cpu", torch.bfloat16, enabled=args.bf16):
-                frames = student(mels[view, index].float())
-                logits = head(spec_augment(frames.float(), o, generator))
-                with torch.no_grad():
-                    soft = teacher_head(targets[view, index].float())
-            logits, soft = logits.float(), soft.float()
-            ce = F.cross_entropy(logits, y, label_smoothing=o.label_smoothing)
-            kl = F.kl_div(F.log_softmax(logits, dim=1), F.softmax(soft, dim=1), reduction="batchmean")
+            ce, kl, logits = joint_losses(student, head, teacher_head, mels[view, index].float(),
+                                          targets[view, index].float(), y, o, generator, args.bf16)
             loss = ce + args.kd_weight * kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
