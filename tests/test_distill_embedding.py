@@ -86,7 +86,7 @@ def test_a_saved_student_trains_on_from_its_folded_weights(mel):
 
 def test_joint_steps_fit_labels_and_the_teachers_posteriors(mel):
     """A few steps of student and head together lower both the labels' cross-entropy and the KL to the teacher
-    head's posteriors on a batch, and move the student's weights as well as the head's."""
+    head's posteriors on a batch, and the gradient reaches through the head into the student's weights."""
     import copy
 
     from drsn_asr import load_model
