@@ -135,7 +135,7 @@ def pruned_teacher(widths: tuple[int, ...], mel: torch.Tensor) -> Student:
             block += 1
     x = mel.unsqueeze(1)
     kept_in = torch.arange(1)
-    shapes, sliced = [], []
+    sliced = []
     w_iter = iter(weights)
     i = 0
     for step in teacher._plan:
@@ -153,18 +153,12 @@ def pruned_teacher(widths: tuple[int, ...], mel: torch.Tensor) -> Student:
             x = x.clamp_min(step[1])
             spread = x.transpose(0, 1).reshape(x.shape[1], -1).std(dim=1)
             kept_out = spread.argsort(descending=True)[:width].sort().values
-            shapes.append((width, len(kept_in), *current_w.shape[2:]))
             sliced += [current_w[kept_out].clone(), current_b[kept_out].clone()]
             kept_in = kept_out
         else:
             x = max_pool_pairs(x, step[1])
-    shapes.append((current_w.shape[0], len(kept_in), *current_w.shape[2:]))  # the last conv: no activation
-    sliced += [current_w.clone(), current_b.clone()]
-    student = Student(widths, plan, shapes, batch_norm=False)
-    for conv, (w, b) in zip(student.convs, zip(sliced[0::2], sliced[1::2])):
-        conv.weight.copy_(w)
-        conv.bias.copy_(b)
-    return student
+    sliced += [current_w.clone(), current_b.clone()]  # the last conv: no activation
+    return trainable({"widths": widths, "plan": plan, "weights": sliced})
 
 
 def install(frontend: SpeechEmbedding, plan: list[tuple], weights: list[torch.Tensor]) -> None:
@@ -358,7 +352,7 @@ def joint_losses(student: nn.Module, head: nn.Module, teacher_head: nn.Module, m
 
 def joint(args) -> None:
     from drsn_asr import load_model
-    from drsn_asr.runtime.checkpoint import read_checkpoint, save_checkpoint
+    from drsn_asr.runtime.checkpoint import build_model, read_checkpoint, save_checkpoint
     from drsn_asr.training.train import WeightAverage, _sampling_weights, load_train_config, to_dict
 
     torch.set_num_threads(args.threads)
@@ -370,7 +364,7 @@ def joint(args) -> None:
     saved = load_student(args.student)
     student = trainable(saved)
     head_state = read_checkpoint(args.head)
-    head = load_model(args.head).net
+    head = build_model(head_state, source=args.head).net
     teacher_head = load_model("default")
     if head_state["labels"] != names or teacher_head.labels != names:
         raise SystemExit(f"labels differ: recipe {names}, head {head_state['labels']}, default {teacher_head.labels}")
