@@ -31,7 +31,6 @@ sys.path.insert(0, str(REPO))
 from drsn_asr import load_model  # noqa: E402
 from drsn_asr.runtime.audio import SAMPLE_RATE, read_audio  # noqa: E402
 from drsn_asr.runtime.checkpoint import LoadedModel, save_model  # noqa: E402
-from drsn_asr.runtime.features import make_frontend  # noqa: E402
 from drsn_asr.runtime.inference import inference_forward  # noqa: E402
 from drsn_asr.tools.evaluate import _noise_segment, clip_windows, expected_label, noise_files  # noqa: E402
 from drsn_asr.training.augment import active_rms, mix_at_snr  # noqa: E402
@@ -45,7 +44,7 @@ def clip_logits(model: LoadedModel, folders: list[str], noise_dir: str | None, s
                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(logits, label index, condition) of each clip of `folders`, clean and at each SNR: one window per clip,
     centred (the clips are at most a window long; a longer one is scored on its first window)."""
-    frontend = make_frontend(model.features)
+    frontend = model.frontend()
     forward = inference_forward(model.net, backend="torch")
     window = round(model.net.config.window_s * SAMPLE_RATE)
     noises = [(p.stem, read_audio(p)) for p in noise_files(noise_dir)] if noise_dir else []

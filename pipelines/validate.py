@@ -22,7 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from drsn_asr.runtime.checkpoint import LoadedModel, build_model, load_model, read_checkpoint  # noqa: E402
-from drsn_asr.runtime.features import make_frontend  # noqa: E402
 from drsn_asr.training.train import (  # noqa: E402
     VALIDATION_SEED,
     evaluate_split,
@@ -62,7 +61,7 @@ def main() -> None:
         for label, (model, epoch) in candidates(name).items():
             if model.labels != data["labels"]:
                 raise SystemExit(f"{label}: labels {model.labels} differ from the recipe's {data['labels']}")
-            r = evaluate_split(model.net, make_frontend(model.features), batches, labels, data["labels"],
+            r = evaluate_split(model.net, model.frontend(), batches, labels, data["labels"],
                                torch.device("cpu"), seed=VALIDATION_SEED)
             results[label] = {"epoch": epoch, **{k: round(v, 4) for k, v in r.items()}}
             print(f"{label}: " + ", ".join(f"{k} {v}" for k, v in results[label].items()), flush=True)

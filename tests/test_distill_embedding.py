@@ -113,3 +113,84 @@ def test_joint_steps_fit_labels_and_the_teachers_posteriors(mel):
         optimizer.step()
     assert losses[-1][0] < 0.5 * losses[0][0] and losses[-1][1] < losses[0][1], losses
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    """A random student (BatchNorm statistics moved off their start) packaged with the shipped head:
+    (its checkpoint, the student's saved form)."""
+    torch.manual_seed(4)
+    student = D.Student((16, 32, 48, 96, 96))
+    student.train()
+    with torch.no_grad():
+        for _ in range(3):
+            student(torch.randn(4, 100, 32) * (1 + torch.rand(1)))
+    student.eval()
+    folder = tmp_path_factory.mktemp("packaged")
+    saved = {"widths": student.widths, "plan": student.plan, "weights": student.folded(), "seed": 4}
+    torch.save(saved, folder / "student.pt")
+    from drsn_asr.runtime.checkpoint import ASSETS
+
+    head = Path(D.__file__).resolve().parents[2] / "drsn_asr" / ASSETS / "default.pt"
+    D.package(argparse_namespace(student=folder / "student.pt", model=str(head), out=str(folder / "model.pt")))
+    return folder / "model.pt", saved
+
+
+def argparse_namespace(**kw):
+    import argparse
+
+    return argparse.Namespace(**kw)
+
+
+def test_a_packaged_student_is_heard_by_the_recognizer_as_the_student_with_no_experiment_code(packaged):
+    """The checkpoint carries the CNN: a Recognizer made from the file alone scores the street demo as the shipped
+    head hearing through the student (weights rounded to float16, as stored) does, and not as the teacher does."""
+    import drsn_asr
+    from drsn_asr import Recognizer, load_model
+    from drsn_asr.runtime.audio import read_audio
+
+    path, saved = packaged
+    model = load_model(path, device="cpu")
+    assert model.features.embedding_cnn == "checkpoint" and model.training["frontend_cnn"]["widths"] == [16, 32, 48, 96, 96]
+    assert [f["name"] for f in torch.load(path, weights_only=True)["frontend_files"]] == ["melspectrogram.onnx"]
+    demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")[: 16000 * 12]
+    rounded = {**saved, "weights": [w.half().float() for w in saved["weights"]]}
+
+    def scores(recognizer) -> list[list[float]]:
+        out = []
+        for i in range(0, len(demo), 320):
+            recognizer.feed(demo[i : i + 320])
+            out.append(list(recognizer.scores.values()))
+        return out
+
+    packaged_scores = np.array(scores(Recognizer(model)))
+    try:
+        D._hearing_through(rounded)
+        through_student = np.array(scores(Recognizer(load_model("default"))))
+    finally:
+        D._hearing_through(None)
+    teacher = np.array(scores(Recognizer(load_model("default"))))
+    np.testing.assert_allclose(packaged_scores, through_student, rtol=0, atol=1e-4)
+    assert np.abs(packaged_scores - teacher).max() > 0.05
+
+
+def test_a_packaged_models_cnn_survives_a_resave_and_is_never_left_out(packaged, tmp_path):
+    """save_model (as real_streams.py --write-model) keeps the CNN; a frontend built from the features alone, or a
+    checkpoint stripped of its CNN, is refused with what to do instead of hearing through the teacher."""
+    from drsn_asr import load_model
+    from drsn_asr.runtime.checkpoint import save_model
+    from drsn_asr.runtime.features import make_frontend
+
+    path, _ = packaged
+    model = load_model(path, device="cpu")
+    save_model(tmp_path / "again.pt", model, threshold=0.5)
+    again = load_model(tmp_path / "again.pt", device="cpu")
+    assert again.detector["threshold"] == 0.5
+    assert all(torch.equal(a, b) for a, b in zip(again.frontend_cnn["weights"], model.frontend_cnn["weights"]))
+    with pytest.raises(ValueError, match=r"make_frontend\(model.features, model.frontend_cnn\)"):
+        make_frontend(model.features)
+    state = torch.load(path, weights_only=True)
+    del state["frontend_cnn"]
+    torch.save(state, tmp_path / "stripped.pt")
+    with pytest.raises(ValueError, match="has no frontend_cnn"):
+        load_model(tmp_path / "stripped.pt")

@@ -533,3 +533,23 @@ def test_steps_of_many_streams_on_batch_threads_give_the_posteriors_of_one_threa
             assert isinstance(bank.forward.session, BatchThreadedSession)
     assert [slots for slots, _ in posteriors[0]] == [slots for slots, _ in posteriors[1]]
     assert all(np.allclose(a, b, rtol=0, atol=1e-5) for (_, a), (_, b) in zip(*posteriors))
+
+
+def test_a_cnn_that_breaks_the_frame_or_the_chain_is_refused_by_name():
+    """A model's own CNN must keep the teacher's frame (76 mel frames in, one frame every 8) and chain its
+    channels from 1 to 96: anything else would give frames at other times, or fail mid-stream."""
+    from drsn_asr.runtime.embedding import cnn_record
+
+    def conv(cout, cin, kt, km):
+        return [torch.randn(cout, cin, kt, km) * 0.1, torch.zeros(cout)]
+
+    plan = [("conv", True, (0, 1)), ("relu",), ("max_pool", (2, 2)), ("conv", True, (0, 0))]
+    short = cnn_record(plan, conv(8, 1, 3, 3) + conv(96, 8, 3, 16))  # a receptive field of 8, not 76
+    with pytest.raises(ValueError, match="does not keep the speech embedding's frame"):
+        SpeechEmbedding(cnn=short, source="short.pt")
+    broken = cnn_record(plan, conv(8, 1, 3, 3) + conv(96, 4, 3, 16))
+    with pytest.raises(ValueError, match="broken.pt: its frontend_cnn has a convolution that does not continue"):
+        SpeechEmbedding(cnn=broken, source="broken.pt")
+    padded = cnn_record([("conv", True, (1, 1)), *plan[1:]], conv(8, 1, 3, 3) + conv(96, 8, 3, 16))
+    with pytest.raises(ValueError, match="does not continue"):  # time padding would look at the future
+        SpeechEmbedding(cnn=padded)

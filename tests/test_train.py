@@ -408,3 +408,26 @@ def test_an_embedding_head_trains_on_cached_frontend_views_and_a_second_head_and
     shift = round(cfg.optim.time_shift_ms * 16000 / 1000)
     replayed = frontend_views(frontend, mix, len(tr["labels"]), shift, cfg.optim, torch.device("cpu"), False)
     assert torch.allclose(replayed[:, :, :96].float(), cached.float(), atol=2e-3)
+
+    # A model whose checkpoint carries its own CNN (random weights in the teacher's topology here) fine-tunes
+    # through that CNN: its views are its own, kept beside the package CNN's, and its checkpoints carry the CNN on.
+    from drsn_asr.runtime.checkpoint import save_checkpoint
+    from drsn_asr.runtime.embedding import cnn_record
+
+    teacher = make_frontend(model.features)
+    torch.manual_seed(5)
+    cnn = cnn_record(teacher._plan, [torch.randn_like(getattr(teacher, n)) * 0.3 for n in teacher._cnn_names])
+    own_features = dataclasses.replace(model.features, embedding_cnn="checkpoint")
+    model.net.features = own_features
+    save_checkpoint(tmp_path / "own.pt", model.net, model.labels, model.training, cnn)
+    tuned = {**overrides, "features": {**overrides["features"], "embedding_cnn": "checkpoint"},
+             "optim": {**overrides["optim"], "epochs": 1}, "out_dir": str(tmp_path / "own_run")}
+    with pytest.raises(ValueError, match="takes its CNN from the init_from model"):
+        train(load_train_config(recipe, tuned), progress=False)
+    own_best = train(load_train_config(recipe, {**tuned, "init_from": str(tmp_path / "own.pt")}), progress=False)
+    assert views[0].stat().st_mtime_ns == stamp
+    own_views = [p for p in (tmp_path / "cache").glob("*_views.pt") if p != views[0]]
+    assert len(own_views) == 1 and not torch.equal(torch.load(own_views[0], weights_only=True)["views"], cached)
+    own_model = load_model(own_best, device="cpu")
+    assert own_model.features == own_features
+    assert all(torch.equal(a, b) for a, b in zip(own_model.frontend_cnn["weights"], cnn["weights"]))

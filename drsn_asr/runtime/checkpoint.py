@@ -4,6 +4,8 @@ A checkpoint is a plain dict of lists, numbers, strings and tensors, so `torch.l
 read it without executing any pickled code:
     {"format": 1, "model_config": {...}, "feature_config": {...}, "labels": [...],
      "model": state_dict, "training": {...}}
+and, for a model whose speech-embedding CNN is its own (feature_config.embedding_cnn "checkpoint"),
+"frontend_cnn": {"plan": [...], "weights": [...]} (embedding.cnn_record).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 
 from .config import DetectorConfig, FeatureConfig, ModelConfig, from_dict, to_dict
+from .features import make_frontend
 from .fileio import atomic_write
 from .model import KeywordNet, SequenceNet, build_net
 
@@ -32,7 +35,9 @@ DEFAULT_MODEL = "default"
 class LoadedModel:
     """A classifier in eval mode plus what it needs to be used: labels, frontend settings, the detector settings
     chosen for it on validation data (`detector`; options given to a Recognizer take precedence), and named
-    operating points (`sensitivity`: {"few_false_alarms" | "balanced" | "find_everything": settings})."""
+    operating points (`sensitivity`: {"few_false_alarms" | "balanced" | "find_everything": settings}), and the
+    speech-embedding CNN its checkpoint carries (`frontend_cnn`, an `embedding.cnn_record`; None: the package's).
+    Build its frontend with `features.make_frontend(model.features, model.frontend_cnn)`."""
 
     net: KeywordNet | SequenceNet
     labels: list[str]
@@ -41,19 +46,29 @@ class LoadedModel:
     source: str
     detector: dict[str, Any] = field(default_factory=dict)  # DetectorConfig fields the model recommends
     sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset name -> DetectorConfig fields
+    frontend_cnn: dict[str, Any] | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
+    def frontend(self) -> torch.nn.Module:
+        """A new frontend for this model's frames (on the CPU): `features.make_frontend` with its own CNN if it has one."""
+        return make_frontend(self.features, self.frontend_cnn, self.source)
+
 
 def save_checkpoint(
-    path: str | os.PathLike, net: KeywordNet, labels: list[str], training: dict[str, Any] | None = None, **extra: Any
+    path: str | os.PathLike, net: KeywordNet, labels: list[str], training: dict[str, Any] | None = None,
+    frontend_cnn: dict[str, Any] | None = None, **extra: Any
 ) -> None:
-    """Write a checkpoint atomically (temp file, then rename), so a crash never leaves half a file."""
+    """Write a checkpoint atomically (temp file, then rename), so a crash never leaves half a file.
+    `frontend_cnn` (an `embedding.cnn_record`) is required exactly when `net.features.embedding_cnn` is "checkpoint"."""
     path = Path(path)
     if len(labels) != net.n_classes:
         raise ValueError(f"{len(labels)} labels for a model with {net.n_classes} outputs")
+    if (net.features.embedding_cnn == "checkpoint") != (frontend_cnn is not None):
+        raise ValueError(f"{path}: features.embedding_cnn is {net.features.embedding_cnn!r}, so the checkpoint "
+                         f"{'needs' if frontend_cnn is None else 'cannot carry'} a frontend_cnn")
     state = {
         "format": FORMAT_VERSION,
         "model_config": to_dict(net.config),
@@ -62,6 +77,7 @@ def save_checkpoint(
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "training": training or {},
         **_frontend_record(net.features),
+        **({"frontend_cnn": frontend_cnn} if frontend_cnn is not None else {}),
         **extra,
     }
     with atomic_write(path) as tmp:
@@ -74,13 +90,14 @@ def save_checkpoint(
 
 def _frontend_record(features: FeatureConfig) -> dict[str, Any]:
     """For a frontend whose weights live in another package: the files it needs, by name and SHA-256 (never
-    the weights themselves)."""
+    the weights themselves); a model with its own CNN needs only the log-mel's."""
     if features.kind == "logmel":
         return {}
-    from .embedding import frontend_files
+    from .embedding import MEL_FILE, frontend_files
 
     return {"frontend_files": [{"name": f["name"], "package": f["package"], "sha256": f["sha256"]}
-                               for f in frontend_files().values()]}
+                               for f in frontend_files().values()
+                               if features.embedding_cnn == "pretrained" or f["name"] == MEL_FILE]}
 
 
 def _check_archive(path: Path) -> None:
@@ -105,7 +122,7 @@ def save_model(path: str | os.PathLike, model: LoadedModel, sensitivity: dict[st
     from_dict(DetectorConfig, detector, prefix="detector")
     presets = model.sensitivity if sensitivity is None else sensitivity
     _check_presets(detector, presets)
-    save_checkpoint(path, model.net, model.labels, model.training, detector=detector,
+    save_checkpoint(path, model.net, model.labels, model.training, model.frontend_cnn, detector=detector,
                     **({"sensitivity": presets} if presets else {}))
 
 
@@ -145,10 +162,15 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
         labels = list(state["labels"])
         net = build_net(model_config, feature_config, len(labels))
         net.load_state_dict(state["model"])
+        frontend_cnn = state.get("frontend_cnn")
         if feature_config.kind != "logmel":
             from .embedding import check_recorded_files
 
             check_recorded_files(state.get("frontend_files", []), source)
+        if (feature_config.embedding_cnn == "checkpoint") != (frontend_cnn is not None):
+            raise ValueError(f"{source}: feature_config.embedding_cnn is {feature_config.embedding_cnn!r} but the "
+                             f"checkpoint {'has no' if frontend_cnn is None else 'also has a'} frontend_cnn; "
+                             "re-download or re-save it")
         detector = dict(state.get("detector", {}))
         from_dict(DetectorConfig, detector, prefix="detector")  # a setting this version does not know is an error
         sensitivity = {str(k): dict(v) for k, v in state.get("sensitivity", {}).items()}
@@ -157,7 +179,8 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
         raise ValueError(f"{source}: not a usable drsn-asr checkpoint ({type(e).__name__}: {e}); "
                          "re-download or re-train it") from e
     net.eval()
-    return LoadedModel(net, labels, feature_config, dict(state.get("training", {})), source, detector, sensitivity)
+    return LoadedModel(net, labels, feature_config, dict(state.get("training", {})), source, detector, sensitivity,
+                       frontend_cnn)
 
 
 def available_models() -> list[str]:

@@ -24,6 +24,7 @@ SPEECH_EMBEDDING_FRAME = {"n_mels": 96, "window_ms": 782.0, "hop_ms": 80.0}
 # embedding_logmel: the same frame followed by 40 log-mel bands (20-7600 Hz) averaged over its central 240 ms
 FUSED_FRAME = {**SPEECH_EMBEDDING_FRAME, "n_mels": 96 + 40}
 FIXED_FRAMES = {"speech_embedding": SPEECH_EMBEDDING_FRAME, "embedding_logmel": FUSED_FRAME}
+EMBEDDING_CNNS = ("pretrained", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,10 @@ class FeatureConfig:
     `kind` "logmel": log-mel bands (every other field applies). "speech_embedding": the frozen pretrained speech
     embedding of drsn_asr.embedding (96 values per 80 ms frame of 782 ms; sample_rate 16000; the other fields
     of the log-mel are unused). "embedding_logmel": that embedding fused with the log-mel bands the embedding
-    cannot hear (it stops near 3.8 kHz): 96 + 40 values per frame (features.EmbeddingWithLogMel)."""
+    cannot hear (it stops near 3.8 kHz): 96 + 40 values per frame (features.EmbeddingWithLogMel).
+
+    `embedding_cnn` (speech_embedding only): "pretrained", the package's CNN (hash-checked); "checkpoint", a CNN of
+    the same frame whose weights the model's checkpoint carries (`frontend_cnn`; the log-mel stays the package's)."""
 
     kind: str = "logmel"
     sample_rate: int = 16000
@@ -45,10 +49,16 @@ class FeatureConfig:
     f_max_hz: float = 7600.0
     log_floor: float = 1e-6
     remove_dc_offset: bool = False  # subtract each frame's mean before windowing (Kaldi's remove_dc_offset)
+    embedding_cnn: str = "pretrained"
 
     def __post_init__(self) -> None:
         if self.kind not in FRONTEND_KINDS:
             raise ValueError(f"features.kind: {self.kind!r} is not one of {', '.join(FRONTEND_KINDS)}")
+        if self.embedding_cnn not in EMBEDDING_CNNS:
+            raise ValueError(f"features.embedding_cnn: {self.embedding_cnn!r} is not one of {', '.join(EMBEDDING_CNNS)}")
+        if self.embedding_cnn != "pretrained" and self.kind != "speech_embedding":
+            raise ValueError(f"features.embedding_cnn {self.embedding_cnn} applies to kind speech_embedding only, "
+                             f"not {self.kind}")
         if self.kind in FIXED_FRAMES:
             frame = FIXED_FRAMES[self.kind]
             wrong = {k: v for k, v in frame.items() if getattr(self, k) != v}

@@ -166,6 +166,48 @@ def max_pool_pairs(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
     return x
 
 
+def cnn_record(plan: list[tuple], weights: list[torch.Tensor]) -> dict:
+    """A CNN of the speech embedding's frame as a checkpoint stores it (`frontend_cnn`): {"plan": its steps as
+    lists, "weights": [weight, bias, ...] of its convolutions in float16}. `plan` is in `SpeechEmbedding`'s step
+    format: ("conv", has_bias, (pad_time, pad_mel)), ("relu",), ("leaky_relu", slope), ("clamp_min", value),
+    ("max_pool", (k_time, k_mel))."""
+    return {"plan": [[s[0], *(list(v) if isinstance(v, tuple) else v for v in s[1:])] for s in plan],
+            "weights": [w.detach().cpu().to(torch.float16).contiguous() for w in weights]}
+
+
+def _checked_cnn(record: dict, source: str) -> tuple[list[tuple], list[torch.Tensor]]:
+    """(plan, float32 weights) of a `cnn_record`; ValueError naming `source` where it is not a CNN this frontend
+    can stream: convolutions chained channel to channel from 1 to 96, no padding in time, pools of 1 or 2."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{source}: its frontend_cnn {why}; re-save the model with a CNN of the speech "
+                          f"embedding's frame (embedding.cnn_record)")
+
+    try:
+        plan = [(s[0], *(tuple(v) if isinstance(v, list) else v for v in s[1:])) for s in record["plan"]]
+        weights = [torch.as_tensor(w, dtype=torch.float32) for w in record["weights"]]
+    except (KeyError, TypeError, IndexError) as e:
+        raise bad(f"is not a plan and weights ({type(e).__name__}: {e})") from e
+    channels, used = 1, 0
+    for step in plan:
+        if step[0] == "conv":
+            n = 2 if step[1] else 1
+            if used + n > len(weights):
+                raise bad("has fewer weights than its convolutions")
+            weight = weights[used]
+            if weight.dim() != 4 or weight.shape[1] != channels or step[2][0] != 0 or (
+                    step[1] and tuple(weights[used + 1].shape) != (weight.shape[0],)):
+                raise bad(f"has a convolution that does not continue the chain ({tuple(weight.shape)}, {step})")
+            channels, used = weight.shape[0], used + n
+        elif step[0] == "max_pool":
+            if not set(step[1]) <= {1, 2}:
+                raise bad(f"has a pool of {step[1]}; only 1 and 2 stream")
+        elif step[0] not in ("relu", "leaky_relu", "clamp_min"):
+            raise bad(f"has a step {step[0]!r} this frontend does not run")
+    if used != len(weights) or channels != EMBEDDING_DIM:
+        raise bad(f"ends with {channels} channels and {len(weights) - used} unused weights (96 and 0 expected)")
+    return plan, weights
+
+
 class SpeechEmbedding(nn.Module):
     """Audio (..., n_samples) float32 in [-1, 1] at 16 kHz → embeddings (..., 96, n_frames), one per 80 ms.
 
@@ -174,13 +216,16 @@ class SpeechEmbedding(nn.Module):
     [i*hop_samples, i*hop_samples + window_samples), so frames computed on
     a stream equal those of the whole signal. Frozen: the weights are non-persistent buffers, absent from any
     state_dict, and the computation runs in float32 even inside autocast.
+
+    `cnn`: a `cnn_record` to run instead of the package's CNN (a model's own, from its checkpoint); the log-mel
+    is the package's either way. It must keep the frame (76 mel frames in, one frame every 8): checked here.
     """
 
     hop_samples = EMBEDDING_STEP_MEL_FRAMES * MEL_HOP_SAMPLES  # 1280
     window_samples = (EMBEDDING_WINDOW_MEL_FRAMES - 1) * MEL_HOP_SAMPLES + MEL_FRAME_SAMPLES  # 12512
     stream_samples = STREAM_SAMPLES  # what a streamed frame reads: the samples of the mel frames it adds
 
-    def __init__(self, remove_dc_offset: bool = False):
+    def __init__(self, remove_dc_offset: bool = False, cnn: dict | None = None, source: str = "<frontend_cnn>"):
         super().__init__()
         self.remove_dc_offset = remove_dc_offset
         files = frontend_files()
@@ -194,11 +239,21 @@ class SpeechEmbedding(nn.Module):
         window = _stft_window(inits["0.stft.conv_real.weight"][:, 0], inits["0.stft.conv_imag.weight"][:, 0])
         self.register_buffer("window", window * INT16_SCALE, persistent=False)  # and the int16 scale, folded in
         self.register_buffer("mel_fbank", inits["1.melW"], persistent=False)  # (257, 32)
-        self._plan, weights = _cnn_plan(files[EMBEDDING_FILE]["path"])
+        self._plan, weights = _cnn_plan(files[EMBEDDING_FILE]["path"]) if cnn is None else _checked_cnn(cnn, source)
         self._cnn_names = [f"cnn_{i}" for i in range(len(weights))]
         for name, w in zip(self._cnn_names, weights):
             self.register_buffer(name, w, persistent=False)
         self.requires_grad_(False)
+        if cnn is not None:  # a CNN of another receptive field or step would give frames at other times than n_frames says
+            try:
+                with torch.no_grad():
+                    frames = [self.cnn(torch.zeros(1, EMBEDDING_WINDOW_MEL_FRAMES + k * EMBEDDING_STEP_MEL_FRAMES,
+                                                   N_MELS)).shape for k in (0, 3)]
+            except RuntimeError as e:  # e.g. more pools than the 32 mel bands allow
+                raise ValueError(f"{source}: its frontend_cnn does not run on the speech embedding's mel ({e})") from e
+            if frames != [(1, EMBEDDING_DIM, 1), (1, EMBEDDING_DIM, 4)]:
+                raise ValueError(f"{source}: its frontend_cnn makes frames {[tuple(f) for f in frames]} of 76 and 100 "
+                                 f"mel frames, not (1, 96, 1) and (1, 96, 4): it does not keep the speech embedding's frame")
         with torch.no_grad():
             silence = self(torch.zeros(self.window_samples))
         self.register_buffer("_silence", silence, persistent=False)

@@ -146,17 +146,24 @@ class EmbeddingWithLogMel(nn.Module):
         return self._silence
 
 
-def make_frontend(config: FeatureConfig) -> nn.Module:
+def make_frontend(config: FeatureConfig, cnn: dict | None = None, source: str = "<model>") -> nn.Module:
     """The frontend a FeatureConfig names: `LogMel`, the frozen pretrained `embedding.SpeechEmbedding` (which
     needs the `embedding` extra) or `EmbeddingWithLogMel`. Each maps audio (..., n_samples) → frames (..., n_mels,
-    n_frames), frame i covering samples [i*hop, i*hop + window), and has `numpy` and `silence_value`."""
+    n_frames), frame i covering samples [i*hop, i*hop + window), and has `numpy` and `silence_value`.
+
+    `cnn`: the checkpoint's own speech-embedding CNN (`LoadedModel.frontend_cnn`), required exactly when
+    `config.embedding_cnn` is "checkpoint"; pass a model's as `make_frontend(model.features, model.frontend_cnn)`."""
+    if (config.embedding_cnn == "checkpoint") != (cnn is not None):
+        raise ValueError(f"{source}: features.embedding_cnn is {config.embedding_cnn!r} but "
+                         + ("no CNN was given: build its frontend with make_frontend(model.features, model.frontend_cnn)"
+                            if cnn is None else "a frontend_cnn was given; only embedding_cnn 'checkpoint' runs one"))
     if config.kind == "logmel":
         return LogMel(config)
     if config.kind == "embedding_logmel":
         return EmbeddingWithLogMel(remove_dc_offset=config.remove_dc_offset)
     from .embedding import SpeechEmbedding
 
-    return SpeechEmbedding(remove_dc_offset=config.remove_dc_offset)
+    return SpeechEmbedding(remove_dc_offset=config.remove_dc_offset, cnn=cnn, source=source)
 
 
 class StreamingLogMel:

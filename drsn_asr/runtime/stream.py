@@ -34,7 +34,6 @@ from .audio import StreamResampler, float32_and_peak
 from .checkpoint import LoadedModel, load_model
 from .config import DetectorConfig, from_dict
 from .decision import DecisionRule, DeviceDecisionRule, default_hop_ms, hop_frames
-from .features import make_frontend
 from .inference import DEFAULT_THREADS, check_threads, inference_forward, intra_op_threads, onnxruntime_available
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ class StreamBank:
         self.labels = model.labels
         c = self.features = model.features
         self.device = model.device
-        self.frontend = make_frontend(c).to(self.device)
+        self.frontend = model.frontend().to(self.device)
         self.window_frames = model.net.window_frames
         self.hop_frames = hop_frames(config, c.hop_ms)
         self.max_batch_windows = max_batch_windows

@@ -47,7 +47,6 @@ from ..runtime.audio import read_audio
 from ..runtime.checkpoint import LoadedModel, load_model
 from ..runtime.config import to_dict
 from ..runtime.decision import DecisionRule, hop_frames
-from ..runtime.features import make_frontend
 from ..runtime.inference import inference_forward, onnxruntime_available
 from ..runtime.model import build_net, count_parameters
 from ..runtime.multistream import MultiStreamRecognizer
@@ -180,7 +179,7 @@ class _NaivePath:
 
     def __init__(self, model: LoadedModel):
         c = model.features
-        self.frontend = make_frontend(c).to(model.device)
+        self.frontend = model.frontend().to(model.device)
         self.forward = inference_forward(model.net)
         self.audio = np.zeros((model.net.window_frames - 1) * c.hop_samples + c.window_samples, np.float32)
         config = detector_config(model)
@@ -394,7 +393,7 @@ def training_throughput(model: LoadedModel, device: torch.device, batch: int, st
     1 s clips, with mixed precision on CUDA as `drsn-asr train` uses it."""
     c = model.features
     net = build_net(model.net.config, c, len(model.labels)).to(device).train()
-    frontend = make_frontend(c).to(device)
+    frontend = model.frontend().to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

@@ -30,7 +30,6 @@ from ..runtime.checkpoint import LoadedModel, load_model
 from ..runtime.config import LABEL_SILENCE, LABEL_UNKNOWN, DetectorConfig
 from ..training.data import AUDIO_SUFFIXES, Example, read_labelled_dir
 from ..runtime.decision import hop_frames, smoothing_classifications
-from ..runtime.features import make_frontend
 from ..runtime.inference import inference_forward
 from ..runtime.stream import detector_config
 
@@ -176,7 +175,7 @@ def evaluate(
     if not isinstance(detector, DetectorConfig):
         detector = detector_config(loaded, **(detector or {}))
     hop_frames(detector, loaded.features.hop_ms)  # a hop the stream cannot make is refused before any clip is read
-    frontend = make_frontend(loaded.features).to(loaded.device)
+    frontend = loaded.frontend().to(loaded.device)
     examples: list[Example] = read_labelled_dir(data_dir)
     noise_paths = noise_files(noise_dir) if noise_dir else []
     noises, noise_names = [read_audio(p) for p in noise_paths], [p.stem for p in noise_paths]

@@ -26,7 +26,6 @@ import torch
 
 from ..runtime.audio import resample, stream_audio, to_float32
 from ..runtime.checkpoint import LoadedModel, load_model
-from ..runtime.features import make_frontend
 from ..runtime.model import KeywordNet, Shrinkage, Threshold
 from ..runtime.stream import MAX_BATCH_WINDOWS, Detection, Recognizer, detector_config
 
@@ -183,7 +182,7 @@ def explain(
     span_first, span_last = -(-start_sample // hop), (end_sample - W) // hop  # frames wholly inside the span
     f0 = k_first - T + 1  # first frame of the first window (negative: the Recognizer's silence before the start)
     g0, g1 = max(0, min(f0, span_first)), max(k_last, span_last)
-    frontend = make_frontend(c).to(loaded.device)
+    frontend = loaded.frontend().to(loaded.device)
     with torch.inference_mode():
         frames = frontend(torch.from_numpy(np.ascontiguousarray(audio[g0 * hop : g1 * hop + W])).to(loaded.device))
         lead = torch.as_tensor(frontend.silence_value, device=frames.device).expand(c.n_mels, max(0, -f0))

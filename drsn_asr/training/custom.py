@@ -32,7 +32,6 @@ from ..runtime.config import DetectorConfig, from_dict, load_yaml
 from .data import read_tts_corpus, stable_fraction
 from ..runtime.decision import default_hop_ms
 from ..tools.evaluate import Prediction, classify_clip, expected_label, summarize
-from ..runtime.features import make_frontend
 from ..runtime.fileio import atomic_write
 from .train import TrainConfig, _resolve, train
 
@@ -206,7 +205,7 @@ def _check_corpus(cfg: WordsConfig, rows: list[dict], n_renderings: int) -> None
 
 def held_out_report(model: LoadedModel, corpus_dir: Path, recipe: TrainConfig) -> dict[str, Any]:
     """Accuracy on the TTS voices kept out of training and validation (clean clips, the streaming rule)."""
-    frontend = make_frontend(model.features)
+    frontend = model.frontend()
     lo = recipe.data.validation_voice_fraction
     hi = lo + recipe.data.test_voice_fraction
     predictions = []

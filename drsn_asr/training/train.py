@@ -392,8 +392,41 @@ def frontend_views(frontend: Callable[[torch.Tensor], torch.Tensor], mix: NoisyB
     return torch.stack(out)
 
 
+def recipe_frontend_cnn(cfg: TrainConfig) -> dict | None:
+    """The speech-embedding CNN a recipe trains on when its features.embedding_cnn is "checkpoint": the one its
+    `init_from` model carries (fine-tuning a model with its own CNN, as custom words do); else None."""
+    if cfg.features.embedding_cnn != "checkpoint":
+        return None
+    if not cfg.init_from:
+        raise ValueError("features.embedding_cnn 'checkpoint' takes its CNN from the init_from model: set init_from "
+                         "to a model that carries one, or use embedding_cnn 'pretrained'")
+    from ..runtime.checkpoint import load_model
+
+    cnn = load_model(cfg.init_from, device="cpu").frontend_cnn
+    if cnn is None:
+        raise ValueError(f"init_from={cfg.init_from!r} carries no frontend_cnn, but features.embedding_cnn is "
+                         "'checkpoint'; use embedding_cnn 'pretrained' for it")
+    return cnn
+
+
+def views_key(cfg: TrainConfig, frontend_cnn: dict | None = None) -> str:
+    """What makes a recipe's `frontend_views`: its frontend and the optim settings that draw the renditions."""
+    features = to_dict(cfg.features)
+    # The CNN's weights make the frames, so a model's own CNN keys them; the package's is the same everywhere, and
+    # leaving the field out for it keeps the views cached before it existed (16 minutes to recompute).
+    features.pop("embedding_cnn")
+    if frontend_cnn is not None:
+        features["embedding_cnn"] = cnn_digest(frontend_cnn)
+    return json.dumps([features, *(to_dict(cfg.optim)[k] for k in VIEW_KEYS)])
+
+
+def cnn_digest(frontend_cnn: dict) -> str:
+    """SHA-256 of a `frontend_cnn` record's weights."""
+    return hashlib.sha256(b"".join(w.numpy().tobytes() for w in frontend_cnn["weights"])).hexdigest()
+
+
 def _training_views(cfg: TrainConfig, base: Path, data: dict, frontend: nn.Module, mix: NoisyBatches, shift: int,
-                    device: torch.device, progress: bool) -> torch.Tensor:
+                    device: torch.device, progress: bool, frontend_cnn: dict | None = None) -> torch.Tensor:
     """`frontend_views` of the training split, kept on disk beside the examples' cache so that a second head on
     the same data and seed (the ablation) reuses them. The fused frontend (embedding + log-mel) reuses the plain
     embedding's views, since the renditions depend only on the seed and noise settings, and replays the same
@@ -405,14 +438,15 @@ def _training_views(cfg: TrainConfig, base: Path, data: dict, frontend: nn.Modul
         embedded = _training_views(embedding_cfg, base, data, frontend.embedding, mix, shift, device, progress)
         summary = frontend_views(frontend.summary, mix, n, shift, cfg.optim, device, progress)
         return torch.cat([embedded, summary], dim=2)
-    views_cache = _resolve(cfg.data.cache_dir, base) / f"{data['cache_key']}_{cfg.features.kind}_views.pt"
-    keyed = [to_dict(cfg.features), *(to_dict(cfg.optim)[k] for k in VIEW_KEYS)]  # what draws the renditions
+    own = "" if frontend_cnn is None else f"_{cnn_digest(frontend_cnn)[:12]}"  # (beside the package CNN's, not over it)
+    views_cache = _resolve(cfg.data.cache_dir, base) / f"{data['cache_key']}_{cfg.features.kind}{own}_views.pt"
+    keyed = views_key(cfg, frontend_cnn)
     cached = torch.load(views_cache, weights_only=True) if views_cache.is_file() else None
-    if cached is not None and cached["key"] == json.dumps(keyed):
+    if cached is not None and cached["key"] == keyed:
         return cached["views"]
     views = frontend_views(frontend, mix, n, shift, cfg.optim, device, progress)
     with atomic_write(views_cache) as tmp:
-        torch.save({"key": json.dumps(keyed), "views": views}, tmp)
+        torch.save({"key": keyed, "views": views}, tmp)
     return views
 
 
@@ -568,11 +602,12 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
                              second_noise_db=cfg.optim.second_noise_db)
     val_mix = validation_batches(data)
 
-    frontend = make_frontend(cfg.features).to(dev)
+    frontend_cnn = recipe_frontend_cnn(cfg)
+    frontend = make_frontend(cfg.features, frontend_cnn, source=f"init_from={cfg.init_from!r}").to(dev)
     shift = round(cfg.optim.time_shift_ms * SAMPLE_RATE / 1000)
     views = None
     if cfg.optim.frontend_views:
-        views = _training_views(cfg, base, data, frontend, train_mix, shift, dev, progress and rank == 0)
+        views = _training_views(cfg, base, data, frontend, train_mix, shift, dev, progress and rank == 0, frontend_cnn)
     val_frontend: nn.Module = frontend
     if views is not None:  # the same validation noise every epoch (a fixed generator): its frames once, too
         val_mix, val_frontend = FrozenFrames(frontend, val_mix, len(va["labels"]), dev), nn.Identity()
@@ -659,8 +694,8 @@ def train(cfg: TrainConfig, base: Path = Path("."), device: str | None = None, p
         if val["score"] > best or not len(va["labels"]):  # no validation set (tiny corpora): keep the latest
             best = val["score"]
             save_checkpoint(out_dir / "best.pt", kept, names,
-                            {**meta, "epoch": epoch + 1, **{f"validation_{k}": v for k, v in val.items()}})
-        save_checkpoint(last, net, names, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,
+                            {**meta, "epoch": epoch + 1, **{f"validation_{k}": v for k, v in val.items()}}, frontend_cnn)
+        save_checkpoint(last, net, names, meta, frontend_cnn, optimizer=optimizer.state_dict(), epoch=epoch + 1,
                         best_score=best, history=history, **({} if ema is None else {"ema": ema.state_dict()}))
     if distributed:  # every rank here before any tears down: a gloo peer destroyed while another still saves
         torch.distributed.barrier()  # its checkpoint aborted now and then (SIGABRT, "terminate called ...")

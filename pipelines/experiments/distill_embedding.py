@@ -6,6 +6,8 @@
     python pipelines/experiments/distill_embedding.py head runs/student_s0.pt --out-dir runs/student_s0_head
     python pipelines/experiments/distill_embedding.py joint runs/student_s0.pt --head runs/student_s0_head/best.pt \
         --out runs/student_j0.pt --head-out-dir runs/student_j0_head
+    python pipelines/experiments/distill_embedding.py package runs/student_j0.pt --model runs/student_j0_head/tuned.pt \
+        --out runs/student_j0_model.pt
 
 `train` replays the noisy renditions whose teacher embeddings the `default` recipe cached
 (`frontend_views`, data/cache/<key>_speech_embedding_views.pt: training split only) and fits a student CNN to
@@ -22,6 +24,8 @@ capacity check only, since such a student holds weights derived from third-party
 label smoothing and SpecAugment) with the shipped head's posteriors on the teacher's frames as a soft target
 beside them; it writes the student and the head (a drsn-asr checkpoint, `best.pt`).
 
+`package` writes a student and a head trained on its frames as one drsn-asr checkpoint that carries the CNN.
+
 `eval` runs pipelines/real_streams.py with the shipped `default` model hearing through the student instead of
 the teacher (the head unchanged; `--model` another head). `cost` times a Recognizer hearing through each, paired.
 `head` trains the `default` recipe's head anew on the student's frames.
@@ -30,7 +34,6 @@ the teacher (the head unchanged; `--model` another head). `cost` times a Recogni
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -183,13 +186,13 @@ def _renditions(args) -> tuple[torch.Tensor, torch.Tensor, Callable, dict]:
     float32, mixed as the recipe mixes (the teacher in the loop), and the recipe's `prepare_data` output."""
     from drsn_asr.runtime.features import make_frontend
     from drsn_asr.training.data import NoisyBatches
-    from drsn_asr.training.train import SAMPLE_RATE, VIEW_KEYS, _resolve, load_train_config, prepare_data, to_dict
+    from drsn_asr.training.train import SAMPLE_RATE, _resolve, load_train_config, prepare_data, views_key
 
     cfg = load_train_config(REPO / args.recipe)
     data = prepare_data(cfg, REPO, progress=False)
     cache_dir = _resolve(cfg.data.cache_dir, REPO)
     examples = (cache_dir / f"{data['cache_key']}.pt").resolve()
-    keyed = json.dumps([to_dict(cfg.features), *(to_dict(cfg.optim)[k] for k in VIEW_KEYS)])
+    keyed = views_key(cfg)
     views = None
     for path in sorted(cache_dir.glob(f"*_{cfg.features.kind}_views.pt")):  # (a cache of the same examples
         if (cache_dir / f"{path.name.split('_')[0]}.pt").resolve() == examples:  # may be linked under another key)
@@ -501,6 +504,33 @@ def cost(args) -> None:
           f"{seconds['student'] / seconds['teacher']:.3f}")
 
 
+def package(args) -> None:
+    """A drsn-asr checkpoint of `--model` (a head trained on the student's frames, presets chosen) that carries the
+    student's CNN (features.embedding_cnn "checkpoint", its weights in float16): it loads and runs wherever the
+    library runs, without this script. The log-mel stays the package's, checked by hash as before."""
+    import dataclasses
+
+    from drsn_asr import load_model
+    from drsn_asr.runtime.checkpoint import save_model
+    from drsn_asr.runtime.embedding import cnn_record
+
+    saved = load_student(args.student)
+    model = load_model(args.model, device="cpu")
+    if model.features.kind != "speech_embedding" or model.frontend_cnn is not None:
+        raise SystemExit(f"{args.model}: a head on the package's speech embedding is needed (features.kind "
+                         f"speech_embedding, embedding_cnn pretrained), not {model.features}")
+    model.features = model.net.features = dataclasses.replace(model.features, embedding_cnn="checkpoint")
+    model.frontend_cnn = cnn_record(saved["plan"], saved["weights"])
+    model.training = {**model.training, "frontend_cnn": {
+        "method": "trained from scratch by pipelines/experiments/distill_embedding.py to match the outputs of the "
+                  "package's speech-embedding CNN on the recipe's training audio; holds none of its weights",
+        "student": str(args.student), "widths": list(saved["widths"]), "seed": saved.get("seed"),
+        "epochs": saved.get("epochs"), "recipe": saved.get("recipe"), "init": saved.get("init"),
+        "joint": saved.get("joint")}}
+    save_model(args.out, model)
+    print(f"wrote {args.out}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -543,6 +573,10 @@ def main() -> None:
     c.add_argument("student")
     c.add_argument("--chunk-ms", type=int, default=20)
     c.add_argument("--runs", type=int, default=5)
+    k = sub.add_parser("package")
+    k.add_argument("student")
+    k.add_argument("--model", required=True, help="a head trained on the student's frames, presets chosen (`eval`'s --write-model)")
+    k.add_argument("--out", required=True)
     args, rest = parser.parse_known_args()
     if args.command == "train":
         train(args)
@@ -552,6 +586,8 @@ def main() -> None:
         evaluate(args, rest)
     elif args.command == "head":
         head(args)
+    elif args.command == "package":
+        package(args)
     else:
         cost(args)
 
