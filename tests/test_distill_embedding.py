@@ -194,3 +194,8 @@ def test_a_packaged_models_cnn_survives_a_resave_and_is_never_left_out(packaged,
     torch.save(state, tmp_path / "stripped.pt")
     with pytest.raises(ValueError, match="has no frontend_cnn"):
         load_model(tmp_path / "stripped.pt")
+    state = torch.load(path, weights_only=True)
+    state["frontend_cnn"]["weights"] = state["frontend_cnn"]["weights"][:-2]  # a layer lost
+    torch.save(state, tmp_path / "short.pt")
+    with pytest.raises(ValueError, match="short.pt: its frontend_cnn"):
+        load_model(tmp_path / "short.pt")

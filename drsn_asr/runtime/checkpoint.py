@@ -37,7 +37,7 @@ class LoadedModel:
     chosen for it on validation data (`detector`; options given to a Recognizer take precedence), and named
     operating points (`sensitivity`: {"few_false_alarms" | "balanced" | "find_everything": settings}), and the
     speech-embedding CNN its checkpoint carries (`frontend_cnn`, an `embedding.cnn_record`; None: the package's).
-    Build its frontend with `features.make_frontend(model.features, model.frontend_cnn)`."""
+    Build its frontend with `frontend()`, never from `features` alone."""
 
     net: KeywordNet | SequenceNet
     labels: list[str]
@@ -171,6 +171,10 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
             raise ValueError(f"{source}: feature_config.embedding_cnn is {feature_config.embedding_cnn!r} but the "
                              f"checkpoint {'has no' if frontend_cnn is None else 'also has a'} frontend_cnn; "
                              "re-download or re-save it")
+        if frontend_cnn is not None:
+            from .embedding import check_cnn
+
+            check_cnn(frontend_cnn, source)
         detector = dict(state.get("detector", {}))
         from_dict(DetectorConfig, detector, prefix="detector")  # a setting this version does not know is an error
         sensitivity = {str(k): dict(v) for k, v in state.get("sensitivity", {}).items()}

@@ -175,7 +175,7 @@ def cnn_record(plan: list[tuple], weights: list[torch.Tensor]) -> dict:
             "weights": [w.detach().cpu().to(torch.float16).contiguous() for w in weights]}
 
 
-def _checked_cnn(record: dict, source: str) -> tuple[list[tuple], list[torch.Tensor]]:
+def check_cnn(record: dict, source: str) -> tuple[list[tuple], list[torch.Tensor]]:
     """(plan, float32 weights) of a `cnn_record`; ValueError naming `source` where it is not a CNN this frontend
     can stream: convolutions chained channel to channel from 1 to 96, no padding in time, pools of 1 or 2."""
     def bad(why: str) -> ValueError:
@@ -239,7 +239,7 @@ class SpeechEmbedding(nn.Module):
         window = _stft_window(inits["0.stft.conv_real.weight"][:, 0], inits["0.stft.conv_imag.weight"][:, 0])
         self.register_buffer("window", window * INT16_SCALE, persistent=False)  # and the int16 scale, folded in
         self.register_buffer("mel_fbank", inits["1.melW"], persistent=False)  # (257, 32)
-        self._plan, weights = _cnn_plan(files[EMBEDDING_FILE]["path"]) if cnn is None else _checked_cnn(cnn, source)
+        self._plan, weights = _cnn_plan(files[EMBEDDING_FILE]["path"]) if cnn is None else check_cnn(cnn, source)
         self._cnn_names = [f"cnn_{i}" for i in range(len(weights))]
         for name, w in zip(self._cnn_names, weights):
             self.register_buffer(name, w, persistent=False)
