@@ -567,7 +567,8 @@ def main() -> None:
     h = sub.add_parser("head")
     h.add_argument("student")
     h.add_argument("--recipe", default="configs/embedding_unknown.yaml")
-    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--seed", type=int, default=0, help="the recipe's seed; it also picks the example cache, so a "
+                   "seed whose cache the recipe has not built stops here")
     h.add_argument("--out-dir", required=True)
     c = sub.add_parser("cost")
     c.add_argument("student")
