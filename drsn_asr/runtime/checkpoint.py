@@ -66,9 +66,8 @@ def save_checkpoint(
     path = Path(path)
     if len(labels) != net.n_classes:
         raise ValueError(f"{len(labels)} labels for a model with {net.n_classes} outputs")
-    if (net.features.embedding_cnn == "checkpoint") != (frontend_cnn is not None):
-        raise ValueError(f"{path}: features.embedding_cnn is {net.features.embedding_cnn!r}, so the checkpoint "
-                         f"{'needs' if frontend_cnn is None else 'cannot carry'} a frontend_cnn")
+    net.features.check_cnn_given(frontend_cnn is not None, str(path),
+                                 "pass the model's frontend_cnn to save_checkpoint exactly when its features name one")
     state = {
         "format": FORMAT_VERSION,
         "model_config": to_dict(net.config),
@@ -167,10 +166,7 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
             from .embedding import check_recorded_files
 
             check_recorded_files(state.get("frontend_files", []), source)
-        if (feature_config.embedding_cnn == "checkpoint") != (frontend_cnn is not None):
-            raise ValueError(f"{source}: feature_config.embedding_cnn is {feature_config.embedding_cnn!r} but the "
-                             f"checkpoint {'has no' if frontend_cnn is None else 'also has a'} frontend_cnn; "
-                             "re-download or re-save it")
+        feature_config.check_cnn_given(frontend_cnn is not None, source, "re-download or re-save the checkpoint")
         if frontend_cnn is not None:
             from .embedding import check_cnn
 

@@ -51,6 +51,13 @@ class FeatureConfig:
     remove_dc_offset: bool = False  # subtract each frame's mean before windowing (Kaldi's remove_dc_offset)
     embedding_cnn: str = "pretrained"
 
+    def check_cnn_given(self, given: bool, source: str, fix: str) -> None:
+        """Raise unless a `frontend_cnn` is `given` exactly when `embedding_cnn` is "checkpoint" (the one rule that
+        the checkpoint writer, the loader and `make_frontend` each hold); `fix` says what to do."""
+        if (self.embedding_cnn == "checkpoint") != given:
+            raise ValueError(f"{source}: features.embedding_cnn is {self.embedding_cnn!r} but "
+                             + ("it has no frontend_cnn" if not given else "it also has a frontend_cnn") + f"; {fix}")
+
     def __post_init__(self) -> None:
         if self.kind not in FRONTEND_KINDS:
             raise ValueError(f"features.kind: {self.kind!r} is not one of {', '.join(FRONTEND_KINDS)}")

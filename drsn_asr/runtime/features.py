@@ -153,10 +153,8 @@ def make_frontend(config: FeatureConfig, cnn: dict | None = None, source: str = 
 
     `cnn`: the checkpoint's own speech-embedding CNN (`LoadedModel.frontend_cnn`), required exactly when
     `config.embedding_cnn` is "checkpoint"; pass a model's as `make_frontend(model.features, model.frontend_cnn)`."""
-    if (config.embedding_cnn == "checkpoint") != (cnn is not None):
-        raise ValueError(f"{source}: features.embedding_cnn is {config.embedding_cnn!r} but "
-                         + ("no CNN was given: build its frontend with make_frontend(model.features, model.frontend_cnn)"
-                            if cnn is None else "a frontend_cnn was given; only embedding_cnn 'checkpoint' runs one"))
+    config.check_cnn_given(cnn is not None, source, "build a model's frontend with model.frontend(), i.e. "
+                           "make_frontend(model.features, model.frontend_cnn)")
     if config.kind == "logmel":
         return LogMel(config)
     if config.kind == "embedding_logmel":
