@@ -176,7 +176,8 @@ def test_a_packaged_student_is_heard_by_the_recognizer_as_the_student_with_no_ex
 
 def test_a_packaged_models_cnn_survives_a_resave_and_is_never_left_out(packaged, tmp_path):
     """save_model (as real_streams.py --write-model) keeps the CNN; a frontend built from the features alone, or a
-    checkpoint stripped of its CNN, is refused with what to do instead of hearing through the teacher."""
+    checkpoint stripped of its CNN, is refused with what to do instead of hearing through the teacher; export
+    names the part it may not redistribute."""
     from drsn_asr import load_model
     from drsn_asr.runtime.checkpoint import save_model
     from drsn_asr.runtime.features import make_frontend
@@ -199,3 +200,7 @@ def test_a_packaged_models_cnn_survives_a_resave_and_is_never_left_out(packaged,
     torch.save(state, tmp_path / "short.pt")
     with pytest.raises(ValueError, match="short.pt: its frontend_cnn"):
         load_model(tmp_path / "short.pt")
+    from drsn_asr.tools.export import export_model
+
+    with pytest.raises(ValueError, match=r"log-mel \(melspectrogram.onnx\) is a third-party network"):
+        export_model(model, tmp_path / "student.onnx")  # its CNN is ours, the log-mel in front of it is not
