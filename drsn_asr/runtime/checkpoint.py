@@ -89,14 +89,13 @@ def save_checkpoint(
 
 def _frontend_record(features: FeatureConfig) -> dict[str, Any]:
     """For a frontend whose weights live in another package: the files it needs, by name and SHA-256 (never
-    the weights themselves); a model with its own CNN needs only the log-mel's."""
-    if features.kind == "logmel":
+    the weights themselves); a model with its own CNN needs none."""
+    if features.kind == "logmel" or features.embedding_cnn == "checkpoint":
         return {}
-    from .embedding import MEL_FILE, frontend_files
+    from .embedding import frontend_files
 
     return {"frontend_files": [{"name": f["name"], "package": f["package"], "sha256": f["sha256"]}
-                               for f in frontend_files().values()
-                               if features.embedding_cnn == "pretrained" or f["name"] == MEL_FILE]}
+                               for f in frontend_files().values()]}
 
 
 def _check_archive(path: Path) -> None:
@@ -162,10 +161,10 @@ def build_model(state: dict[str, Any], source: str = "<memory>") -> LoadedModel:
         net = build_net(model_config, feature_config, len(labels))
         net.load_state_dict(state["model"])
         frontend_cnn = state.get("frontend_cnn")
-        if feature_config.kind != "logmel":
+        if state.get("frontend_files"):
             from .embedding import check_recorded_files
 
-            check_recorded_files(state.get("frontend_files", []), source)
+            check_recorded_files(state["frontend_files"], source)
         feature_config.check_cnn_given(frontend_cnn is not None, source, "re-download or re-save the checkpoint")
         if frontend_cnn is not None:
             from .embedding import check_cnn

