@@ -446,8 +446,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         check = f"; max |Δ probability| vs torch on test windows {check_export(model, path):.1e}"
     except ImportError as e:
         check = f"; not checked ({e.name} is not installed)"
-    print(f"wrote {path} ({args.format}: 1 s of {model.features.sample_rate} Hz audio → probabilities of "
-          f"{len(model.labels)} labels{check})")
+    print(f"wrote {path} ({args.format}: {model.net.config.window_s:g} s of {model.features.sample_rate} Hz audio → "
+          f"probabilities of {len(model.labels)} labels{check})")
     return 0
 
 

@@ -209,10 +209,27 @@ print("TEACHER", [Path(p).name for p in opened if "wakeword/resources" in p])
     assert "embedding_model.onnx" in out.stdout.split("TEACHER")[1], out.stdout
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_packaged_student_exports_whole_and_scores_as_the_library(packaged, tmp_path, fmt):
+    """Nothing in it is third-party, so `export` writes it, frontend and CNN inside: the file scores 1.2 s windows
+    as the library's model does, for any batch size, and says what its frontend computes."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    from drsn_asr import load_model
+    from drsn_asr.tools.export import check_export, export_model, read_metadata
+
+    model = load_model(packaged[0], device="cpu")
+    out = export_model(model, tmp_path / f"student.{'onnx' if fmt == 'onnx' else 'ts'}", format=fmt)
+    assert check_export(model, out) < 1e-4  # of a probability (1.5e-5 for a trained student's ONNX file)
+    meta = read_metadata(out)
+    assert int(meta["window_samples"]) == 19200 and "the checkpoint's CNN" in meta["frontend"]
+    with pytest.raises(ValueError, match="third-party network"):
+        export_model(load_model("default", device="cpu"), tmp_path / "teacher.onnx", format=fmt)
+
+
 def test_a_packaged_models_cnn_survives_a_resave_and_is_never_left_out(packaged, tmp_path):
     """save_model (as real_streams.py --write-model) keeps the CNN; a frontend built from the features alone, or a
-    checkpoint stripped of its CNN, is refused with what to do instead of hearing through the teacher; export
-    says it does not write such a model yet."""
+    checkpoint stripped of its CNN, is refused with what to do instead of hearing through the teacher."""
     from drsn_asr import load_model
     from drsn_asr.runtime.checkpoint import save_model
     from drsn_asr.runtime.features import make_frontend
@@ -235,7 +252,3 @@ def test_a_packaged_models_cnn_survives_a_resave_and_is_never_left_out(packaged,
     torch.save(state, tmp_path / "short.pt")
     with pytest.raises(ValueError, match="short.pt: its frontend_cnn"):
         load_model(tmp_path / "short.pt")
-    from drsn_asr.tools.export import export_model
-
-    with pytest.raises(ValueError, match="export writes log-mel models only for now.*its own speech-embedding CNN"):
-        export_model(model, tmp_path / "student.onnx")

