@@ -237,7 +237,10 @@ class SpeechEmbedding(nn.Module):
         window, mel_fbank = mel_constants()
         self.register_buffer("window", window * INT16_SCALE, persistent=False)  # and the int16 scale, folded in
         self.register_buffer("mel_fbank", mel_fbank, persistent=False)  # (257, 32)
-        self._plan, weights = _cnn_plan(frontend_files()[EMBEDDING_FILE]["path"]) if cnn is None else check_cnn(cnn, source)
+        if cnn is None:
+            self._plan, weights = _cnn_plan(frontend_files()[EMBEDDING_FILE]["path"])
+        else:
+            self._plan, weights = check_cnn(cnn, source)
         self._cnn_names = [f"cnn_{i}" for i in range(len(weights))]
         for name, w in zip(self._cnn_names, weights):
             self.register_buffer(name, w, persistent=False)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..runtime import embedding as E
 from ..runtime.checkpoint import LoadedModel, load_model
 from ..runtime.config import to_dict
 from ..runtime.features import LogMel
@@ -70,10 +71,15 @@ _FRONTENDS = {
     "logmel": "frame i = samples [i*hop, i*hop+window); minus its mean if remove_dc_offset; "
               "|rfft(frame * periodic hann(window), n_fft)|^2; @ slaney mel filterbank (f_min_hz..f_max_hz, n_mels); "
               "ln(x + log_floor)",
-    "speech_embedding": "mel frame j = samples [160j, 160j+512) * 32768, minus its mean if remove_dc_offset; "
-                        "|rfft(frame * (periodic hann(400) centred in 512))|^2 @ slaney mel filterbank (60..3800 Hz, 32); "
-                        "log10(max(x, 1e-10)), clamped below at the frame's max - 8, + 2; then the checkpoint's CNN: "
-                        "embedding i (96 values) from mel frames [8i, 8i+76), i.e. samples [1280i, 1280i+12512)",
+    "speech_embedding": f"mel frame j = samples [{E.MEL_HOP_SAMPLES}j, {E.MEL_HOP_SAMPLES}j+{E.MEL_FRAME_SAMPLES}) * "
+                        f"{E.INT16_SCALE:g}, minus its mean if remove_dc_offset; |rfft(frame * (periodic "
+                        f"hann({E.MEL_WINDOW_SAMPLES}) centred in {E.MEL_FRAME_SAMPLES}))|^2 @ slaney mel filterbank "
+                        f"({E.MEL_F_MIN_HZ:g}..{E.MEL_F_MAX_HZ:g} Hz, {E.N_MELS}); log10(max(x, {E.MEL_AMIN:g})), "
+                        f"clamped below at the frame's max - {E.MEL_TOP_DB / 10:g}, + 2; then the checkpoint's CNN: "
+                        f"embedding i ({E.EMBEDDING_DIM} values) from mel frames [{E.EMBEDDING_STEP_MEL_FRAMES}i, "
+                        f"{E.EMBEDDING_STEP_MEL_FRAMES}i+{E.EMBEDDING_WINDOW_MEL_FRAMES}), i.e. samples "
+                        f"[{E.SpeechEmbedding.hop_samples}i, "
+                        f"{E.SpeechEmbedding.hop_samples}i+{E.SpeechEmbedding.window_samples})",
 }
 
 
