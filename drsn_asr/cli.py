@@ -592,9 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("export", help="export a model to ONNX or TorchScript",
-                       description="Export a model with its log-mel frontend: input 1 s of raw mono audio "
-                       "(16000 float32 samples at 16 kHz), output class probabilities; labels and feature settings "
-                       "are embedded. See pipelines/onnx_example.py.")
+                       description="Export a model with its frontend: input one window of raw mono audio at 16 kHz "
+                       "(1 s, 16000 float32 samples, for log-mel models; 1.2 s for a speech-embedding model that "
+                       "carries its own CNN; a model on the package's pretrained CNN is refused), output class "
+                       "probabilities; labels and feature settings are embedded. See pipelines/onnx_example.py.")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="(default: onnx)")
     p.add_argument("model", metavar="MODEL", help="shipped model name (e.g. default) or checkpoint path")
     p.add_argument("out", metavar="OUT", help="file to write, e.g. model.onnx or model.pt")
