@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,9 +21,10 @@ sys.path.insert(0, str(REPO))
 
 from drsn_asr import Recognizer, load_model  # noqa: E402
 from drsn_asr.runtime.audio import read_audio  # noqa: E402
+from model_ab import paired  # noqa: E402
 
 
-def paired(model: str, demo, chunk_ms: int, runs: int) -> tuple[float, float]:
+def paired_paths(model: str, demo, chunk_ms: int, runs: int) -> tuple[float, float]:
     """(RTF of the vectorized rows, RTF of the scalar path), CPU time, fed alternately."""
     rows, scalar = Recognizer(load_model(model)), Recognizer(load_model(model))
     rows._bank.rule.step = rows._bank.rule._step_rows
@@ -33,18 +33,7 @@ def paired(model: str, demo, chunk_ms: int, runs: int) -> tuple[float, float]:
     found = [[d for c in chunks for d in r.feed(c)] for r in (rows, scalar)]
     if found[0] != found[1]:
         raise SystemExit(f"the two paths detected differently at {chunk_ms} ms chunks")
-    spent = [0.0, 0.0]
-    for run in range(runs):
-        order = [(0, rows), (1, scalar)][:: 1 if run % 2 == 0 else -1]
-        for _, r in order:
-            r.reset()
-        for c in chunks:
-            for k, r in order:
-                t = time.process_time()
-                r.feed(c)
-                spent[k] += time.process_time() - t
-    audio_s = runs * len(chunks) * chunk_ms / 1000
-    return spent[0] / audio_s, spent[1] / audio_s
+    return tuple(paired([rows, scalar], demo, chunk_ms, runs))
 
 
 def main() -> None:
@@ -57,7 +46,7 @@ def main() -> None:
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "loaded" else None
         try:
             for chunk_ms in (20, 80):
-                rows, scalar = paired(args.model, demo, chunk_ms, args.runs)
+                rows, scalar = paired_paths(args.model, demo, chunk_ms, args.runs)
                 print(f"{load}, {chunk_ms} ms chunks: RTF rows {rows:.5f}, scalar {scalar:.5f}, "
                       f"scalar / rows {scalar / rows:.3f}", flush=True)
         finally:
