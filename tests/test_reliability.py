@@ -544,7 +544,7 @@ def test_a_model_of_the_wrong_type_lists_the_choices(bad):
 
 
 def test_saved_checkpoints_load_back(tmp_path, model):
-    save_checkpoint(tmp_path / "m.pt", model.net, model.labels)
+    save_checkpoint(tmp_path / "m.pt", model.net, model.labels, frontend_cnn=model.frontend_cnn)
     again = load_model(tmp_path / "m.pt", device="cpu")
     assert again.labels == model.labels
     assert all(torch.equal(a, b) for a, b in zip(again.net.state_dict().values(), model.net.state_dict().values()))

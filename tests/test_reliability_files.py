@@ -51,7 +51,7 @@ def _writers(model):
         "wav": lambda d: write_audio(d / "out.wav", _big_noise()),
         "flac": lambda d: write_audio(d / "out.flac", _big_noise()),
         "ogg": lambda d: write_audio(d / "out.ogg", _big_noise()),
-        "checkpoint": lambda d: save_checkpoint(d / "out.pt", model.net, model.labels),
+        "checkpoint": lambda d: save_checkpoint(d / "out.pt", model.net, model.labels, frontend_cnn=model.frontend_cnn),
         "json (evaluate --json, history.json)": lambda d: _write_text(d / "out.json", "[" + "0.5, " * 100000 + "0]"),
     }
 
@@ -97,7 +97,7 @@ FSIZE_SCRIPT = textwrap.dedent(
         "wav": lambda: write_audio(out / "out.wav", noise),
         "flac": lambda: write_audio(out / "out.flac", noise),
         "ogg": lambda: write_audio(out / "out.ogg", noise),
-        "checkpoint": lambda: save_checkpoint(out / "out.pt", model.net, model.labels),
+        "checkpoint": lambda: save_checkpoint(out / "out.pt", model.net, model.labels, frontend_cnn=model.frontend_cnn),
     }.items():
         try:
             write()
@@ -220,9 +220,9 @@ AUDITED = textwrap.dedent(
     multi.add_stream("a")
     multi.feed({"a": audio})
     write_audio(out / "audio" / "a.wav", audio)
-    save_checkpoint(out / "model.pt", model.net, model.labels)
+    save_checkpoint(out / "model.pt", model.net, model.labels, frontend_cnn=model.frontend_cnn)
     drsn_asr.load_model(out / "model.pt", device="cpu")
-    export_model(drsn_asr.load_model("logmel", device="cpu"), out / "model.ts", format="torchscript")  # log-mel only
+    export_model(drsn_asr.load_model("logmel", device="cpu"), out / "model.ts", format="torchscript")
     for fmt in ("json", "csv"):
         main(["transcribe", str(demo), "--format", fmt])
     main(["evaluate", str(inputs / "clips"), "--json", str(out / "eval.json")])
