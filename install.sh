@@ -36,6 +36,6 @@ fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q -c constraints.txt -e '.[test,tts,export,plot,bench]'
+.venv/bin/pip install -q -c constraints.txt -e '.[test,tts,export,plot,bench,embedding]'
 touch .venv/.installed
 echo "installed: $(.venv/bin/python -c 'import torch, torchaudio; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)')"

@@ -35,7 +35,7 @@ def test_the_wheel_installs_with_its_runtime_dependencies_beside_another_torch_a
     _run([pip, "install", "-q", wheel])  # the runtime dependencies, and nothing of the extras
     versions = _run([python, "-c", "import torch, drsn_asr; print(torch.__version__, drsn_asr.__version__)"]).split()
     assert versions[0].startswith("2.13.0"), versions  # the wheel accepted the torch that was there
-    for extra in ("matplotlib", "pocketsphinx", "piper", "pytest", "onnxscript"):
+    for extra in ("matplotlib", "pocketsphinx", "piper", "pytest", "onnxscript", "livekit.wakeword"):
         assert subprocess.run([python, "-c", f"import {extra}"], capture_output=True).returncode != 0, extra
 
     elsewhere = tmp_path / "elsewhere"
