@@ -27,8 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from drsn_asr import load_model  # noqa: E402
-from drsn_asr.runtime import transcribe  # noqa: E402
+from drsn_asr import load_model, transcribe  # noqa: E402
 from drsn_asr.runtime.audio import SAMPLE_RATE, read_audio  # noqa: E402
 from drsn_asr.training.augment import active_rms  # noqa: E402
 from drsn_asr.runtime.config import LABEL_SILENCE, LABEL_UNKNOWN  # noqa: E402
