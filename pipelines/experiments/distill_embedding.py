@@ -484,28 +484,17 @@ def cost(args) -> None:
     import drsn_asr
     from drsn_asr import Recognizer, load_model
     from drsn_asr.runtime.audio import read_audio
+    from model_ab import paired
 
     demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")
-    recognizers = {}
-    for name, student in (("teacher", None), ("student", load_student(args.student))):
-        _hearing_through(student)
-        recognizers[name] = Recognizer(load_model(TEACHER))
+    recognizers = []
+    for cnn in (None, load_student(args.student)):  # the teacher's, then the student's
+        _hearing_through(cnn)
+        recognizers.append(Recognizer(load_model(TEACHER)))
     _hearing_through(None)
-    n = 16000 * args.chunk_ms // 1000
-    chunks = [demo[i : i + n] for i in range(0, len(demo) - n + 1, n)]
-    seconds = {name: 0.0 for name in recognizers}
-    for run in range(args.runs):
-        for recognizer in recognizers.values():
-            recognizer.reset()
-        for chunk in chunks:
-            for name, recognizer in recognizers.items():
-                t = time.process_time()
-                recognizer.feed(chunk)
-                seconds[name] += time.process_time() - t
-    audio_s = args.runs * len(chunks) * args.chunk_ms / 1000
-    print(f"{args.chunk_ms} ms chunks, {args.runs} runs: real-time factor (CPU time) teacher "
-          f"{seconds['teacher'] / audio_s:.5f}, student {seconds['student'] / audio_s:.5f}; student / teacher "
-          f"{seconds['student'] / seconds['teacher']:.3f}")
+    teacher, student = paired(recognizers, demo, args.chunk_ms, args.runs)
+    print(f"{args.chunk_ms} ms chunks, {args.runs} runs: real-time factor (CPU time) teacher {teacher:.5f}, "
+          f"student {student:.5f}; student / teacher {student / teacher:.3f}")
 
 
 def package(args) -> None:
