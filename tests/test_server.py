@@ -302,6 +302,48 @@ def test_a_stalled_inference_does_not_stall_other_clients():
     assert slow_result == []  # not-detected, once released
 
 
+def test_a_client_sends_on_while_its_chunks_wait_and_gets_what_it_would_alone(loud, caplog):
+    """The server does not answer a connection's chunks one at a time: while inference is held up it goes on
+    reading them (up to MAX_CHUNKS_IN_FLIGHT, then TCP holds the client back), steps them together in order, and
+    the detections are those of the library alone. A client that leaves with chunks still waiting costs the
+    others nothing."""
+    x = _bursts([0.5, 2.5], seed=1)
+    alone = [(d.label, round(d.end_s * 1000)) for d in drsn_asr.transcribe(x, model=loud)]
+    assert len(alone) == 2
+    gated = _gated()  # the same network as `loud`, held up at its first window
+    n_chunks = len(x) // 160
+
+    async def scenario(port, server):
+        steady = asyncio.create_task(_wake(port, x, chunk_frames=160))
+        while not Gated.entered.is_set():
+            await asyncio.sleep(0.01)
+        leaving = AsyncTcpClient("127.0.0.1", port)
+        await leaving.connect()
+        await leaving.write_event(Detect().event())
+        await leaving.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
+        for i in range(0, 32000, 1024):
+            await leaving.write_event(AudioChunk(rate=RATE, width=2, channels=1, audio=x[i : i + 1024].tobytes()).event())
+        await asyncio.sleep(0.5)  # both clients have sent what the server would read meanwhile
+        await leaving.disconnect()
+        await asyncio.sleep(0.1)
+        Gated.gate.set()
+        got = await steady
+        for _ in range(100):
+            if server.n_streams == 0:
+                break
+            await asyncio.sleep(0.01)
+        return got, server.engine.n_batches, server.n_streams
+
+    try:
+        with caplog.at_level(logging.INFO, logger="drsn_asr.runtime.server"):
+            got, n_batches, left = _serve(gated, scenario, with_server=True)
+    finally:
+        Gated.gate.set()
+    assert got == alone
+    assert n_batches < n_chunks / 4, (n_batches, n_chunks)  # answered one by one, it would take one pass each
+    assert left == 0 and "failed" not in caplog.text
+
+
 def test_stereo_48khz_input_is_downmixed_and_resampled(model, loud, clips):
     # one word on the left channel, one on the right: both must be found, at 16 kHz stream times
     left = resample(_bursts([0.5], amplitude=0.6, seed=3).astype(np.float32) / 32768, RATE, 48000)

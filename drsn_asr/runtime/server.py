@@ -76,6 +76,11 @@ NEVER = 2.0  # a threshold no probability reaches: keywords a `detect` did not a
 LINGER_S = 1.0  # after an error, how long to wait for the client to stop sending before closing
 LAG_LIMIT_S = 0.5  # inference this far behind its input refuses new streams
 LAG_WARNING_EVERY_S = 10.0
+# Windows per step of the server's streams on the CPU (the library's default, 256, bounds a GPU's activations):
+# the half window of silence that ends each stream (`flush`) is then one step for hundreds of streams ending
+# together instead of one per hop; 213 streams flushed in 177-192 ms instead of 272-284 (2 threads, 2-core host)
+SERVER_BATCH_WINDOWS_CPU = 4096
+MAX_CHUNKS_IN_FLIGHT = 64  # a connection's audio chunks in the engine, unanswered (6.4 s of 100 ms chunks)
 # Concurrent real-time streams one server serves with p99 end-of-audio → transcript under 0.5 s, by frontend, a
 # little under what `drsn-asr bench` measured on a 2-core Xeon with both cores for steps of many streams
 # (2026-12-06: 480 log-mel, where single tries of 416 read p99 0.35 and 0.47 s and of 448 0.36 and 1.02 s, with
@@ -186,7 +191,9 @@ class StreamEngine:
 
     def __init__(self, model: LoadedModel, threads: int | None, batch_threads: int | None = None,
                  **detector_options: Any):
-        self.recognizer = MultiStreamRecognizer(model, threads=threads, batch_threads=batch_threads, **detector_options)
+        self.recognizer = MultiStreamRecognizer(
+            model, threads=threads, batch_threads=batch_threads, **detector_options,
+            max_batch_windows=SERVER_BATCH_WINDOWS_CPU if model.device.type == "cpu" else None)
         self.lag_s = 0.0
         self.n_batches = 0
         self._ops: list[tuple[str, int, Any, asyncio.Future, float]] = []
@@ -230,8 +237,7 @@ class StreamEngine:
                     self._wake.wait()
                 batch, self._ops = self._ops, []
                 if self._stopping:
-                    for op in batch:
-                        _settle(op[3], ConnectionError("the server is stopping"))
+                    _settle_all([(op[3], ConnectionError("the server is stopping")) for op in batch])
                     return
                 self._running_since = min(op[4] for op in batch)
             self.lag_s = time.monotonic() - self._running_since
@@ -243,15 +249,15 @@ class StreamEngine:
                 results = [e] * len(batch)
             with self._wake:
                 self._running_since = None
-            for (_, _, _, future, _), result in zip(batch, results):
-                _settle(future, result)
+            _settle_all([(op[3], result) for op, result in zip(batch, results)])
 
     def _apply(self, batch: list[tuple[str, int, Any, asyncio.Future, float]]) -> list[Any]:
         rec = self.recognizer
         results: list[Any] = [None] * len(batch)
-        audio: dict[int, np.ndarray] = {}
-        at: dict[int, int] = {}
+        audio: dict[int, list[np.ndarray]] = {}
+        at: dict[int, list[int]] = {}
         stops: list[tuple[int, int]] = []
+        drops: list[int] = []
         for i, (kind, stream, payload, _, _) in enumerate(batch):
             try:
                 if kind == "start":
@@ -260,25 +266,31 @@ class StreamEngine:
                 elif kind == "audio":
                     if stream not in rec:  # its start failed: one stream must not fail the others' step
                         raise ValueError(f"no stream {stream}")
-                    audio[stream] = check_chunk(payload, what="audio-chunk")
-                    at[stream] = i
+                    audio.setdefault(stream, []).append(check_chunk(payload, what="audio-chunk"))
+                    at.setdefault(stream, []).append(i)
                 elif kind == "stop":
                     if stream not in rec:
                         raise ValueError(f"no stream {stream}")
                     stops.append((i, stream))
-                elif stream in rec:  # "drop": the connection went away mid-stream
-                    rec.remove_stream(stream)
+                else:  # "drop": the connection went away mid-stream (after its chunks of this batch, if any)
+                    drops.append(stream)
             except Exception as e:  # this operation fails; the batch goes on
                 results[i] = e
         if audio:
             try:
-                found = rec.feed(audio)
-                for stream, i in at.items():
-                    results[i] = found.get(stream, [])
+                # a connection does not wait for one chunk's answer before sending the next, so a batch may hold
+                # several of one stream: they go in as one, in order, and its detections answer the last
+                found = rec.feed({stream: parts[0] if len(parts) == 1 else np.concatenate(parts)
+                                  for stream, parts in audio.items()})
+                for stream, indices in at.items():
+                    for i in indices:
+                        results[i] = []
+                    results[indices[-1]] = found.get(stream, [])
             except Exception as e:  # a model failure fails every stream of the step
                 log.exception("inference failed for %d streams", len(audio))
-                for i in at.values():
-                    results[i] = e
+                for indices in at.values():
+                    for i in indices:
+                        results[i] = e
         if stops:
             try:
                 found = rec.flush([stream for _, stream in stops])
@@ -289,24 +301,33 @@ class StreamEngine:
                     results[i] = e
             for _, stream in stops:
                 rec.remove_stream(stream)
+        for stream in drops:
+            if stream in rec:
+                rec.remove_stream(stream)
         return results
 
 
-def _settle(future: asyncio.Future, result: Any) -> None:
-    """Resolve `future` on its own loop from the inference thread."""
+def _settle_all(settled: list[tuple[asyncio.Future, Any]]) -> None:
+    """Resolve futures, each to its result (an exception is raised in its awaiter), from the inference thread: one
+    call into each event loop for all of them (one per future woke the loop thousands of times a second)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+    for future, result in settled:
+        by_loop.setdefault(future.get_loop(), []).append((future, result))
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_set_results, pairs)
+        except RuntimeError:  # its loop has closed: nobody is waiting
+            pass
 
-    def set_result() -> None:
+
+def _set_results(pairs: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, result in pairs:
         if future.done():  # the connection was cancelled meanwhile
-            return
+            continue
         if isinstance(result, BaseException):
             future.set_exception(result)
         else:
             future.set_result(result)
-
-    try:
-        future.get_loop().call_soon_threadsafe(set_result)
-    except RuntimeError:  # its loop has closed: nobody is waiting
-        pass
 
 
 class KeywordServer:
@@ -454,6 +475,13 @@ class _Handler(AsyncEventHandler):
         self._format: tuple[int, int, int] | None = None  # (rate, width, channels) of the stream
         self._start_ms = 0
         self._labels: list[str] = []
+        # Chunks go to the engine without waiting for the one before: a connection that waited for each answer
+        # could send one chunk per engine pass, which falls behind real time once passes take longer than a
+        # chunk lasts. `_answer` sends their detections in order as they come; past MAX_CHUNKS_IN_FLIGHT
+        # unanswered chunks the connection reads no more (TCP holds the client back).
+        self._answers: asyncio.Queue[tuple[int, asyncio.Future]] = asyncio.Queue(MAX_CHUNKS_IN_FLIGHT)
+        self._answering: asyncio.Task | None = None
+        self._failure: BaseException | None = None  # a chunk's, raised at the connection's next audio event
 
     async def run(self) -> None:
         """Read events (wyoming's framing, checked limits) until EOF, an error, or handle_event says stop."""
@@ -477,6 +505,8 @@ class _Handler(AsyncEventHandler):
             except Exception:
                 pass
         finally:
+            if self._answering is not None:
+                self._answering.cancel()
             self._end_stream(drop=True)
             self.writer.close()
 
@@ -505,11 +535,29 @@ class _Handler(AsyncEventHandler):
         except (asyncio.TimeoutError, ConnectionError):
             pass
 
-    async def _engine(self, kind: str, payload: Any = None) -> Any:
+    def _submit(self, kind: str, payload: Any = None) -> asyncio.Future:
         engine = self.server.engine
         if engine is None:
             raise ConnectionError("the server is stopping")
-        return await engine.submit(kind, self._stream, payload)
+        return engine.submit(kind, self._stream, payload)
+
+    async def _answer(self) -> None:
+        """Send each submitted chunk's detections, in order, once its step is done (while the reader goes on)."""
+        while True:
+            stream, future = await self._answers.get()
+            try:
+                detections = await future
+                if self._failure is None and stream == self._stream:  # (not a stream abandoned meanwhile)
+                    await self._send(detections)
+            except Exception as e:
+                if self._failure is None:
+                    self._failure = e
+            finally:
+                self._answers.task_done()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
     def _end_stream(self, drop: bool) -> None:
         """Forget this connection's stream (with `drop`, also in the engine: no audio-stop came)."""
@@ -573,11 +621,12 @@ class _Handler(AsyncEventHandler):
         self._end_stream(drop=True)  # audio-start again without audio-stop: the earlier stream is abandoned
         self.server.admit()
         self._stream = self.server.engine.new_stream_id()
-        await self._engine("start", (rate, self.server.thresholds(self._names)))
+        await self._submit("start", (rate, self.server.thresholds(self._names)))
 
     async def _audio_chunk(self, event: Event) -> None:
         if self._stream is None:
             raise ProtocolError("audio-chunk before audio-start", "bad-order")
+        self._raise_failure()
         data = event.data
         fmt = (data.get("rate"), data.get("width"), data.get("channels"))
         if fmt != self._format:
@@ -585,12 +634,17 @@ class _Handler(AsyncEventHandler):
                                 f"{self._format}", "bad-audio")
         samples = pcm_to_float32(event.payload or b"", self._format[1], self._format[2])
         if samples.size:
-            await self._send(await self._engine("audio", samples))
+            if self._answering is None:
+                self._answering = asyncio.create_task(self._answer())
+            await self._answers.put((self._stream, self._submit("audio", samples)))
 
     async def _audio_stop(self) -> None:
         if self._stream is None:
             raise ProtocolError("audio-stop before audio-start", "bad-order")
-        detections = await self._engine("stop")
+        stopped = self._submit("stop")
+        await self._answers.join()  # every chunk's detections go out before the stop's
+        self._raise_failure()
+        detections = await stopped
         self._end_stream(drop=False)
         await self._send(detections)
         if self._mode == "asr":
