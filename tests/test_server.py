@@ -344,6 +344,39 @@ def test_a_client_sends_on_while_its_chunks_wait_and_gets_what_it_would_alone(lo
     assert left == 0 and "failed" not in caplog.text
 
 
+class Failing(LoudIsYes):
+    """Inference that fails: a stand-in for a model error mid-stream."""
+
+    def forward(self, logmel):
+        raise RuntimeError("the model broke")
+
+
+def test_a_failed_step_reaches_its_client_as_an_error_and_a_close(caplog):
+    """A chunk's answer comes after the connection has read on: its failure is still the client's `error` event
+    (code "internal"), with no transcript, and the connection is closed."""
+    failing = LoadedModel(Failing(ModelConfig(), FeatureConfig(), 4).eval(), ["yes", "no", "_unknown_", "_silence_"],
+                          FeatureConfig(), {}, "failing")
+
+    async def scenario(port):
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            await client.write_event(Transcribe(language="en").event())
+            try:
+                await _send_audio(client, _bursts([0.5], total_s=2.0))
+            except ConnectionError:  # the server may close while the client still sends
+                pass
+            events = []
+            while (event := await client.read_event()) is not None:
+                events.append(event)
+            return events
+
+    with caplog.at_level(logging.ERROR, logger="drsn_asr.runtime.server"):
+        events = _serve(failing, scenario)
+    errors = [Error.from_event(e) for e in events if Error.is_type(e.type)]
+    assert len(errors) == 1 and errors[0].code == "internal" and "the model broke" in errors[0].text, events
+    assert not any(Transcript.is_type(e.type) for e in events)
+    assert "inference failed" in caplog.text
+
+
 def test_stereo_48khz_input_is_downmixed_and_resampled(model, loud, clips):
     # one word on the left channel, one on the right: both must be found, at 16 kHz stream times
     left = resample(_bursts([0.5], amplitude=0.6, seed=3).astype(np.float32) / 32768, RATE, 48000)

@@ -643,8 +643,12 @@ class _Handler(AsyncEventHandler):
         if self._stream is None:
             raise ProtocolError("audio-stop before audio-start", "bad-order")
         stopped = self._submit("stop")
-        await self._answers.join()  # every chunk's detections go out before the stop's
-        self._raise_failure()
+        try:
+            await self._answers.join()  # every chunk's detections go out before the stop's
+            self._raise_failure()
+        except BaseException:
+            stopped.cancel()  # (unread: the engine's answer to it is dropped)
+            raise
         detections = await stopped
         self._end_stream(drop=False)
         await self._send(detections)
