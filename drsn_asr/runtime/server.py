@@ -5,7 +5,8 @@
 One model is loaded once; every connection's audio stream is one row of a single `MultiStreamRecognizer`,
 advanced by one inference thread (`StreamEngine`): what all connections sent since its last pass goes through
 one batched step, so the windows of hundreds of streams share each forward pass, and the event loop only
-parses and answers. Each stream's decisions are exactly those of a `Recognizer` fed its audio alone.
+parses and answers. A connection reads on while its chunks wait for their step. Each stream's decisions are
+exactly those of a `Recognizer` fed its audio alone.
 
 Overload is refused, not absorbed: a stream beyond `max_streams`, or one that starts while inference is more
 than LAG_LIMIT_S behind its input, gets an `error` event (code "overloaded") and the connection is closed, and
@@ -184,10 +185,11 @@ class StreamEngine:
 
     Connections `submit` operations ("start", "audio", "stop", "drop") and await their results; the thread takes
     everything submitted since its last pass as one batch: the starts, then one `feed` of all the audio (one
-    forward pass for every due window of every stream), then the stops (one `flush`). A connection awaits each
-    of its operations before sending the next, so its own order holds. `lag_s` is how long the oldest operation
-    of the latest batch waited for the thread; `backlog_s()` how long the oldest unanswered one has waited so far:
-    above LAG_LIMIT_S the server refuses new streams.
+    forward pass for every due window of every stream; a stream's several chunks joined in order), then the stops
+    (one `flush`), then the drops. A connection submits a stream's start before its chunks, and its stop or drop
+    after them, so its own order holds without waiting for each chunk's answer. `lag_s` is how long the oldest
+    operation of the latest batch waited for the thread; `backlog_s()` how long the oldest unanswered one has
+    waited so far: above LAG_LIMIT_S the server refuses new streams.
     """
 
     def __init__(self, model: LoadedModel, threads: int | None, batch_threads: int | None = None,

@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH_WINDOWS = 256  # windows per forward pass; also sizes a step of a single stream (256 hops of audio)
 ACTIVE_RANGE_DB = 15.0  # frames within this of the loudest frame of the window count as the word
 MAX_GAP_FRAMES = 8
-# Steps of fewer rows than this take the hop session (frontend and network in one graph): its mel is a product
-# with a DFT, which for 256 lockstep streams cost 57 ms a hop against 55 for the FFT and separate calls, where
-# for one stream one graph saves a third of the hop (docs/performance.md)
+# Steps of fewer rows than this take the hop session (frontend and network in one graph), lockstep or not: its
+# mel is a product with a DFT, which for 256 lockstep streams cost 57 ms a hop against 55 for the FFT and separate
+# calls, where for one stream one graph saves a third of the hop (docs/performance.md)
 HOP_SESSION_MAX_ROWS = 32
 # A Recognizer's block that completes up to this many new frames takes them one hop-session call at a time
 # (`StreamBank.feed_one`); more take the general step, which batches them. At one stream, blocks of 2 frames cost
@@ -176,9 +176,9 @@ class StreamBank:
         """Take the model's weights as they are now (they are folded for inference once, not per hop)."""
         forward = inference_forward(self.model.net, self.backend, self.threads, self.batch_threads)
         self._probs = getattr(forward, "probs", None)  # a backend that gives posteriors as numpy directly
-        # A step of one new frame per slot that ends one window (a live hop of the speech embedding), after the
-        # slots' first frames and of fewer than HOP_SESSION_MAX_ROWS slots, runs as one graph: frontend and network
-        # (embedding.HopSession). Kept while the network is.
+        # A step of up to LIVE_HOP_MAX_FRAMES new frames per slot, each ending a window (live hops of the speech
+        # embedding), after the slots' first frames and of fewer than HOP_SESSION_MAX_ROWS slots, runs as one graph
+        # call per frame: frontend and network (embedding.HopSession). Kept while the network is.
         if (self._frontend_session is None or not hasattr(self.frontend, "hop_session") or self.hop_frames != 1
                 or self._probs is None):
             self._hop_session = None
