@@ -9,14 +9,16 @@
 # (pipelines/build_corpus.py) and that recipe's cached views (data/cache/<key>_speech_embedding_views.pt; the
 # training may be stopped once the file exists). Ship the result with
 #   python pipelines/ship.py OUT_DIR/student.pt --config configs/embedding_unknown.yaml
-# Usage: pipelines/build_student.sh SEED OUT_DIR   (PYTHON=... picks the interpreter; default python3)
+# Usage: pipelines/build_student.sh SEED OUT_DIR   (PYTHON=... picks the interpreter, default python3; WIDTHS=... the
+# student's channels per block, default 16,32,48,96,96 as `default`'s)
 set -euo pipefail
 seed=${1:?usage: pipelines/build_student.sh SEED OUT_DIR}
 out=${2:?usage: pipelines/build_student.sh SEED OUT_DIR}
 py=${PYTHON:-python3}
+widths=${WIDTHS:-16,32,48,96,96}
 d="$py $(dirname "$0")/experiments/distill_embedding.py"
 mkdir -p "$out"
-$d train --seed "$seed" --epochs 12 --bf16 --widths 16,32,48,96,96 --out "$out/cnn.pt" 2>&1 | tee "$out/cnn.log"
+$d train --seed "$seed" --epochs 12 --bf16 --widths "$widths" --out "$out/cnn.pt" 2>&1 | tee "$out/cnn.log"
 $d head "$out/cnn.pt" --seed 0 --out-dir "$out/cnn_head" 2>&1 | tee "$out/cnn_head.log"
 $d joint "$out/cnn.pt" --head "$out/cnn_head/best.pt" --seed "$seed" --epochs 6 --bf16 --out "$out/joint.pt" \
     --head-out-dir "$out/joint_head" 2>&1 | tee "$out/joint.log"
