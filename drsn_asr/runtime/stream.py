@@ -324,10 +324,6 @@ class StreamBank:
         if n == 1 or bool((have == have[0]).all() and (taken == taken[0]).all() and ((counted == 0) == (counted[0] == 0)).all()
                           and ((counted - counted[0]) % self.hop_frames == 0).all()):
             return self._step_uniform(slots, index, piece, int(have[0]), int(taken[0]), counted)
-        if self._hop_session is not None and n < HOP_SESSION_MAX_ROWS and bool((counted > 0).all()):
-            n_new = np.maximum(have + taken - self.stream_samples + self.hop_samples, 0) // self.hop_samples
-            if int(n_new.max()) <= LIVE_HOP_MAX_FRAMES:
-                return self._step_hops(slots, index, piece.numpy(), have, taken, counted, n_new)
         return self._step_ragged(slots, index, piece, have, taken, counted)
 
     def _step_uniform(self, slots: np.ndarray, index: slice | np.ndarray, piece: torch.Tensor, have: int, taken: int,
@@ -351,11 +347,8 @@ class StreamBank:
             pending[index, :rest] = buffer[:, keep:]  # (columns past pending_len: never read)
             if n_new == 0:
                 return []
-            if n_new <= LIVE_HOP_MAX_FRAMES and self._hop_session is not None and counted[0] > 0 and len(slots) < HOP_SESSION_MAX_ROWS:
-                found = []
-                for i in range(n_new):  # (the hop session exists where a window ends at every frame: round i is frame i)
-                    found += self._hop(slots, index, buffer[:, i * hop : i * hop + W], counted, rounds[i : i + 1])
-                return found
+            if self._takes_hops(len(slots), n_new, counted):
+                return self._hops(slots, index, buffer, counted, np.full(len(slots), n_new))
             history = np.concatenate([tail[index], self._frames(slots, index, buffer[:, : (n_new - 1) * hop + W], n_new, counted)], axis=2)
             tail[index] = history[:, :, n_new:]
             if n_due == 0:
@@ -409,6 +402,8 @@ class StreamBank:
         n_max = int(n_new.max())
         if n_max == 0:
             return []
+        if self._takes_hops(len(slots), n_max, counted):
+            return self._hops(slots, index, buffer.numpy(), counted, n_new)
         # 2. frames (rows with fewer new frames than n_max end in frames of padding, which no window reaches)
         history = torch.cat([self.tail[rows], self._frames(slots, index, buffer[:, : (n_max - 1) * hop + W], n_new, counted)], dim=2)
         columns = torch.from_numpy(n_new).to(dev)[:, None] + torch.arange(T - 1, device=dev)
@@ -422,29 +417,20 @@ class StreamBank:
         windows = history.unfold(2, T, 1)[torch.from_numpy(np.concatenate(rounds)).to(dev), :, at]
         return self._decide(slots, counted, list(zip(rounds, ends)), windows)
 
-    def _step_hops(self, slots: np.ndarray, index: slice | np.ndarray, piece: np.ndarray, have: np.ndarray,
-                   taken: np.ndarray, counted: np.ndarray, n_new: np.ndarray) -> list[tuple[int, Detection]]:
-        """A ragged step of fewer than HOP_SESSION_MAX_ROWS slots on the CPU, each past its first frame and with at
-        most LIVE_HOP_MAX_FRAMES new frames (a server's pass: a few streams, a chunk each, at their own phases):
-        the k-th new frames of the rows that have one as one hop-session call, as a Recognizer's live hops, in
-        place of the general step's batched log-mel, CNN and classifier calls and the torch glue between them."""
+    def _takes_hops(self, n_rows: int, n_new_max: int, counted: np.ndarray) -> bool:
+        """Whether a step's new frames go one hop-session call per frame (`_hops`): on the CPU, for fewer than
+        HOP_SESSION_MAX_ROWS slots, each past its first frame, with at most LIVE_HOP_MAX_FRAMES new frames."""
+        return (self._hop_session is not None and n_rows < HOP_SESSION_MAX_ROWS and n_new_max <= LIVE_HOP_MAX_FRAMES
+                and bool((counted > 0).all()))
+
+    def _hops(self, slots: np.ndarray, index: slice | np.ndarray, buffer: np.ndarray, counted: np.ndarray,
+              n_new: np.ndarray) -> list[tuple[int, Detection]]:
+        """The frames, windows and decisions of a step that `_takes_hops`, from its samples `buffer` (row i: the
+        slot's pending samples, then its new ones): the k-th new frames of the rows that have one as one
+        hop-session call, k = 0, 1, ... (so each slot's decisions stay in stream order), as a Recognizer's live
+        hops, instead of the batched log-mel, CNN and classifier calls and the glue between them. The hop session
+        exists where a window ends at every frame, so frame k ends round k."""
         hop, frame = self.hop_samples, self.stream_samples
-        total = have + taken
-        keep = n_new * hop
-        rest = total - keep
-        self.pending_len[index] = rest
-        self.n_frames[index] = counted + n_new
-        # 1. samples, row by row at its own offset (columns past a row's samples: never read)
-        pending = self.pending.numpy()
-        held = int(have.max())
-        buffer = np.zeros((len(slots), int(total.max())), np.float32)
-        buffer[:, :held] = pending[index, :held]
-        columns = np.arange(piece.shape[1])
-        new = columns < taken[:, None]
-        buffer[new.nonzero()[0], (have[:, None] + columns)[new]] = piece[new]
-        columns = np.minimum(keep[:, None] + np.arange(int(rest.max())), buffer.shape[1] - 1)
-        pending[index, : columns.shape[1]] = np.take_along_axis(buffer, columns, axis=1)
-        # 2. each row's k-th new frame, window and decision, k = 0, 1, ... (so each slot's stay in stream order)
         found = []
         for k in range(int(n_new.max())):
             rows = np.flatnonzero(n_new > k)
