@@ -505,6 +505,7 @@ class _Handler(AsyncEventHandler):
             log.exception("connection failed")
             try:
                 await self.write_event(Error(text=f"internal error: {e}", code="internal").event())
+                await self._drain_input()
             except Exception:
                 pass
         finally:
