@@ -11,17 +11,27 @@
 #   python pipelines/ship.py OUT_DIR/student.pt --config configs/embedding_unknown.yaml
 # Usage: pipelines/build_student.sh SEED OUT_DIR   (PYTHON=... picks the interpreter, default python3; WIDTHS=... the
 # student's channels per block, default 16,32,48,96,96 as `default`'s)
+# A step that finished (its marker OUT_DIR/<step>.done exists) is skipped, so a chain split over sessions (2.5 hours
+# do not fit beside rebuilding the corpus and cache on a fresh checkout) goes on from the last step kept, e.g. a
+# committed cnn.pt with cnn.done. (An interrupted step leaves its checkpoint of the last epoch but no marker.)
 set -euo pipefail
 seed=${1:?usage: pipelines/build_student.sh SEED OUT_DIR}
 out=${2:?usage: pipelines/build_student.sh SEED OUT_DIR}
 py=${PYTHON:-python3}
 widths=${WIDTHS:-16,32,48,96,96}
-d="$py $(dirname "$0")/experiments/distill_embedding.py"
+d=("$py" "$(dirname "$0")/experiments/distill_embedding.py")
 mkdir -p "$out"
-$d train --seed "$seed" --epochs 12 --bf16 --widths "$widths" --out "$out/cnn.pt" 2>&1 | tee "$out/cnn.log"
-$d head "$out/cnn.pt" --seed 0 --out-dir "$out/cnn_head" 2>&1 | tee "$out/cnn_head.log"
-$d joint "$out/cnn.pt" --head "$out/cnn_head/best.pt" --seed "$seed" --epochs 6 --bf16 --out "$out/joint.pt" \
-    --head-out-dir "$out/joint_head" 2>&1 | tee "$out/joint.log"
-$d eval "$out/joint.pt" --model "$out/joint_head/best.pt" --split validation --json "$out/validation.json" \
-    2>&1 | tee "$out/validation.log"
-$d package "$out/joint.pt" --model "$out/joint_head/best.pt" --out "$out/student.pt"
+step() {  # step NAME COMMAND...: run it unless it finished before, its output in OUT_DIR/NAME.log
+    local name=$1
+    shift
+    [ -e "$out/$name.done" ] && { echo "$name: done before ($out/$name.done)"; return; }
+    "$@" 2>&1 | tee "$out/$name.log"
+    touch "$out/$name.done"
+}
+step cnn "${d[@]}" train --seed "$seed" --epochs 12 --bf16 --widths "$widths" --out "$out/cnn.pt"
+step cnn_head "${d[@]}" head "$out/cnn.pt" --seed 0 --out-dir "$out/cnn_head"
+step joint "${d[@]}" joint "$out/cnn.pt" --head "$out/cnn_head/best.pt" --seed "$seed" --epochs 6 --bf16 \
+    --out "$out/joint.pt" --head-out-dir "$out/joint_head"
+step validation "${d[@]}" eval "$out/joint.pt" --model "$out/joint_head/best.pt" --split validation \
+    --json "$out/validation.json"
+"${d[@]}" package "$out/joint.pt" --model "$out/joint_head/best.pt" --out "$out/student.pt"
