@@ -347,11 +347,12 @@ def test_the_log_mels_window_and_filters_computed_from_their_parameters_are_the_
     assert int((window != 0).sum()) == E.MEL_WINDOW_SAMPLES - 1  # a periodic Hann's first sample is 0
 
 
-@pytest.mark.parametrize("remove_dc_offset", [False, True])
-def test_a_hop_session_is_the_streamed_frame_and_the_classifier_in_one_call(tmp_path, remove_dc_offset):
+@pytest.mark.parametrize("remove_dc_offset,frames", [(False, 1), (True, 1), (True, 2)])
+def test_a_hop_session_is_the_streamed_frame_and_the_classifier_in_one_call(tmp_path, remove_dc_offset, frames):
     """`HopSession` (log-mel, CNN step and classifier as one graph) gives what `stream` and the classifier give,
     hop after hop, whether the caller hands back the state each time or lets the session keep it (`kept`), and
-    continues a state made by another path (a first frame) as well as its own."""
+    continues a state made by another path (a first frame) as well as its own. A hop of 2 frames classifies the
+    window ending at its second."""
     import drsn_asr
     from drsn_asr.runtime.audio import read_audio
     from drsn_asr.runtime.inference import FoldedNet
@@ -363,17 +364,18 @@ def test_a_hop_session_is_the_streamed_frame_and_the_classifier_in_one_call(tmp_
     audio = torch.from_numpy(np.stack([demo[16000 * 3 : 16000 * 6], demo[16000 * 20 : 16000 * 23]]))
     audio[1] += 0.05  # a DC offset, which remove_dc_offset takes out frame by frame
     hop, window, new = frontend.hop_samples, frontend.window_samples, frontend.stream_samples
-    frames, state = frontend.stream(audio[:, : (T - 2) * hop + window], None)
-    tail = frames.numpy()
-    session = frontend.hop_session(head, T, threads=1)
+    first, state = frontend.stream(audio[:, : (T - 2) * hop + window], None)
+    tail = first.numpy()
+    session = frontend.hop_session(head, T, threads=1, frames=frames)
     given, kept = (state, tail), (state, torch.from_numpy(tail.copy()))
     scale = frontend(audio).abs().max().item()
-    for made in range(T - 1, T + 7):
-        step = audio[:, made * hop + window - new : made * hop + window]
-        frames, state = frontend.stream(step, state)
-        window_frames = np.concatenate([tail, frames.numpy()], axis=2)
-        probs = torch.softmax(head(torch.from_numpy(window_frames)), dim=1).numpy()
-        tail = window_frames[:, :, 1:]
+    for made in range(T - 2 + frames, T + 7, frames):  # the index of the hop's last new frame
+        step = audio[:, made * hop + window - new - (frames - 1) * hop : made * hop + window]
+        assert step.shape[1] == session.samples
+        new_frames, state = frontend.stream(step, state)
+        history = np.concatenate([tail, new_frames.numpy()], axis=2)
+        probs = torch.softmax(head(torch.from_numpy(history[:, :, -T:])), dim=1).numpy()
+        tail = history[:, :, -(T - 1):]
         p_given, *given_next = session(step.numpy(), *given)
         given = (given_next[1], given_next[0])
         p_kept, kept_tail, kept_state = session.kept(step.numpy(), *kept)
@@ -390,10 +392,12 @@ def test_a_hop_session_is_the_streamed_frame_and_the_classifier_in_one_call(tmp_
     assert np.allclose(flipped[::-1], session(step.numpy(), *given)[0], rtol=0, atol=1e-5)
 
 
-def test_a_live_stream_runs_its_hops_through_the_hop_session_with_the_same_posteriors(tmp_path):
-    """A bank of an embedding model on ONNX Runtime steps a live hop (one new frame, one window) in one hop-session
-    call: for every slot at once (`kept`) and for some of them (rows gathered); the posteriors are those of the
-    separate frontend and network calls. A Recognizer reset mid-stream decides as at first, on the same session."""
+@pytest.mark.parametrize("hop_ms", [80.0, 160.0])
+def test_a_live_stream_runs_its_hops_through_the_hop_session_with_the_same_posteriors(tmp_path, hop_ms):
+    """A bank of an embedding model on ONNX Runtime steps a live hop (its new frames, one window) in one
+    hop-session call: for every slot at once (`kept`) and for some of them (rows gathered); the posteriors are
+    those of the separate frontend and network calls. A Recognizer reset mid-stream decides as at first, on the
+    same session. At a hop of two frames too (streams then line up with the hop once, through the general step)."""
     import drsn_asr
     from drsn_asr.runtime.audio import read_audio
     from drsn_asr.runtime.stream import Recognizer, StreamBank, detector_config
@@ -403,7 +407,7 @@ def test_a_live_stream_runs_its_hops_through_the_hop_session_with_the_same_poste
     audio = torch.from_numpy(np.stack([demo[16000 * k : 16000 * (k + 4)] for k in (2, 11, 25)]))
     posteriors = {}
     for fused in (True, False):
-        bank = StreamBank(model, detector_config(model), capacity=3)
+        bank = StreamBank(model, detector_config(model, hop_ms=hop_ms), capacity=3)
         assert bank._hop_session is not None
         if not fused:
             bank._hop_session = None
@@ -411,17 +415,22 @@ def test_a_live_stream_runs_its_hops_through_the_hop_session_with_the_same_poste
             bank._hop_session = counted = _Counted(bank._hop_session)
         got = []
         bank.on_classified = lambda slots, now_s, probs: got.append((slots.tolist(), now_s.tolist(), probs.copy()))
-        for start in range(0, 40000, 1280):  # all three streams in lockstep, then two of them
-            bank.feed(np.arange(3), audio[:, start : start + 1280])
-        for start in range(40000, audio.shape[1], 1280):
-            bank.feed(np.array([0, 2]), audio[[0, 2], start : start + 1280])
+        # all three streams in lockstep, then two of them: a first step that makes one hop of frames, then a hop a
+        # step (the bank steps whole hops lined up with their windows through the hop session)
+        hop = 1280 * bank.hop_frames
+        first = model.features.window_samples + hop - 1280
+        edges = [0, first, *range(first + hop, 40000, hop)]
+        for a, b in zip(edges, edges[1:]):
+            bank.feed(np.arange(3), audio[:, a:b])
+        for start in range(edges[-1], audio.shape[1], hop):
+            bank.feed(np.array([0, 2]), audio[[0, 2], start : start + hop])
         posteriors[fused] = got
         if fused:
-            assert counted.calls["kept"] > 10 and counted.calls["rows"] > 10
+            assert counted.calls["kept"] > 5 and counted.calls["rows"] > 5
     assert [g[:2] for g in posteriors[True]] == [g[:2] for g in posteriors[False]]
     assert all(np.allclose(a[2], b[2], rtol=0, atol=1e-5) for a, b in zip(posteriors[True], posteriors[False]))
     # a Recognizer reset mid-stream starts over: the same detections as at first, on the same hop graph
-    rec = Recognizer(model, threshold=0.3)
+    rec = Recognizer(model, threshold=0.3, hop_ms=hop_ms)
     session = rec._bank._hop_session
     speech = audio[1].numpy()
 
@@ -435,7 +444,8 @@ def test_a_live_stream_runs_its_hops_through_the_hop_session_with_the_same_poste
     assert rec._bank._hop_session is session  # the same network: no new graph
 
 
-def test_a_recognizer_steps_its_live_hops_on_their_own_and_decides_as_the_general_step(tmp_path):
+@pytest.mark.parametrize("hop_ms", [80.0, 160.0])
+def test_a_recognizer_steps_its_live_hops_on_their_own_and_decides_as_the_general_step(tmp_path, hop_ms):
     """A Recognizer hands each due block to `StreamBank.feed_one`, which steps blocks of one or two new frames
     after the first through the hop session, a call a frame, with its own bookkeeping, and sends anything else to
     `feed`. Where every block is one frame, it decides as the general step does, bit for bit: detections, scores,
@@ -451,7 +461,7 @@ def test_a_recognizer_steps_its_live_hops_on_their_own_and_decides_as_the_genera
     # (blocks of 7000 samples complete more than two frames, which both take to the general step)
     for sizes, two_frames in (([320], False), ([160, 480, 1000], False), ([1280], False), ([7000, 200], False),
                               ([1600], True), ([2560], True)):
-        fast, general = Recognizer(model, threshold=0.3), Recognizer(model, threshold=0.3)
+        fast, general = Recognizer(model, threshold=0.3, hop_ms=hop_ms), Recognizer(model, threshold=0.3, hop_ms=hop_ms)
         bank = general._bank
         bank.feed_one = lambda samples: bank.feed(bank._all_slots, torch.from_numpy(samples[None]))
         fed = []
@@ -470,7 +480,7 @@ def test_a_recognizer_steps_its_live_hops_on_their_own_and_decides_as_the_genera
         if sizes != [7000, 200]:  # every hop but the first frames' and flush's went its own way
             assert len(fed) <= 3 < fast.n_classifications / 10
         assert [t for t, _ in classified[fast]] == [t for t, _ in classified[general]]  # the same clock
-        if not two_frames:  # the same arithmetic
+        if not two_frames and hop_ms == 80.0:  # the same arithmetic (a hop of two frames is a call of two, batched)
             same = np.array_equal
             assert out[fast] == out[general] and fast.scores == general.scores
         else:
@@ -500,6 +510,7 @@ class _Counted:
 
     def __init__(self, session):
         self.session, self.calls = session, {"kept": 0, "rows": 0}
+        self.samples = session.samples
 
     def __call__(self, *args):
         self.calls["rows"] += 1

@@ -334,11 +334,12 @@ class SpeechEmbedding(nn.Module):
         (`batch_threads` for batches of many streams: `inference.cpu_session`), for `stream`."""
         return StreamSession(self, threads, batch_threads)
 
-    def hop_session(self, head, window_frames: int, threads: int, batch_threads: int | None = None) -> "HopSession":
-        """A stream's whole hop after its first frame (log-mel, CNN step, and `head`, an `inference.FoldedNet`
-        over `window_frames` embeddings) as one ONNX Runtime session on `threads` intra-op threads (`batch_threads`
-        for batches of many streams)."""
-        return HopSession(self, head, window_frames, threads, batch_threads)
+    def hop_session(self, head, window_frames: int, threads: int, batch_threads: int | None = None,
+                    frames: int = 1) -> "HopSession":
+        """A stream's whole hop of `frames` frames after its first frame (log-mel, CNN step, and `head`, an
+        `inference.FoldedNet` over `window_frames` embeddings) as one ONNX Runtime session on `threads` intra-op
+        threads (`batch_threads` for batches of many streams)."""
+        return HopSession(self, head, window_frames, threads, batch_threads, frames)
 
     def _cnn_stream(self, x: torch.Tensor, state: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`cnn` on mel columns x (B, 1, time, 32) that continue `state` (None: x is from the stream's start)."""
@@ -412,8 +413,9 @@ class StreamSession:
 
 class HopSession:
     """A whole live hop of a classifier over the speech embedding, as one ONNX Runtime graph on the CPU: the
-    log-mel of the samples a stream's next frame adds, the CNN's streaming step, and the classifier over the
-    stream's last `window_frames` embeddings (the new one appended to the `window_frames - 1` it keeps).
+    log-mel of the samples a stream's next `frames` frames add, the CNN's streaming step, and the classifier over
+    the stream's last `window_frames` embeddings (the new ones appended to the `window_frames - 1` it keeps): one
+    classified window per call, ending at its last new frame (a hop of `frames` embedding frames).
 
     The same arithmetic as `SpeechEmbedding.stream` followed by the classifier, in one native call instead of
     three calls and the torch and numpy operations between them: every framework call between two networks
@@ -424,19 +426,23 @@ class HopSession:
     """
 
     def __init__(self, frontend: SpeechEmbedding, head, window_frames: int, threads: int,
-                 batch_threads: int | None = None):
+                 batch_threads: int | None = None, frames: int = 1):
         """`head`: an `inference.FoldedNet` over (B, 96, window_frames) embeddings; threads as `cpu_session`'s."""
         from .inference import GraphBuilder, cpu_session, onnx_nodes
 
         g = GraphBuilder()
-        frames, self.states = _cnn_nodes(frontend, g, _mel_nodes(frontend, g, "audio"), continued=True)
-        window = g.op("Concat", "tail", frames, axis=2)
-        g.op("Slice", window, g.const(np.array([1])), g.const(np.array([1 << 30])), g.const(np.array([2])),
+        new, self.states = _cnn_nodes(frontend, g, _mel_nodes(frontend, g, "audio"), continued=True)
+        history = g.op("Concat", "tail", new, axis=2)  # (B, 96, window_frames - 1 + frames)
+        g.op("Slice", history, g.const(np.array([frames])), g.const(np.array([1 << 30])), g.const(np.array([2])),
              out="new_tail")
+        window = history if frames == 1 else g.op("Slice", history, g.const(np.array([frames - 1])),
+                                                   g.const(np.array([1 << 30])), g.const(np.array([2])))
         onnx_nodes(head, g, window)
         batch = ["batch"]
+        self.frames = frames
+        self.samples = STREAM_SAMPLES + (frames - 1) * EMBEDDING_STEP_MEL_FRAMES * MEL_HOP_SAMPLES  # what a call reads
         model = g.model("speech_embedding_hop",
-                        [("audio", batch + [STREAM_SAMPLES]), *((n, None) for n in self.states),
+                        [("audio", batch + [self.samples]), *((n, None) for n in self.states),
                          ("tail", batch + [EMBEDDING_DIM, window_frames - 1])],
                         [("probs", None), ("new_tail", None), *((f"new_{n}", None) for n in self.states)])
         self.session = cpu_session(model, threads, batch_threads)
@@ -446,8 +452,8 @@ class HopSession:
 
     def __call__(self, audio: np.ndarray, state: list[torch.Tensor], tail: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, list[torch.Tensor]]:
-        """The streams' next `stream_samples` samples (B, 1632) float32, their frontend state and their last
-        window_frames - 1 embeddings (B, 96, window_frames - 1) → (posteriors (B, n_classes), the embeddings to
+        """The streams' next `samples` samples (B, 1632 for one frame, 1280 more per further frame) float32, their
+        frontend state and their last window_frames - 1 embeddings (B, 96, window_frames - 1) → (posteriors (B, n_classes), the embeddings to
         keep, the new state)."""
         feeds = {"audio": np.ascontiguousarray(audio), "tail": np.ascontiguousarray(tail)}
         feeds.update((name, np.ascontiguousarray(t.numpy())) for name, t in zip(self.states, state))
@@ -480,7 +486,7 @@ class HopSession:
         """Two sets of buffers shaped as `state` and `tail`, and a binding from each set to the other."""
         batch = len(tail)
         sets = [([np.zeros(t.shape, np.float32) for t in state], np.zeros(tail.shape, np.float32)) for _ in range(2)]
-        self._audio = np.zeros((batch, STREAM_SAMPLES), np.float32)
+        self._audio = np.zeros((batch, self.samples), np.float32)
         self._probs = np.zeros((batch, self._n_classes), np.float32)
         self._bindings = []
         self._bound_session = self.session.for_batch(batch) if hasattr(self.session, "for_batch") else self.session
@@ -498,8 +504,8 @@ class HopSession:
 
 
 def _mel_nodes(frontend: SpeechEmbedding, g, audio: str) -> str:
-    """`SpeechEmbedding.log_mel` of the 8 mel frames in `audio` (B, 1632) as ONNX nodes in `g` (an
-    `inference.GraphBuilder`) → the name of (B, 1, 8, 32). The DFT is one strided Conv whose kernels are the
+    """`SpeechEmbedding.log_mel` of the mel frames in `audio` (B, 1632: 8 frames; 160 more samples a further frame)
+    as ONNX nodes in `g` (an `inference.GraphBuilder`) → the name of (B, 1, n_frames, 32). The DFT is one strided Conv whose kernels are the
     windowed cos and -sin of the bins the mel bands read (with `remove_dc_offset`, less the frame mean's share of
     each: frame minus mean is linear too); the power's sum over them is a product with the filterbank stacked
     twice. (A Gather of the frames and a MatMul cost about 6% more of the whole hop graph: development script.)"""

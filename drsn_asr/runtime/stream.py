@@ -176,15 +176,17 @@ class StreamBank:
         """Take the model's weights as they are now (they are folded for inference once, not per hop)."""
         forward = inference_forward(self.model.net, self.backend, self.threads, self.batch_threads)
         self._probs = getattr(forward, "probs", None)  # a backend that gives posteriors as numpy directly
-        # A step of up to LIVE_HOP_MAX_FRAMES new frames per slot, each ending a window (live hops of the speech
-        # embedding), after the slots' first frames and of fewer than HOP_SESSION_MAX_ROWS slots, runs as one graph
-        # call per frame: frontend and network (embedding.HopSession). Kept while the network is.
-        if (self._frontend_session is None or not hasattr(self.frontend, "hop_session") or self.hop_frames != 1
-                or self._probs is None):
+        # A step of up to LIVE_HOP_MAX_FRAMES hops per slot (live hops of the speech embedding), after the slots'
+        # first frames and of fewer than HOP_SESSION_MAX_ROWS slots, runs as one graph call per hop: frontend and
+        # network (embedding.HopSession, which makes a hop's `hop_frames` frames and classifies the window ending
+        # at its last). Kept while the network is.
+        if self._frontend_session is None or not hasattr(self.frontend, "hop_session") or self._probs is None:
             self._hop_session = None
         elif self._hop_session is None or forward is not self.forward:
+            self._part_hops: dict[int, Any] = {}  # (`_hop_graph`)
             self._hop_session = self.frontend.hop_session(forward.folded, self.window_frames,
-                                                          self.threads or torch.get_num_threads(), self.batch_threads)
+                                                          self.threads or torch.get_num_threads(), self.batch_threads,
+                                                          frames=self.hop_frames)
         self.forward = forward
 
     def grow(self, capacity: int) -> None:
@@ -269,17 +271,17 @@ class StreamBank:
         return out
 
     def feed_one(self, samples: np.ndarray) -> list[tuple[int, Detection]]:
-        """`feed` for a bank of one slot (a Recognizer's): float32 samples (n,). When they complete one new frame
-        after the slot's first, or up to LIVE_HOP_MAX_FRAMES, each frame is a hop-session call (a live hop of an
-        embedding model) and only this step's own bookkeeping runs: the general step's checks and contexts cost a
-        tenth of such a hop (docs/performance.md). No torch operation runs there, so no thread setting is needed.
-        Anything else goes to `feed`."""
+        """`feed` for a bank of one slot (a Recognizer's): float32 samples (n,). When they complete up to
+        LIVE_HOP_MAX_FRAMES hops' worth of new frames after the slot's first, the frames go in hop-session calls
+        (live hops of an embedding model), one per hop or part of one (`_segments`), and only this step's own
+        bookkeeping runs: the general step's checks and contexts cost a tenth of such a hop (docs/performance.md).
+        No torch operation runs there, so no thread setting is needed. Anything else goes to `feed`."""
         if self.capacity != 1:
             raise ValueError(f"feed_one is for a bank of one slot; this one has {self.capacity}: use feed(slots, audio)")
         counted, have = int(self.n_frames[0]), int(self.pending_len[0])
         total, frame, hop = have + len(samples), self.stream_samples, self.hop_samples
         n_new = max(total - frame + hop, 0) // hop  # (from here on, _step_uniform's bookkeeping for such a step)
-        if self._hop_session is None or counted == 0 or not 1 <= n_new <= LIVE_HOP_MAX_FRAMES:
+        if self._hop_session is None or counted == 0 or not 1 <= n_new <= LIVE_HOP_MAX_FRAMES * self.hop_frames:
             return self.feed(self._all_slots, torch.from_numpy(samples[None]))
         keep = self._kept_from(n_new, counted)
         self.n_samples[0] += len(samples)
@@ -288,12 +290,37 @@ class StreamBank:
         pending = self.pending.numpy()[0]
         buffer = np.concatenate([pending[:have], samples])
         pending[: total - keep] = buffer[keep:]
-        found = []
+        found, at = [], 0
         with torch.inference_mode():  # (the hop session's buffers are inference tensors)
-            for i in range(n_new):
-                found += self._hop(self._all_slots, slice(0, 1), buffer[None, i * hop : i * hop + frame],
-                                   np.array([counted + i]), [(None, 0)])
+            for frames, ends_window in self._segments(counted, n_new):
+                graph = self._hop_graph(frames)
+                found += self._hop(self._all_slots, slice(0, 1), buffer[None, at * hop : at * hop + graph.samples],
+                                   np.array([counted + at]), [(None, frames - 1)] if ends_window else [], graph)
+                at += frames
         return found
+
+    def _segments(self, counted: int, n_new: int) -> list[tuple[int, bool]]:
+        """How a slot at `counted` frames makes `n_new` new ones in hop-session calls: (frames, whether the last
+        ends a window) per call. Calls end where windows end (every `hop_frames`-th frame); a stream not lined up
+        with its hop (its first step made another number of frames, or a block ended mid-hop) first makes the
+        frames up to the next window's end, and frames after the last window's end go in a call of their own."""
+        h, out, at = self.hop_frames, [], 0
+        while at < n_new:
+            frames = min((-(counted + at)) % h or h, n_new - at)
+            at += frames
+            out.append((frames, (counted + at) % h == 0))
+        return out
+
+    def _hop_graph(self, frames: int):  # -> embedding.HopSession
+        """The hop session making `frames` frames a call: the bank's own for a whole hop, another made on first
+        use for part of one (a stream lining up with its hop)."""
+        if frames == self.hop_frames:
+            return self._hop_session
+        if frames not in self._part_hops:
+            self._part_hops[frames] = self.frontend.hop_session(self.forward.folded, self.window_frames,
+                                                                self.threads or torch.get_num_threads(),
+                                                                self.batch_threads, frames=frames)
+        return self._part_hops[frames]
 
     def flush(self, slots: np.ndarray, heads: list[np.ndarray]) -> list[tuple[int, Detection]]:
         """End of stream for `slots`: feed each its last samples (`heads`, e.g. a resampler's remainder), then
@@ -402,7 +429,7 @@ class StreamBank:
         n_max = int(n_new.max())
         if n_max == 0:
             return []
-        if self._takes_hops(len(slots), n_max, counted):
+        if self._takes_hops(len(slots), n_new, counted):
             return self._hops(slots, index, buffer.numpy(), counted, n_new)
         # 2. frames (rows with fewer new frames than n_max end in frames of padding, which no window reaches)
         history = torch.cat([self.tail[rows], self._frames(slots, index, buffer[:, : (n_max - 1) * hop + W], n_new, counted)], dim=2)
@@ -417,28 +444,34 @@ class StreamBank:
         windows = history.unfold(2, T, 1)[torch.from_numpy(np.concatenate(rounds)).to(dev), :, at]
         return self._decide(slots, counted, list(zip(rounds, ends)), windows)
 
-    def _takes_hops(self, n_rows: int, n_new_max: int, counted: np.ndarray) -> bool:
-        """Whether a step's new frames go one hop-session call per frame (`_hops`): on the CPU, for fewer than
-        HOP_SESSION_MAX_ROWS slots, each past its first frame, with at most LIVE_HOP_MAX_FRAMES new frames."""
-        return (self._hop_session is not None and n_rows < HOP_SESSION_MAX_ROWS and n_new_max <= LIVE_HOP_MAX_FRAMES
-                and bool((counted > 0).all()))
+    def _takes_hops(self, n_rows: int, n_new: int | np.ndarray, counted: np.ndarray) -> bool:
+        """Whether a step's new frames (`n_new`: per row, or one count for all) go one hop-session call per hop
+        (`_hops`): on the CPU, for fewer than HOP_SESSION_MAX_ROWS slots, each past its first frame, each making
+        whole hops that end windows (at most LIVE_HOP_MAX_FRAMES of them) from a hop's start (a frame count that
+        is a whole number of hops: a stream whose first step made another count takes one step of `feed`'s own
+        to line up)."""
+        h = self.hop_frames
+        return (self._hop_session is not None and n_rows < HOP_SESSION_MAX_ROWS and bool((counted > 0).all())
+                and 0 < np.max(n_new) <= LIVE_HOP_MAX_FRAMES * h
+                and (h == 1 or bool((counted % h == 0).all() and (np.asarray(n_new) % h == 0).all())))
 
     def _hops(self, slots: np.ndarray, index: slice | np.ndarray, buffer: np.ndarray, counted: np.ndarray,
               n_new: np.ndarray) -> list[tuple[int, Detection]]:
         """The frames, windows and decisions of a step that `_takes_hops`, from its samples `buffer` (row i: the
-        slot's pending samples, then its new ones): the k-th new frames of the rows that have one as one
-        hop-session call, k = 0, 1, ... (so each slot's decisions stay in stream order), as a Recognizer's live
-        hops, instead of the batched log-mel, CNN and classifier calls and the glue between them. The hop session
-        exists where a window ends at every frame, so frame k ends round k."""
-        hop, frame = self.hop_samples, self.stream_samples
+        slot's pending samples, then its new ones): the k-th hops of the rows that have one as one hop-session
+        call, k = 0, 1, ... (so each slot's decisions stay in stream order), as a Recognizer's live hops, instead
+        of the batched log-mel, CNN and classifier calls and the glue between them. Hop k makes new frames
+        k·h … k·h + h - 1 and classifies the window ending at the last."""
+        hop, h, read = self.hop_samples, self.hop_frames, self._hop_session.samples
         found = []
-        for k in range(int(n_new.max())):
+        for k in range(0, int(n_new.max()), h):
             rows = np.flatnonzero(n_new > k)
             if len(rows) == len(slots):
-                found += self._hop(slots, index, buffer[:, k * hop : k * hop + frame], counted, [(None, k)])
+                found += self._hop(slots, index, buffer[:, k * hop : k * hop + read], counted, [(None, k + h - 1)],
+                                   self._hop_session)
             else:
-                found += self._hop(slots[rows], slots[rows], buffer[rows, k * hop : k * hop + frame], counted[rows],
-                                   [(None, k)])
+                found += self._hop(slots[rows], slots[rows], buffer[rows, k * hop : k * hop + read], counted[rows],
+                                   [(None, k + h - 1)], self._hop_session)
         return found
 
     def _frames(self, slots: np.ndarray, index: slice | np.ndarray, audio: np.ndarray | torch.Tensor,
@@ -485,18 +518,19 @@ class StreamBank:
         return out.numpy() if isinstance(audio, np.ndarray) else out
 
     def _hop(self, slots: np.ndarray, index: slice | np.ndarray, audio: np.ndarray, counted: np.ndarray,
-             rounds: list[tuple[np.ndarray | None, Any]]) -> list[tuple[int, Detection]]:
-        """A uniform step of one new frame per slot, each ending a window, after the slots' first frames: the
-        frame, the window and its posteriors in one call of the hop session (`audio`: the samples the frame
-        reads), the frontend state and the kept frames written back, then the decision rule."""
+             rounds: list[tuple[np.ndarray | None, Any]], graph) -> list[tuple[int, Detection]]:
+        """A uniform step of one hop per slot (its new frames, the last ending a window unless `rounds` is empty),
+        after the slots' first frames: the frames, the window and its posteriors in one call of `graph`, a hop
+        session (`audio`: the samples the frames read), the frontend state and the kept frames written back,
+        then the decision rule."""
         if self._every_slot(index):  # the state stays in the session's buffers
-            probs, self.tail, self.frontend_state = self._hop_session.kept(audio, self.frontend_state, self.tail)
+            probs, self.tail, self.frontend_state = graph.kept(audio, self.frontend_state, self.tail)
         else:
             held = index if isinstance(index, slice) else torch.from_numpy(slots)
             tail = self.tail.numpy()
-            probs, tail[index], state = self._hop_session(audio, self._frontend_state_of(held), tail[index])
+            probs, tail[index], state = graph(audio, self._frontend_state_of(held), tail[index])
             self._keep_frontend_state(held, state)
-        return self._decide(slots, counted, rounds, None, probs)
+        return self._decide(slots, counted, rounds, None, probs) if rounds else []
 
     def _every_slot(self, rows: slice | np.ndarray | torch.Tensor) -> bool:
         """Whether `rows` are every slot in order (a step's slice of them all): their state is then taken and kept
