@@ -1,17 +1,19 @@
 """Ship a trained checkpoint as the package's default model, with detector settings chosen on validation data.
 
-    python pipelines/ship.py CHECKPOINT [--config configs/default.yaml] [--name default]
+    python pipelines/ship.py CHECKPOINT [--config configs/default.yaml] [--name default] [--hop-ms MS]
                              [--tune-model TUNING_CHECKPOINT --tune-config configs/tuning.yaml]
 
 1. scores the checkpoint on the recipe's validation split (pipelines/validate.py), recorded in its `training`;
 2. chooses its detector settings on validation streams:
    - a recipe with real validation speakers (data.real_commands_dir): pipelines/real_streams.py --split validation
      (real voices only, street noise at 10/5/0 dB) chooses the three sensitivity presets under its written rule
-     (`choose_presets`); `balanced` becomes the settings the model carries; the figures go to
-     docs/real_streams_validation.json (docs/real_streams_validation_NAME.json for another --name);
+     (`choose_presets`) at the model's hop (`--hop-ms`, else the one it carries); `balanced` becomes the settings
+     the model carries; the figures go to docs/real_streams_validation.json (docs/real_streams_validation_NAME.json
+     for another --name);
    - otherwise the validation street recording of pipelines/stream_eval.py --split validation picks the hop and
      threshold (`best_point`: top F1, then the longest hop within 0.01 of it, then the highest threshold) over
-     hops 50/80/100 ms and thresholds 0.5–0.9, written to docs/stream_eval_validation[_NAME].json. With
+     hops 50/80/100 ms (only `--hop-ms` when given) and thresholds 0.5–0.9, written to
+     docs/stream_eval_validation[_NAME].json. With
      `--tune-model`, that sweep runs a model of the same recipe trained on a fold that leaves a real speaker for
      validation, whose settings the checkpoint (trained on every speaker) then carries;
 3. writes drsn_asr/assets/NAME.pt carrying those settings and its SHA-256 into SHA256SUMS.
@@ -44,6 +46,9 @@ def main() -> None:
     parser.add_argument("--tune-model", default=None, help="choose the detector settings with this model (default: "
                         "CHECKPOINT) on the validation split of --tune-config")
     parser.add_argument("--tune-config", default=None, help="recipe of --tune-model (default: --config)")
+    parser.add_argument("--hop-ms", type=float, default=None,
+                        help="the hop the model carries, its presets chosen at it (default: the tuning model's own for "
+                             "real-voice recipes, the sweep's choice otherwise); a whole number of the model's frames")
     args = parser.parse_args()
     tune_model, tune_config = args.tune_model or args.checkpoint, args.tune_config or args.config
     pipelines = REPO / "pipelines"
@@ -59,17 +64,25 @@ def main() -> None:
         if real:
             sweep = REPO / "docs" / f"real_streams_validation{suffix}.json"
             tuned = Path(tmp) / "tuned.pt"
+            streams_model = tune_model
+            if args.hop_ms is not None:  # the tuning model carrying that hop: real_streams computes at its hop
+                streams_model = str(Path(tmp) / "at_hop.pt")
+                at_hop = build_model(tune_state, source=tune_model)
+                save_model(streams_model, at_hop, sensitivity={k: {**v, "hop_ms": args.hop_ms} for k, v in at_hop.sensitivity.items()},
+                           **{**at_hop.detector, "hop_ms": args.hop_ms})
             subprocess.run([sys.executable, str(pipelines / "real_streams.py"), "--split", "validation", "--model",
-                            tune_model, "--json", str(sweep), "--write-model", str(tuned), "--posteriors",
+                            streams_model, "--json", str(sweep), "--write-model", str(tuned), "--posteriors",
                             str(REPO / "runs" / "posteriors" / f"{args.name}_validation.npz")], check=True,
                            stdout=subprocess.DEVNULL)
             presets = build_model(read_checkpoint(tuned)).sensitivity
             settings = presets["balanced"]
-            chosen_on = f"pipelines/real_streams.py --split validation --model {tune_model} ({sweep.name})"
+            chosen_on = (f"pipelines/real_streams.py --split validation --model {tune_model}"
+                         f"{'' if args.hop_ms is None else f' at hop_ms {args.hop_ms:g}'} ({sweep.name})")
         else:
             sweep = REPO / "docs" / f"stream_eval_validation{suffix}.json"
             frame_ms = build_model(tune_state, source=tune_model).features.hop_ms
-            hops = ",".join(str(h) for h in HOPS_MS if h % frame_ms == 0 and (frame_ms > 10 or h <= 100))
+            hops = ",".join(str(h) for h in HOPS_MS if h % frame_ms == 0 and (frame_ms > 10 or h <= 100)
+                            and args.hop_ms in (None, h))
             subprocess.run([sys.executable, str(pipelines / "stream_eval.py"), "--split", "validation", "--model",
                             tune_model, "--config", tune_config, "--thresholds", THRESHOLDS, "--hops-ms", hops,
                             "--json", str(sweep)], check=True, stdout=subprocess.DEVNULL)
