@@ -150,12 +150,13 @@ def test_streams_added_and_removed_midway():
     assert multi.streams == ["x", "z"]
 
 
-@pytest.mark.parametrize("max_batch_windows", [None, 1])
-def test_embedding_streams_that_start_stop_and_reset_at_any_time_each_decide_as_alone(max_batch_windows):
+@pytest.mark.parametrize("max_batch_windows,hop_ms", [(None, 80.0), (1, 80.0), (None, 160.0)])
+def test_embedding_streams_that_start_stop_and_reset_at_any_time_each_decide_as_alone(max_batch_windows, hop_ms):
     """The speech embedding keeps per-stream state of its network (each frame from the kept columns): streams
     that join while others run (first frames and continued ones in the same step), at other offsets, a slot
     reused by a new stream, and a reset stream each make the detections of a Recognizer fed their audio alone;
-    also when first frames are made a row at a time (max_batch_windows=1)."""
+    also when first frames are made a row at a time (max_batch_windows=1), and at a hop of two frames (streams
+    at either phase of their hop in one step)."""
     from pathlib import Path
 
     from drsn_asr.runtime.audio import read_audio
@@ -163,7 +164,7 @@ def test_embedding_streams_that_start_stop_and_reset_at_any_time_each_decide_as_
     model = drsn_asr.load_model("default", device="cpu")
     demo = read_audio(Path(drsn_asr.__file__).parent / "assets" / "street_demo.flac")  # real speech in noise
     signals = {k: demo[16000 * a : 16000 * b] for k, a, b in (("x", 0, 24), ("y", 5, 17), ("z", 12, 30), ("w", 20, 36))}
-    options = dict(threshold=0.3, refractory_ms=0.0)
+    options = dict(threshold=0.3, refractory_ms=0.0, hop_ms=hop_ms)
     multi = MultiStreamRecognizer(model, max_batch_windows=max_batch_windows, **options)
     got, pos = {k: [] for k in signals}, {k: 0 for k in signals}
 

@@ -445,33 +445,42 @@ class StreamBank:
         return self._decide(slots, counted, list(zip(rounds, ends)), windows)
 
     def _takes_hops(self, n_rows: int, n_new: int | np.ndarray, counted: np.ndarray) -> bool:
-        """Whether a step's new frames (`n_new`: per row, or one count for all) go one hop-session call per hop
-        (`_hops`): on the CPU, for fewer than HOP_SESSION_MAX_ROWS slots, each past its first frame, each making
-        whole hops that end windows (at most LIVE_HOP_MAX_FRAMES of them) from a hop's start (a frame count that
-        is a whole number of hops: a stream whose first step made another count takes one step of `feed`'s own
-        to line up)."""
-        h = self.hop_frames
+        """Whether a step's new frames (`n_new`: per row, or one count for all) go in hop-session calls (`_hops`):
+        on the CPU, for fewer than HOP_SESSION_MAX_ROWS slots, each past its first frame, with at most
+        LIVE_HOP_MAX_FRAMES hops' worth of new frames."""
         return (self._hop_session is not None and n_rows < HOP_SESSION_MAX_ROWS and bool((counted > 0).all())
-                and 0 < np.max(n_new) <= LIVE_HOP_MAX_FRAMES * h
-                and (h == 1 or bool((counted % h == 0).all() and (np.asarray(n_new) % h == 0).all())))
+                and 0 < np.max(n_new) <= LIVE_HOP_MAX_FRAMES * self.hop_frames)
 
     def _hops(self, slots: np.ndarray, index: slice | np.ndarray, buffer: np.ndarray, counted: np.ndarray,
               n_new: np.ndarray) -> list[tuple[int, Detection]]:
         """The frames, windows and decisions of a step that `_takes_hops`, from its samples `buffer` (row i: the
-        slot's pending samples, then its new ones): the k-th hops of the rows that have one as one hop-session
-        call, k = 0, 1, ... (so each slot's decisions stay in stream order), as a Recognizer's live hops, instead
-        of the batched log-mel, CNN and classifier calls and the glue between them. Hop k makes new frames
-        k·h … k·h + h - 1 and classifies the window ending at the last."""
-        hop, h, read = self.hop_samples, self.hop_frames, self._hop_session.samples
-        found = []
-        for k in range(0, int(n_new.max()), h):
-            rows = np.flatnonzero(n_new > k)
+        slot's pending samples, then its new ones), in hop-session calls as a Recognizer's live hops, instead of
+        the batched log-mel, CNN and classifier calls and the glue between them. Rows that make their frames in
+        the same calls (`_segments`: at a hop of one frame, a call a frame) take them together, call by call, so
+        each slot's decisions stay in stream order."""
+        hop, found = self.hop_samples, []
+        plans: dict[tuple, list[int]] = {}
+        if self.hop_frames == 1:  # (every row: a call a frame, the k-th frames of the rows that have k + 1)
+            for k in range(int(n_new.max())):
+                plans.setdefault(((1, True),) * (k + 1), []).extend(np.flatnonzero(n_new == k + 1).tolist())
+        else:
+            for row, (c, n) in enumerate(zip(counted.tolist(), n_new.tolist())):
+                if n:
+                    plans.setdefault(tuple(self._segments(c, n)), []).append(row)
+        calls: dict[tuple[int, int, bool, int], list[int]] = {}  # (j, frames, ends a window, first frame): rows
+        for plan, rows in plans.items():
+            at = 0
+            for j, (frames, ends_window) in enumerate(plan):
+                calls.setdefault((j, frames, ends_window, at), []).extend(rows)
+                at += frames
+        for (_, frames, ends_window, at), rows in sorted(calls.items()):  # every row's j-th call before its j+1-th
+            graph, rows = self._hop_graph(frames), np.sort(np.array(rows, np.int64))
+            rounds = [(None, at + frames - 1)] if ends_window else []
             if len(rows) == len(slots):
-                found += self._hop(slots, index, buffer[:, k * hop : k * hop + read], counted, [(None, k + h - 1)],
-                                   self._hop_session)
+                found += self._hop(slots, index, buffer[:, at * hop : at * hop + graph.samples], counted, rounds, graph)
             else:
-                found += self._hop(slots[rows], slots[rows], buffer[rows, k * hop : k * hop + read], counted[rows],
-                                   [(None, k + h - 1)], self._hop_session)
+                found += self._hop(slots[rows], slots[rows], buffer[rows, at * hop : at * hop + graph.samples],
+                                   counted[rows], rounds, graph)
         return found
 
     def _frames(self, slots: np.ndarray, index: slice | np.ndarray, audio: np.ndarray | torch.Tensor,
