@@ -458,20 +458,14 @@ class StreamBank:
         the batched log-mel, CNN and classifier calls and the glue between them. Rows that make their frames in
         the same calls (`_segments`: at a hop of one frame, a call a frame) take them together, call by call, so
         each slot's decisions stay in stream order."""
-        hop, found = self.hop_samples, []
-        plans: dict[tuple, list[int]] = {}
-        if self.hop_frames == 1:  # (every row: a call a frame, the k-th frames of the rows that have k + 1)
-            for k in range(int(n_new.max())):
-                plans.setdefault(((1, True),) * (k + 1), []).extend(np.flatnonzero(n_new == k + 1).tolist())
-        else:
-            for row, (c, n) in enumerate(zip(counted.tolist(), n_new.tolist())):
-                if n:
-                    plans.setdefault(tuple(self._segments(c, n)), []).append(row)
+        hop, h, found = self.hop_samples, self.hop_frames, []
         calls: dict[tuple[int, int, bool, int], list[int]] = {}  # (j, frames, ends a window, first frame): rows
-        for plan, rows in plans.items():
+        phase = counted % h * (LIVE_HOP_MAX_FRAMES * h + 1) + n_new  # (a row's calls depend on these two only)
+        for key in np.unique(phase[n_new > 0]).tolist():
+            rows = np.flatnonzero(phase == key)
             at = 0
-            for j, (frames, ends_window) in enumerate(plan):
-                calls.setdefault((j, frames, ends_window, at), []).extend(rows)
+            for j, (frames, ends_window) in enumerate(self._segments(int(counted[rows[0]]), int(n_new[rows[0]]))):
+                calls.setdefault((j, frames, ends_window, at), []).extend(rows.tolist())
                 at += frames
         for (_, frames, ends_window, at), rows in sorted(calls.items()):  # every row's j-th call before its j+1-th
             graph, rows = self._hop_graph(frames), np.sort(np.array(rows, np.int64))
