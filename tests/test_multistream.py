@@ -278,7 +278,7 @@ def test_the_decision_rule_on_the_device_decides_as_the_host_rule(name):
     assert got[True] == got[False]
     for k in signals:
         assert multis[True].scores(k) == multis[False].scores(k)
-        assert multis[True].n_classifications(k) == multis[False].n_classifications(k) > 100
+        assert multis[True].n_classifications(k) == multis[False].n_classifications(k) > 50  # 12 s at a 100-160 ms hop
     assert sum(len(v) for v in got[True].values()) >= 10
 
 

@@ -783,6 +783,13 @@ class Recognizer:
             return []
         held = self._take_held()
         block = held[0] if len(held) == 1 else np.concatenate(held)
+        # up to the last window's end in the block; the rest (less than a hop) waits for the next feed, so that
+        # each feed ends where a window does and a hop of several frames stays one call (StreamBank._segments)
+        hop = self._bank.hop_frames * self._bank.hop_samples
+        cut = self._due_in + (len(block) - self._due_in) // hop * hop
+        if cut < len(block):
+            self._held, self._n_held = [block[cut:]], len(block) - cut
+            block = block[:cut]
         found = self._bank.feed_one(block)
         self._due_in = self._bank.samples_until_due(0)
         return self._emit_all([d for _, d in found])

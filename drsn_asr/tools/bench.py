@@ -153,16 +153,22 @@ def hop_parts(model: LoadedModel, audio: np.ndarray, chunk: int, **options: Any)
                 spent[part] += time.thread_time() - t
         return run
 
-    class TimedSession:  # the hop session, both its calls timed
+    class TimedSession:  # a hop session, both its calls timed
         def __init__(self, session: Any):
-            self.call, self.kept = timed("graph", session), timed("graph", session.kept)
+            self.call, self.kept, self.samples = timed("graph", session), timed("graph", session.kept), session.samples
 
         def __call__(self, *args: Any) -> Any:
             return self.call(*args)
 
     bank._frames, bank._classify = timed("frontend", bank._frames), timed("network", bank._classify)
-    if bank._hop_session is not None:
-        bank._hop_session = TimedSession(bank._hop_session)
+    graphs: dict[int, TimedSession] = {}
+    untimed = bank._hop_graph
+
+    def hop_graph(frames: int) -> TimedSession:  # (a whole hop's graph, or one for part of a hop)
+        graph = untimed(frames)
+        return graphs.setdefault(id(graph), TimedSession(graph))
+
+    bank._hop_graph = hop_graph
     bank.rule.step = timed("rule", bank.rule.step)
     t = time.thread_time()
     for start in range(0, len(audio), chunk):
