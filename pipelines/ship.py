@@ -68,8 +68,8 @@ def main() -> None:
             if args.hop_ms is not None:  # the tuning model carrying that hop: real_streams computes at its hop
                 streams_model = str(Path(tmp) / "at_hop.pt")
                 at_hop = build_model(tune_state, source=tune_model)
-                save_model(streams_model, at_hop, sensitivity={k: {**v, "hop_ms": args.hop_ms} for k, v in at_hop.sensitivity.items()},
-                           **{**at_hop.detector, "hop_ms": args.hop_ms})
+                presets_at_hop = {k: {**v, "hop_ms": args.hop_ms} for k, v in at_hop.sensitivity.items()}
+                save_model(streams_model, at_hop, sensitivity=presets_at_hop, **{**at_hop.detector, "hop_ms": args.hop_ms})
             subprocess.run([sys.executable, str(pipelines / "real_streams.py"), "--split", "validation", "--model",
                             streams_model, "--json", str(sweep), "--write-model", str(tuned), "--posteriors",
                             str(REPO / "runs" / "posteriors" / f"{args.name}_validation.npz")], check=True,

@@ -427,7 +427,8 @@ class HopSession:
 
     def __init__(self, frontend: SpeechEmbedding, head, window_frames: int, threads: int,
                  batch_threads: int | None = None, frames: int = 1):
-        """`head`: an `inference.FoldedNet` over (B, 96, window_frames) embeddings; threads as `cpu_session`'s."""
+        """`head`: an `inference.FoldedNet` over (B, 96, window_frames) embeddings; threads as `cpu_session`'s;
+        `frames`: the new frames a call makes (a hop of that many; `samples` is what a call reads)."""
         from .inference import GraphBuilder, cpu_session, onnx_nodes
 
         g = GraphBuilder()
@@ -453,8 +454,8 @@ class HopSession:
     def __call__(self, audio: np.ndarray, state: list[torch.Tensor], tail: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, list[torch.Tensor]]:
         """The streams' next `samples` samples (B, 1632 for one frame, 1280 more per further frame) float32, their
-        frontend state and their last window_frames - 1 embeddings (B, 96, window_frames - 1) → (posteriors (B, n_classes), the embeddings to
-        keep, the new state)."""
+        frontend state and their last window_frames - 1 embeddings (B, 96, window_frames - 1) → (posteriors
+        (B, n_classes) of the window ending at the last new frame, the embeddings to keep, the new state)."""
         feeds = {"audio": np.ascontiguousarray(audio), "tail": np.ascontiguousarray(tail)}
         feeds.update((name, np.ascontiguousarray(t.numpy())) for name, t in zip(self.states, state))
         probs, new_tail, *new = self.session.run(self._outputs, feeds)
@@ -505,10 +506,11 @@ class HopSession:
 
 def _mel_nodes(frontend: SpeechEmbedding, g, audio: str) -> str:
     """`SpeechEmbedding.log_mel` of the mel frames in `audio` (B, 1632: 8 frames; 160 more samples a further frame)
-    as ONNX nodes in `g` (an `inference.GraphBuilder`) → the name of (B, 1, n_frames, 32). The DFT is one strided Conv whose kernels are the
-    windowed cos and -sin of the bins the mel bands read (with `remove_dc_offset`, less the frame mean's share of
-    each: frame minus mean is linear too); the power's sum over them is a product with the filterbank stacked
-    twice. (A Gather of the frames and a MatMul cost about 6% more of the whole hop graph: development script.)"""
+    as ONNX nodes in `g` (an `inference.GraphBuilder`) → the name of (B, 1, n_frames, 32). The DFT is one strided
+    Conv whose kernels are the windowed cos and -sin of the bins the mel bands read (with `remove_dc_offset`, less
+    the frame mean's share of each: frame minus mean is linear too); the power's sum over them is a product with
+    the filterbank stacked twice. (A Gather of the frames and a MatMul cost 1-6% more of the whole hop graph:
+    pipelines/experiments/hop_graph_ab.py.)"""
     window = frontend.window.double().numpy()
     fbank = frontend.mel_fbank.double().numpy()
     bins = np.flatnonzero(np.abs(fbank).sum(axis=1) > 0)
@@ -518,7 +520,7 @@ def _mel_nodes(frontend: SpeechEmbedding, g, audio: str) -> str:
         dft -= dft.sum(axis=0) / MEL_FRAME_SAMPLES
     const, op = g.const, g.op
     spectrum = op("Conv", op("Unsqueeze", audio, const(np.array([1]))), const(dft.T[:, None, :].astype(np.float32)),
-                  kernel_shape=[MEL_FRAME_SAMPLES], strides=[MEL_HOP_SAMPLES])  # (B, 2 × bins, 8)
+                  kernel_shape=[MEL_FRAME_SAMPLES], strides=[MEL_HOP_SAMPLES])  # (B, 2 × bins, n_frames)
     spectrum = op("Transpose", spectrum, perm=[0, 2, 1])
     power = op("Mul", spectrum, spectrum)
     mel = op("MatMul", power, const(np.concatenate([fbank[bins], fbank[bins]]).astype(np.float32)))
