@@ -788,7 +788,7 @@ class Recognizer:
         hop = self._bank.hop_frames * self._bank.hop_samples
         cut = self._due_in + (len(block) - self._due_in) // hop * hop
         if cut < len(block):
-            self._held, self._n_held = [block[cut:]], len(block) - cut
+            self._held, self._n_held = [block[cut:].copy()], len(block) - cut  # (not a view of a long block)
             block = block[:cut]
         found = self._bank.feed_one(block)
         self._due_in = self._bank.samples_until_due(0)
