@@ -184,10 +184,13 @@ class StreamBank:
             self._hop_session = None
         elif self._hop_session is None or forward is not self.forward:
             self._part_hops: dict[int, Any] = {}  # (`_hop_graph`)
-            self._hop_session = self.frontend.hop_session(forward.folded, self.window_frames,
-                                                          self.threads or torch.get_num_threads(), self.batch_threads,
-                                                          frames=self.hop_frames)
+            self._hop_session = self._new_hop_graph(forward, self.hop_frames)
         self.forward = forward
+
+    def _new_hop_graph(self, forward, frames: int):  # -> embedding.HopSession
+        """A hop session of `forward`'s network making `frames` frames a call, on the bank's threads."""
+        return self.frontend.hop_session(forward.folded, self.window_frames, self.threads or torch.get_num_threads(),
+                                         self.batch_threads, frames=frames)
 
     def grow(self, capacity: int) -> None:
         """Make room for `capacity` slots; new slots start reset."""
@@ -281,7 +284,7 @@ class StreamBank:
         counted, have = int(self.n_frames[0]), int(self.pending_len[0])
         total, frame, hop = have + len(samples), self.stream_samples, self.hop_samples
         n_new = max(total - frame + hop, 0) // hop  # (from here on, _step_uniform's bookkeeping for such a step)
-        if self._hop_session is None or counted == 0 or not 1 <= n_new <= LIVE_HOP_MAX_FRAMES * self.hop_frames:
+        if not self._takes_hops(1, n_new, np.array([counted])):
             return self.feed(self._all_slots, torch.from_numpy(samples[None]))
         keep = self._kept_from(n_new, counted)
         self.n_samples[0] += len(samples)
@@ -317,9 +320,7 @@ class StreamBank:
         if frames == self.hop_frames:
             return self._hop_session
         if frames not in self._part_hops:
-            self._part_hops[frames] = self.frontend.hop_session(self.forward.folded, self.window_frames,
-                                                                self.threads or torch.get_num_threads(),
-                                                                self.batch_threads, frames=frames)
+            self._part_hops[frames] = self._new_hop_graph(self.forward, frames)
         return self._part_hops[frames]
 
     def flush(self, slots: np.ndarray, heads: list[np.ndarray]) -> list[tuple[int, Detection]]:
