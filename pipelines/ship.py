@@ -55,6 +55,12 @@ def main() -> None:
     tune_state = read_checkpoint(tune_model)
     real = bool(tune_state.get("training", {}).get("config", {}).get("data", {}).get("real_commands_dir"))
     suffix = "" if args.name == "default" else f"_{args.name}"
+    frame_ms = build_model(tune_state, source=tune_model).features.hop_ms
+    hops = ",".join(str(h) for h in HOPS_MS if h % frame_ms == 0 and (frame_ms > 10 or h <= 100)
+                    and args.hop_ms in (None, h))  # (the sweep of a recipe without real validation speakers)
+    if args.hop_ms is not None and (args.hop_ms % frame_ms or (not real and not hops)):
+        parser.error(f"--hop-ms {args.hop_ms:g}: must be a whole number of the model's {frame_ms:g} ms frames"
+                     + ("" if real else f" and one of the swept hops {HOPS_MS}"))
     presets = None
     with tempfile.TemporaryDirectory() as tmp:
         scores = Path(tmp) / "validation.json"
@@ -80,9 +86,6 @@ def main() -> None:
                          f"{'' if args.hop_ms is None else f' at hop_ms {args.hop_ms:g}'} ({sweep.name})")
         else:
             sweep = REPO / "docs" / f"stream_eval_validation{suffix}.json"
-            frame_ms = build_model(tune_state, source=tune_model).features.hop_ms
-            hops = ",".join(str(h) for h in HOPS_MS if h % frame_ms == 0 and (frame_ms > 10 or h <= 100)
-                            and args.hop_ms in (None, h))
             subprocess.run([sys.executable, str(pipelines / "stream_eval.py"), "--split", "validation", "--model",
                             tune_model, "--config", tune_config, "--thresholds", THRESHOLDS, "--hops-ms", hops,
                             "--json", str(sweep)], check=True, stdout=subprocess.DEVNULL)
