@@ -63,14 +63,24 @@ NOISE_BLOCK_S = 30.0
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """What the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
+    cpu: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            for line in f:  # (the first processor's block; a blank line ends it)
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                cpu.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    flags = cpu.get("flags", "").split()
     info = {
-        "cpu": cpu,
+        "cpu": cpu.get("model name") or platform.processor() or platform.machine(),
+        # (a cloud host's model name can be as vague as "AMD EPYC": family and model tell its generation, and a
+        # host with AVX-512 ran the hop graph about 3x faster than one without on the same 2 vCPUs: performance.md)
+        "cpu_family_model": f"{cpu['cpu family']}/{cpu['model']}" if "cpu family" in cpu and "model" in cpu else None,
+        "cpu_avx512": "avx512f" in flags if flags else None,
+        "cpu_cache": cpu.get("cache size"),
         "cpu_cores": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
@@ -830,7 +840,8 @@ def format_report(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         f"drsn-asr bench — {result['date']}",
-        f"machine: {m['cpu']} ({m['cpu_cores']} cores, {m['cpu_capability']}), torch {m['torch']}, "
+        f"machine: {m['cpu']}{' family/model ' + m['cpu_family_model'] if m.get('cpu_family_model') else ''} "
+        f"({m['cpu_cores']} cores, {m['cpu_capability']}), torch {m['torch']}, "
         f"{m['torch_threads']} threads, device {m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}, "
         f"load average {m['load_average_1min']} → {m.get('load_average_1min_end')}",
         f"model: {result['model']['source']} ({result['model']['parameters']:,} parameters); audio: "
