@@ -83,11 +83,12 @@ LAG_WARNING_EVERY_S = 10.0
 SERVER_BATCH_WINDOWS_CPU = 4096
 MAX_CHUNKS_IN_FLIGHT = 64  # a connection's audio chunks in the engine, unanswered (6.4 s of 100 ms chunks)
 # Concurrent real-time streams one server serves with p99 end-of-audio → transcript under 0.5 s, by frontend, a
-# little under what `drsn-asr bench` measured on a 2-core Xeon with both cores for steps of many streams
-# (2026-12-06: 480 log-mel, where single tries of 416 read p99 0.35 and 0.47 s and of 448 0.36 and 1.02 s, with
-# its batch norms as depthwise convs; 320 and 352 embedding with the streamed CNN on ONNX Runtime; 2026-12-07,
-# `default` with chunks pipelined: 288, 320, 288 and 288 on a host running slower; at its 160 ms hop 288, 256 and
-# 352 in three runs of that night, the lowest kept; the host's speed drifts by 15-60%; docs/performance.md);
+# little under what `drsn-asr bench` measured on 2-core hosts with both cores for steps of many streams
+# (2026-12-06, an Intel Xeon: 480 log-mel, where single tries of 416 read p99 0.35 and 0.47 s and of 448 0.36 and
+# 1.02 s, with its batch norms as depthwise convs; 320 and 352 embedding with the streamed CNN on ONNX Runtime;
+# 2026-12-07, `default` with chunks pipelined: 288, 320, 288 and 288 on a host running slower; at its 160 ms hop
+# 288, 256 and 352 in three runs on an AMD EPYC without AVX-512, the lowest kept, and 512-640 on one with it; a
+# host's speed drifts by 15-60%; docs/performance.md);
 # `--max-streams` overrides it. The fused frontend does not stream its CNN: it keeps the old embedding figure (44).
 DEFAULT_MAX_STREAMS = {"logmel": 384, "speech_embedding": 256, "embedding_logmel": 40}
 
