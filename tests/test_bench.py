@@ -4,6 +4,7 @@ No timing thresholds here: the targets live in the benchmark's own output.
 """
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert "Real-time factor" in r.stdout and "machine:" in r.stdout
     result = json.loads(out.read_text())
     assert result["machine"]["cpu_cores"] >= 1 and result["machine"]["torch"]
-    if sys.platform == "linux":  # the CPU's generation, which moves every figure (a vague model name does not tell it)
+    if sys.platform == "linux" and platform.machine() == "x86_64":  # the CPU's generation, which moves every figure
         assert result["machine"]["cpu_family_model"] and result["machine"]["cpu_avx512"] in (True, False)
     assert result["checks"]["streaming_equals_offline"] is True
     figures = result["figures"]

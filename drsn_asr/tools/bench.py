@@ -76,8 +76,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     flags = cpu.get("flags", "").split()
     info = {
         "cpu": cpu.get("model name") or platform.processor() or platform.machine(),
-        # (a cloud host's model name can be as vague as "AMD EPYC": family and model tell its generation, and a
-        # host with AVX-512 ran the hop graph about 3x faster than one without on the same 2 vCPUs: performance.md)
+        # (a cloud host's model name can be as vague as "AMD EPYC": family and model tell its generation; two
+        # 2-vCPU hosts of that name, one with AVX-512, ran the same hop graph 3-3.7x apart: performance.md)
         "cpu_family_model": f"{cpu['cpu family']}/{cpu['model']}" if "cpu family" in cpu and "model" in cpu else None,
         "cpu_avx512": "avx512f" in flags if flags else None,
         "cpu_cache": cpu.get("cache size"),
