@@ -7,6 +7,7 @@ import json
 import platform
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -27,6 +28,8 @@ def test_quick_bench_reports_every_figure(tmp_path):
                  "rtf_naive_cpu1", "offline_cpu_audio_h_per_h", "offline_cpu1_audio_h_per_h", "train_cpu_clips_per_s",
                  "streams_cpu", "streams_cpu_by_cpu_time", "state_kb_per_stream", "forward_onnx_b1_us",
                  "rtf_torch_backend_cpu1", "rtf_live_cpu1_other_hop", "server_clients_cpu", "feed_buffering_us",
+                 *(f"chunk20_{key}" for key in ("paced_rtf_cpu", "tight_rtf_cpu", "classifying_feed_us",
+                                                "buffering_feed_us")),
                  *(f"hop_{part}_us" for part in ("whole", "frontend", "network", "rule", "rest")),
                  *(f"rtf_chunk{ms}_{way}_{load}" for ms in (10, 20, 32, 100) for load in ("idle", "loaded")
                    for way in ("defaults", "pinned", "torch_threads"))):
@@ -47,6 +50,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
     parts = [figures[f"hop_{part}_us"]["value"] for part in ("frontend", "network", "graph", "rule", "rest")]
     assert sum(parts) == pytest.approx(figures["hop_whole_us"]["value"])
     assert figures["hop_graph_us"]["value"] > figures["hop_frontend_us"]["value"]  # live hops run as one graph
+    assert figures["chunk20_classifying_feed_us"]["value"] > figures["chunk20_buffering_feed_us"]["value"]
     assert 0 < result["ratios"]["frontend_share_of_hop"] < 1
     assert result["ratios"]["rtf_without_frontend_over_target"] < result["ratios"]["rtf_over_target"]
     assert "torch_backend_over_default" in result["ratios"]
@@ -59,3 +63,16 @@ def test_gpu_only_without_a_gpu_says_what_to_do():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert "--device cuda" in r.stderr and "Real-time factor" not in r.stdout
+
+
+def test_paced_stream_feeds_in_real_time_and_times_both_ways():
+    from drsn_asr.runtime.checkpoint import load_model
+    from drsn_asr.tools.bench import noisy_recording, paced_stream
+
+    audio = noisy_recording(1.5)
+    t = time.perf_counter()
+    result = paced_stream(load_model("default"), audio, 320)
+    # the paced pass waits for each chunk's end in real time: at least the audio's length in all
+    assert time.perf_counter() - t >= 1.5 - 0.02
+    assert result["paced_rtf_cpu"] > 0 and result["tight_rtf_cpu"] > 0
+    assert result["classifying_feed_us"] > 0 and result["buffering_feed_us"] > 0

@@ -14,7 +14,9 @@ are done once or `repeats - 1` times, as each already interleaves thousands of h
 - offline transcription throughput (audio hours per wall-clock hour), on the CPU and on the chosen device;
 - multi-stream capacity: the most concurrent real-time streams whose per-hop step has p99 latency under the
   hop, on the CPU and on the chosen device;
-- training throughput (clips/s: log-mel + forward + backward + AdamW step on random 1 s clips).
+- training throughput (clips/s: log-mel + forward + backward + AdamW step on random 1 s clips);
+- the cost a microphone's stream meets: CPU time per second of audio when 20 ms chunks arrive in real time (the
+  thread asleep between them), against the same chunks back to back.
 A figure that cannot be measured here (no GPU, no PocketSphinx) is reported as None with the reason.
 
 Timings are wall-clock (`time.perf_counter`); CPU time of the measuring thread is reported beside the
@@ -440,6 +442,7 @@ def training_throughput(model: LoadedModel, device: torch.device, batch: int, st
     return float(np.median(runs))
 
 
+PACED_CHUNK_MS, PACED_S = 20, 20.0  # a microphone's blocks in real time: 20 s of wall time a run
 CHUNKS_MS = (10, 20, 32, 100)  # microphones deliver 10-32 ms blocks (Porcupine takes 32 ms); files and servers 100 ms
 
 
@@ -492,6 +495,34 @@ def buffering_feed_us(model: LoadedModel, audio: np.ndarray) -> float:
         rec.feed(piece)
         times.append(time.perf_counter() - t)
     return float(np.median(times)) * 1e6
+
+
+def paced_stream(model: LoadedModel, audio: np.ndarray, chunk: int) -> dict[str, float]:
+    """CPU time of a `Recognizer(model)` (library defaults) fed `audio` in `chunk`-sample pieces twice: back to back
+    (the other figures' way), then as a microphone delivers them, each piece when its audio would have ended in
+    real time, the thread asleep in between. Per second of audio ("tight_rtf_cpu", "paced_rtf_cpu"), and the
+    median µs of a paced feed that classified a window and of one that only buffered: between two chunks the
+    caches cool (on a shared host other tenants take them within a few ms), which the tight loop never sees."""
+    seconds = len(audio) / model.features.sample_rate
+    out: dict[str, float] = {}
+    for paced in (False, True):
+        rec = Recognizer(model)
+        classifying, buffering = [], []
+        start = time.perf_counter()
+        for i, at in enumerate(range(0, len(audio), chunk)):
+            if paced:
+                time.sleep(max(0.0, start + (at + chunk) / model.features.sample_rate - time.perf_counter()))
+            seen = rec.n_classifications
+            t = time.thread_time()
+            rec.feed(audio[at : at + chunk])
+            spent = time.thread_time() - t
+            (classifying if rec.n_classifications != seen else buffering).append(spent)
+        way = "paced" if paced else "tight"
+        out[f"{way}_rtf_cpu"] = (sum(classifying) + sum(buffering)) / seconds
+        if paced:
+            out["classifying_feed_us"] = float(np.median(classifying)) * 1e6 if classifying else float("nan")
+            out["buffering_feed_us"] = float(np.median(buffering)) * 1e6 if buffering else float("nan")
+    return out
 
 
 async def _server_client(port: int, pcm: bytes, chunk_bytes: int, chunk_s: float, start_at: float) -> float:
@@ -712,6 +743,18 @@ def run_benchmarks(device: str | None = "cpu", quick: bool = False, model: str |
         ratio["rtf_chunk20_loaded_over_target"] = fig["rtf_chunk20_defaults_loaded"]["value"] / TARGET_RTF
         fig["feed_buffering_us"] = _figure(buffering_feed_us(cpu_model, short), "µs",
                                            "Recognizer.feed of 10 ms that only buffers (median)")
+        paced_s = 3.0 if quick else PACED_S
+        say(f"{PACED_CHUNK_MS} ms chunks in real time, {paced_s:g} s of audio, library defaults, idle machine")
+        paced = [paced_stream(cpu_model, short[: int(paced_s * cpu_model.features.sample_rate)],
+                              round(PACED_CHUNK_MS * cpu_model.features.sample_rate / 1000)) for _ in range(1 if quick else 2)]
+        for key, unit, what in (("paced_rtf_cpu", "", "CPU time ÷ audio time, chunks arriving in real time"),
+                                ("tight_rtf_cpu", "", "the same chunks back to back (same run)"),
+                                ("classifying_feed_us", "µs", "a paced feed that classified a window (median)"),
+                                ("buffering_feed_us", "µs", "a paced feed that only buffered (median)")):
+            fig[f"chunk{PACED_CHUNK_MS}_{key}"] = _figure(np.median([p[key] for p in paced]), unit,
+                                                         f"{what}; {PACED_CHUNK_MS} ms chunks, library defaults, idle")
+        ratio[f"paced_over_tight_chunk{PACED_CHUNK_MS}"] = (fig[f"chunk{PACED_CHUNK_MS}_paced_rtf_cpu"]["value"]
+                                                          / fig[f"chunk{PACED_CHUNK_MS}_tight_rtf_cpu"]["value"])
 
     say(f"offline transcription, CPU, {default_threads} threads")
     if not gpu_only:
@@ -828,6 +871,10 @@ ROWS = [  # (figure, label, format)
                                                         ("torch_threads", "threads=None (torch's)"))
       for ms in CHUNKS_MS],
     ("feed_buffering_us", "feed() of 10 ms with no window due (µs)", "{:.1f}"),
+    (f"chunk{PACED_CHUNK_MS}_paced_rtf_cpu", f"CPU ÷ audio time, {PACED_CHUNK_MS} ms chunks in real time, idle", "{:.4f}"),
+    (f"chunk{PACED_CHUNK_MS}_tight_rtf_cpu", "  same chunks back to back (baseline)", "{:.4f}"),
+    (f"chunk{PACED_CHUNK_MS}_classifying_feed_us", "  a paced feed that classified a window (µs)", "{:.0f}"),
+    (f"chunk{PACED_CHUNK_MS}_buffering_feed_us", "  a paced feed that only buffered (µs)", "{:.0f}"),
     ("server_clients_cpu", "Real-time Wyoming clients, drsn-asr serve (p99 < 0.5 s)", "{:.0f}"),
     ("server_clients_gpu", "Real-time Wyoming clients, drsn-asr serve --device cuda (p99 < 0.5 s)", "{:.0f}"),
     ("train_cpu_clips_per_s", "Training throughput, CPU (clips/s)", "{:.0f}"),
@@ -880,6 +927,7 @@ def format_report(result: dict[str, Any]) -> str:
         **{f"defaults_over_pinned_chunk{ms}_{load}": f"defaults ÷ pinned, {ms} ms chunks, {load}"
            for ms in CHUNKS_MS for load in ("idle", "loaded")},
         **{f"chunk20_over_chunk100_{load}": f"20 ms ÷ 100 ms chunks, defaults, {load}" for load in ("idle", "loaded")},
+        f"paced_over_tight_chunk{PACED_CHUNK_MS}": f"{PACED_CHUNK_MS} ms chunks in real time ÷ back to back (CPU time)",
         **{f"torch_threads_over_defaults_chunk20_{load}": f"threads=None ÷ defaults, 20 ms chunks, {load}"
            for load in ("idle", "loaded")},
     }
