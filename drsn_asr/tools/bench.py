@@ -502,14 +502,14 @@ def paced_stream(model: LoadedModel, audio: np.ndarray, chunk: int) -> dict[str,
     (the other figures' way), then as a microphone delivers them, each piece when its audio would have ended in
     real time, the thread asleep in between. Per second of audio ("tight_rtf_cpu", "paced_rtf_cpu"), and the
     median µs of a paced feed that classified a window and of one that only buffered: between two chunks the
-    caches cool (on a shared host other tenants take them within a few ms), which the tight loop never sees."""
+    caches cool (on a shared host within a few ms: docs/performance.md), which the tight loop never sees."""
     seconds = len(audio) / model.features.sample_rate
     out: dict[str, float] = {}
     for paced in (False, True):
         rec = Recognizer(model)
         classifying, buffering = [], []
         start = time.perf_counter()
-        for i, at in enumerate(range(0, len(audio), chunk)):
+        for at in range(0, len(audio), chunk):
             if paced:
                 time.sleep(max(0.0, start + (at + chunk) / model.features.sample_rate - time.perf_counter()))
             seen = rec.n_classifications
