@@ -55,7 +55,8 @@ def main() -> None:
     tune_state = read_checkpoint(tune_model)
     real = bool(tune_state.get("training", {}).get("config", {}).get("data", {}).get("real_commands_dir"))
     suffix = "" if args.name == "default" else f"_{args.name}"
-    frame_ms = build_model(tune_state, source=tune_model).features.hop_ms
+    tuning = build_model(tune_state, source=tune_model)
+    frame_ms = tuning.features.hop_ms
     hops = ",".join(str(h) for h in HOPS_MS if h % frame_ms == 0 and (frame_ms > 10 or h <= 100)
                     and args.hop_ms in (None, h))  # (the sweep of a recipe without real validation speakers)
     if args.hop_ms is not None and (args.hop_ms % frame_ms or (not real and not hops)):
@@ -73,9 +74,8 @@ def main() -> None:
             streams_model = tune_model
             if args.hop_ms is not None:  # the tuning model carrying that hop: real_streams computes at its hop
                 streams_model = str(Path(tmp) / "at_hop.pt")
-                at_hop = build_model(tune_state, source=tune_model)
-                presets_at_hop = {k: {**v, "hop_ms": args.hop_ms} for k, v in at_hop.sensitivity.items()}
-                save_model(streams_model, at_hop, sensitivity=presets_at_hop, **{**at_hop.detector, "hop_ms": args.hop_ms})
+                presets_at_hop = {k: {**v, "hop_ms": args.hop_ms} for k, v in tuning.sensitivity.items()}
+                save_model(streams_model, tuning, sensitivity=presets_at_hop, **{**tuning.detector, "hop_ms": args.hop_ms})
             subprocess.run([sys.executable, str(pipelines / "real_streams.py"), "--split", "validation", "--model",
                             streams_model, "--json", str(sweep), "--write-model", str(tuned), "--posteriors",
                             str(REPO / "runs" / "posteriors" / f"{args.name}_validation.npz")], check=True,
