@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -38,6 +39,7 @@ from drsn_asr.runtime.audio import read_audio, resample  # noqa: E402
 from drsn_asr.runtime.checkpoint import LoadedModel  # noqa: E402
 from drsn_asr.runtime.config import FeatureConfig, ModelConfig  # noqa: E402
 from drsn_asr.runtime.model import KeywordNet  # noqa: E402
+from drsn_asr.runtime import server as server_module  # noqa: E402
 from drsn_asr.runtime.server import KeywordServer, pcm_to_float32  # noqa: E402
 
 RATE = 16000
@@ -589,3 +591,86 @@ def test_a_stream_is_refused_while_inference_is_behind_its_input(caplog):
     assert Error.is_type(reply.type) and Error.from_event(reply).code == "overloaded"
     assert "behind real time" in Error.from_event(reply).text and "behind real time" in caplog.text
     assert slow_result == []
+
+
+class SlowPerWindow(LoudIsYes):
+    """Inference that takes SECONDS a window, however many are batched: three real-time streams of it (20 windows a
+    second each) need 2.1 s a second, two 1.4, one 0.7: a host too slow for the streams it admitted."""
+
+    SECONDS = 0.035
+
+    def forward(self, logmel):
+        time.sleep(self.SECONDS * len(logmel))
+        return super().forward(logmel)
+
+
+async def _paced_transcribe(port, samples, chunk_samples=1600):
+    """A microphone's client: `samples` sent in real time, reading while it sends. Returns ("transcript", text) or
+    ("error", code, text)."""
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
+
+        async def answer():
+            while (event := await client.read_event()) is not None:
+                if Transcript.is_type(event.type):
+                    return "transcript", Transcript.from_event(event).text
+                if Error.is_type(event.type):
+                    return "error", Error.from_event(event).code, Error.from_event(event).text
+            return ("closed",)
+
+        answered = asyncio.create_task(answer())
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            for i, at in enumerate(range(0, len(samples), chunk_samples)):
+                await asyncio.sleep(max(0.0, t0 + (i + 1) * chunk_samples / RATE - loop.time()))
+                if answered.done():
+                    break
+                chunk = samples[at : at + chunk_samples].tobytes()
+                await client.write_event(AudioChunk(rate=RATE, width=2, channels=1, audio=chunk).event())
+            else:
+                await client.write_event(AudioStop().event())
+        except ConnectionError:
+            pass
+        return await answered
+
+
+def test_a_server_that_falls_behind_ends_its_newest_streams_visibly_and_serves_the_rest(monkeypatch, caplog):
+    """Three real-time clients on a server that can serve one: it does not fall further and further behind. Once
+    inference has stayed over SHED_LAG_S behind without catching up, the newest streams get an `overloaded` error
+    and are closed, the log says so, the oldest gets the transcript it would get alone, and for SHED_CAP_HOLD_S
+    the server admits no more streams than it kept."""
+    monkeypatch.setattr(server_module, "SHED_LAG_S", 0.3)
+    monkeypatch.setattr(server_module, "SHED_AFTER_S", 0.3)
+    slow = LoadedModel(SlowPerWindow(ModelConfig(), FeatureConfig(), 4).eval(), ["yes", "no", "_unknown_", "_silence_"],
+                       FeatureConfig(), {}, "slow")
+    x = _bursts([0.5, 4.5], total_s=6.0, seed=1)
+    alone = " ".join(d.label for d in drsn_asr.transcribe(x, model=slow))
+    assert alone == "yes yes"
+
+    async def scenario(port, server):
+        clients = []
+        for _ in range(3):  # started in order: the first is the oldest stream
+            clients.append(asyncio.create_task(_paced_transcribe(port, x)))
+            await asyncio.sleep(0.05)
+        ended = [await c for c in clients[1:]]
+        late, reply = await _start_stream(port)  # while the oldest streams on, and the cap holds
+        await late.disconnect()
+        got = [await clients[0], *ended]
+        for _ in range(100):
+            if server.n_streams == 0:
+                break
+            await asyncio.sleep(0.01)
+        return got, reply, server.engine.n_shed, server.engine.shed_cap, server.n_streams
+
+    with caplog.at_level(logging.WARNING, logger="drsn_asr.runtime.server"):
+        got, reply, n_shed, cap, left = _serve(slow, scenario, with_server=True)
+    assert got[0] == ("transcript", alone), got
+    for result in got[1:]:
+        assert result[:2] == ("error", "overloaded") and "behind real time" in result[2], got
+    assert n_shed == 2 and cap == 1 and left == 0
+    assert "ending the newest" in caplog.text
+    assert Error.is_type(reply.type)
+    error = Error.from_event(reply)
+    assert error.code == "overloaded" and "serves at most 1" in error.text

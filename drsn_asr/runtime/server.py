@@ -10,7 +10,11 @@ exactly those of a `Recognizer` fed its audio alone.
 
 Overload is refused, not absorbed: a stream beyond `max_streams`, or one that starts while inference is more
 than LAG_LIMIT_S behind its input, gets an `error` event (code "overloaded") and the connection is closed, and
-the log says why; streams already running go on. Framing and event types come from the `wyoming` package.
+the log says why. Streams already running go on while the server keeps up; when it does not (a host slower than
+`max_streams` assumed, other work on its cores) and inference stays over SHED_LAG_S behind without catching up,
+the newest streams are ended the same way, as many as the rest need to catch up within SHED_CATCH_UP_S, and for
+SHED_CAP_HOLD_S no more streams are admitted than were kept. Framing and event types come from the `wyoming`
+package.
 
 Flows (event types as the protocol names them):
     describe                                       → info (wake words = the model's commands; ASR program)
@@ -77,6 +81,18 @@ NEVER = 2.0  # a threshold no probability reaches: keywords a `detect` did not a
 LINGER_S = 1.0  # after an error, how long to wait for the client to stop sending before closing
 LAG_LIMIT_S = 0.5  # inference this far behind its input refuses new streams
 LAG_WARNING_EVERY_S = 10.0
+# Inference this far behind its input at the start of its passes for SHED_AFTER_S, and not on course to be back
+# under it within SHED_CATCH_UP_S (from how fast the lag fell since the pass before), ends the newest streams: as
+# many as would let the rest catch up within SHED_CATCH_UP_S, at least SHED_FRACTION of them and at least one, at
+# most half (`_watch_lag`). The margin over LAG_LIMIT_S lets a burst that clears (streams ending or starting
+# together, a pause of the host) cut nobody; the course keeps the backlog from before a shed, which the streams
+# left drain, from cutting more. Measured: 256 clients on a 2-core host that served 176 in real time ran 3-4.5 s
+# behind for as long as they streamed, with nothing in the log (docs/performance.md).
+SHED_LAG_S = 1.0
+SHED_AFTER_S = 2.0
+SHED_CATCH_UP_S = 10.0
+SHED_FRACTION = 0.125
+SHED_CAP_HOLD_S = 60.0  # after a shed, streams are admitted only up to those left, for this long
 # Windows per step of the server's streams on the CPU (the library's default, 256, bounds a GPU's activations):
 # the half window of silence that ends each stream (`flush`) is then one step for hundreds of streams ending
 # together instead of one per hop; 213 streams flushed in 177-192 ms instead of 272-284 (2 threads, 2-core host)
@@ -190,7 +206,9 @@ class StreamEngine:
     (one `flush`), then the drops. A connection submits a stream's start before its chunks, and its stop or drop
     after them, so its own order holds without waiting for each chunk's answer. `lag_s` is how long the oldest
     operation of the latest batch waited for the thread; `backlog_s()` how long the oldest unanswered one has
-    waited so far: above LAG_LIMIT_S the server refuses new streams.
+    waited so far: above LAG_LIMIT_S the server refuses new streams. A pass that starts more than LAG_LIMIT_S
+    behind is logged; behind by more than SHED_LAG_S for SHED_AFTER_S without catching up, the thread ends the
+    newest streams (`_shed`): their operations fail with Overloaded from then on, and `shed_cap` is what is left.
     """
 
     def __init__(self, model: LoadedModel, threads: int | None, batch_threads: int | None = None,
@@ -200,6 +218,13 @@ class StreamEngine:
             max_batch_windows=SERVER_BATCH_WINDOWS_CPU if model.device.type == "cpu" else None)
         self.lag_s = 0.0
         self.n_batches = 0
+        self.n_shed = 0  # streams ended because inference fell behind
+        self.shed_cap: int | None = None  # streams left at the last shed, and when (monotonic seconds)
+        self.shed_at = 0.0
+        self._shed: dict[int, str] = {}  # stream → why it was ended, until its connection drops it
+        self._behind_since: float | None = None  # the first pass of a run of passes over SHED_LAG_S behind
+        self._previous = (0.0, 0.0)  # (when, lag) of the pass before
+        self._last_lag_warning = -LAG_WARNING_EVERY_S
         self._ops: list[tuple[str, int, Any, asyncio.Future, float]] = []
         self._wake = threading.Condition()
         self._stopping = False
@@ -244,9 +269,12 @@ class StreamEngine:
                     _settle_all([(op[3], ConnectionError("the server is stopping")) for op in batch])
                     return
                 self._running_since = min(op[4] for op in batch)
-            self.lag_s = time.monotonic() - self._running_since
+            now = time.monotonic()
+            self.lag_s = now - self._running_since
             self.n_batches += 1
             try:
+                self._watch_lag(batch, now)
+                batch = self._settle_shed(batch)
                 results = self._apply(batch)
             except Exception as e:  # a bug must not end the thread that every connection waits on
                 log.exception("an inference step failed")
@@ -254,6 +282,64 @@ class StreamEngine:
             with self._wake:
                 self._running_since = None
             _settle_all([(op[3], result) for op, result in zip(batch, results)])
+
+    def _watch_lag(self, batch: list[tuple[str, int, Any, asyncio.Future, float]], now: float) -> None:
+        """Log a pass that starts behind; end the newest streams when it has stayed far behind (class docstring)."""
+        lag = self.lag_s
+        if lag > LAG_LIMIT_S and now - self._last_lag_warning >= LAG_WARNING_EVERY_S:
+            log.warning("inference is %.2f s behind real time with %d streams", lag, len(self.recognizer))
+            self._last_lag_warning = now
+        previous, self._previous = self._previous, (now, lag)
+        if lag <= SHED_LAG_S:
+            self._behind_since = None
+            return
+        if self._behind_since is None:
+            self._behind_since = now
+        since = self._behind_since
+        catching_up_s_per_s = (previous[1] - lag) / max(now - previous[0], 1e-3)
+        if now - since < SHED_AFTER_S or (catching_up_s_per_s > 0
+                                          and (lag - SHED_LAG_S) / catching_up_s_per_s < SHED_CATCH_UP_S):
+            return  # not for long enough, or catching up soon enough
+        starting = {stream for kind, stream, *_ in batch if kind == "start"}
+        stopping = {stream for kind, stream, *_ in batch if kind == "stop"}  # nearly done: ending them saves little
+        candidates = sorted((set(self.recognizer.streams) | starting) - stopping - set(self._shed))
+        if not candidates:
+            return
+        # the backlog of `lag` s and the next SHED_CATCH_UP_S of audio in SHED_CATCH_UP_S, were they served at
+        # the pace they are now: a share lag / (lag + SHED_CATCH_UP_S) goes (it comes again if they were not)
+        share = min(0.5, max(SHED_FRACTION, lag / (lag + SHED_CATCH_UP_S)))
+        newest = candidates[-max(1, int(len(candidates) * share)):]
+        why = (f"the server fell {lag:.1f} s behind real time with {len(candidates)} streams and ended the newest "
+               f"{len(newest)} to keep the others in real time; try again later, or run more servers")
+        for stream in newest:
+            self._shed[stream] = why
+            if stream in self.recognizer:
+                self.recognizer.remove_stream(stream)
+        self.n_shed += len(newest)
+        self.shed_cap, self.shed_at = len(candidates) - len(newest), now
+        self._behind_since = None
+        log.warning("inference is %.1f s behind real time with %d streams, for %.1f s without catching up: ending "
+                    "the newest %d (%d ended so far); admitting at most %d streams for %.0f s", lag, len(candidates),
+                    now - since, len(newest), self.n_shed, self.shed_cap, SHED_CAP_HOLD_S)
+
+    def _settle_shed(self, batch: list[tuple[str, int, Any, asyncio.Future, float]]
+                     ) -> list[tuple[str, int, Any, asyncio.Future, float]]:
+        """Answer the operations of streams `_watch_lag` ended (Overloaded; a drop forgets the stream) at once,
+        not after the pass: their clients hear it while the others' step runs. Returns the other operations."""
+        if not self._shed:
+            return batch
+        kept, settled = [], []
+        for op in batch:
+            kind, stream, _, future, _ = op
+            if stream not in self._shed:
+                kept.append(op)
+            elif kind == "drop":
+                settled.append((future, None))
+                del self._shed[stream]
+            else:
+                settled.append((future, Overloaded(self._shed[stream])))
+        _settle_all(settled)
+        return kept
 
     def _apply(self, batch: list[tuple[str, int, Any, asyncio.Future, float]]) -> list[Any]:
         rec = self.recognizer
@@ -330,6 +416,7 @@ def _set_results(pairs: list[tuple[asyncio.Future, Any]]) -> None:
             continue
         if isinstance(result, BaseException):
             future.set_exception(result)
+            future.exception()  # logged where it arose; a connection that has ended never awaits the rest of its chunks
         else:
             future.set_result(result)
 
@@ -398,6 +485,10 @@ class KeywordServer:
         why = None
         if self.n_streams >= self.max_streams:
             why = f"server at capacity: {self.n_streams} streams (max_streams {self.max_streams})"
+        elif (engine is not None and engine.shed_cap is not None and self.n_streams >= engine.shed_cap
+              and (ago_s := time.monotonic() - engine.shed_at) < SHED_CAP_HOLD_S):
+            why = (f"server at capacity: {self.n_streams} streams (it fell behind real time {ago_s:.0f} s ago and "
+                   f"serves at most {engine.shed_cap} until {SHED_CAP_HOLD_S:.0f} s after that)")
         elif engine is not None and (lag_s := engine.backlog_s()) > LAG_LIMIT_S:
             why = f"inference is {lag_s:.2f} s behind real time with {self.n_streams} streams (limit {LAG_LIMIT_S} s)"
         if why is None:
