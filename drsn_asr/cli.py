@@ -581,9 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection threshold on the smoothed score (default: the one the model carries, else 0.6)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-streams", type=int, default=None,
-                   help="concurrent audio streams served; more are refused with an 'overloaded' error event "
-                        "(default: what a 2-core host served in real time with the model's frontend, printed when "
-                        "the server starts; measure yours with drsn-asr bench)")
+                   help="concurrent audio streams served; more are refused with an 'overloaded' error event, and "
+                        "a server that falls behind anyway ends its newest streams with it (default: what a 2-core "
+                        "host served in real time with the model's frontend, printed when the server starts; "
+                        "measure yours with drsn-asr bench)")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads of the inference thread (default 1; 0 = torch's default)")
     p.add_argument("--batch-threads", type=int, default=None,

@@ -82,15 +82,17 @@ LINGER_S = 1.0  # after an error, how long to wait for the client to stop sendin
 LAG_LIMIT_S = 0.5  # inference this far behind its input refuses new streams
 LAG_WARNING_EVERY_S = 10.0
 # Inference this far behind its input at the start of its passes for SHED_AFTER_S, and not on course to be back
-# under it within SHED_CATCH_UP_S (from how fast the lag fell since the pass before), ends the newest streams: as
-# many as would let the rest catch up within SHED_CATCH_UP_S, at least SHED_FRACTION of them and at least one, at
-# most half (`_watch_lag`). The margin over LAG_LIMIT_S lets a burst that clears (streams ending or starting
-# together, a pause of the host) cut nobody; the course keeps the backlog from before a shed, which the streams
-# left drain, from cutting more. Measured: 256 clients on a 2-core host that served 176 in real time ran 3-4.5 s
-# behind for as long as they streamed, with nothing in the log (docs/performance.md).
+# under it within SHED_PATIENCE_S (at the pace the lag fell since it went over), ends the newest streams: as many
+# as would let the rest catch up within SHED_CATCH_UP_S at the pace the thread served audio meanwhile, at least
+# SHED_FRACTION of them and at least one, at most half (`_watch_lag`). The margin over LAG_LIMIT_S lets a burst that clears (streams starting or ending together,
+# a pause of the host) cut nobody; the course keeps the backlog from before a shed, which the streams left drain,
+# from cutting more, and its patience beyond SHED_CATCH_UP_S the noise of the lag's fall. Measured: 256 clients on
+# a 2-core host that served 176 in real time ran 3-4.5 s behind for as long as they streamed, with nothing in the
+# log (docs/performance.md).
 SHED_LAG_S = 1.0
 SHED_AFTER_S = 2.0
 SHED_CATCH_UP_S = 10.0
+SHED_PATIENCE_S = 30.0
 SHED_FRACTION = 0.125
 SHED_CAP_HOLD_S = 60.0  # after a shed, streams are admitted only up to those left, for this long
 # Windows per step of the server's streams on the CPU (the library's default, 256, bounds a GPU's activations):
@@ -222,8 +224,10 @@ class StreamEngine:
         self.shed_cap: int | None = None  # streams left at the last shed, and when (monotonic seconds)
         self.shed_at = 0.0
         self._shed: dict[int, str] = {}  # stream → why it was ended, until its connection drops it
-        self._behind_since: float | None = None  # the first pass of a run of passes over SHED_LAG_S behind
-        self._previous = (0.0, 0.0)  # (when, lag) of the pass before
+        self._behind: tuple[float, float] | None = None  # (when, lag) of the first pass of a run over SHED_LAG_S
+        self._behind_busy_s = 0.0  # the thread's time in that run's passes, and the seconds of audio they served
+        self._behind_audio_s = 0.0
+        self._rates: dict[int, int] = {}  # stream → its sample rate
         self._last_lag_warning = -LAG_WARNING_EVERY_S
         self._ops: list[tuple[str, int, Any, asyncio.Future, float]] = []
         self._wake = threading.Condition()
@@ -279,6 +283,8 @@ class StreamEngine:
             except Exception as e:  # a bug must not end the thread that every connection waits on
                 log.exception("an inference step failed")
                 results = [e] * len(batch)
+            if self._behind is not None:
+                self._behind_busy_s += time.monotonic() - now
             with self._wake:
                 self._running_since = None
             _settle_all([(op[3], result) for op, result in zip(batch, results)])
@@ -289,38 +295,42 @@ class StreamEngine:
         if lag > LAG_LIMIT_S and now - self._last_lag_warning >= LAG_WARNING_EVERY_S:
             log.warning("inference is %.2f s behind real time with %d streams", lag, len(self.recognizer))
             self._last_lag_warning = now
-        previous, self._previous = self._previous, (now, lag)
         if lag <= SHED_LAG_S:
-            self._behind_since = None
+            self._behind = None
             return
-        if self._behind_since is None:
-            self._behind_since = now
-        since = self._behind_since
-        catching_up_s_per_s = (previous[1] - lag) / max(now - previous[0], 1e-3)
+        if self._behind is None:
+            self._behind, self._behind_busy_s, self._behind_audio_s = (now, lag), 0.0, 0.0
+        since, lag_then = self._behind
+        catching_up_s_per_s = (lag_then - lag) / max(now - since, 1e-3)  # over the whole run: a pass's lag is noisy
         if now - since < SHED_AFTER_S or (catching_up_s_per_s > 0
-                                          and (lag - SHED_LAG_S) / catching_up_s_per_s < SHED_CATCH_UP_S):
-            return  # not for long enough, or catching up soon enough
+                                          and (lag - SHED_LAG_S) / catching_up_s_per_s < SHED_PATIENCE_S):
+            return  # not for long enough, or on course to catch up
         starting = {stream for kind, stream, *_ in batch if kind == "start"}
         stopping = {stream for kind, stream, *_ in batch if kind == "stop"}  # nearly done: ending them saves little
         candidates = sorted((set(self.recognizer.streams) | starting) - stopping - set(self._shed))
         if not candidates:
             return
-        # the backlog of `lag` s and the next SHED_CATCH_UP_S of audio in SHED_CATCH_UP_S, were they served at
-        # the pace they are now: a share lag / (lag + SHED_CATCH_UP_S) goes (it comes again if they were not)
-        share = min(0.5, max(SHED_FRACTION, lag / (lag + SHED_CATCH_UP_S)))
-        newest = candidates[-max(1, int(len(candidates) * share)):]
-        why = (f"the server fell {lag:.1f} s behind real time with {len(candidates)} streams and ended the newest "
+        # Keep as many as the thread served in real time since it fell behind (seconds of their audio a second),
+        # less what the backlog of `lag` s needs to be served within SHED_CATCH_UP_S beside the new audio: a
+        # host's pace, not a model's, since the host's speed drifts and other programs share its cores.
+        n = len(candidates)
+        served = self._behind_audio_s / self._behind_busy_s if self._behind_busy_s > 0 else n
+        keep = int(served * SHED_CATCH_UP_S / (lag + SHED_CATCH_UP_S))
+        newest = candidates[-max(1, min(n // 2, max(n - keep, int(n * SHED_FRACTION)))):]
+        why = (f"the server fell {lag:.1f} s behind real time with {n} streams and ended the newest "
                f"{len(newest)} to keep the others in real time; try again later, or run more servers")
         for stream in newest:
             self._shed[stream] = why
+            self._rates.pop(stream, None)
             if stream in self.recognizer:
                 self.recognizer.remove_stream(stream)
         self.n_shed += len(newest)
         self.shed_cap, self.shed_at = len(candidates) - len(newest), now
-        self._behind_since = None
-        log.warning("inference is %.1f s behind real time with %d streams, for %.1f s without catching up: ending "
-                    "the newest %d (%d ended so far); admitting at most %d streams for %.0f s", lag, len(candidates),
-                    now - since, len(newest), self.n_shed, self.shed_cap, SHED_CAP_HOLD_S)
+        self._behind = None
+        log.warning("inference is %.1f s behind real time with %d streams, for %.1f s without catching up (at the "
+                    "pace of %.0f real-time streams): ending the newest %d (%d ended so far); admitting at most %d "
+                    "streams for %.0f s", lag, n, now - since, served, len(newest), self.n_shed, self.shed_cap,
+                    SHED_CAP_HOLD_S)
 
     def _settle_shed(self, batch: list[tuple[str, int, Any, asyncio.Future, float]]
                      ) -> list[tuple[str, int, Any, asyncio.Future, float]]:
@@ -353,6 +363,7 @@ class StreamEngine:
                 if kind == "start":
                     rate, thresholds = payload
                     rec.add_stream(stream, sample_rate=rate, thresholds=thresholds)
+                    self._rates[stream] = rate
                 elif kind == "audio":
                     if stream not in rec:  # its start failed: one stream must not fail the others' step
                         raise ValueError(f"no stream {stream}")
@@ -370,8 +381,11 @@ class StreamEngine:
             try:
                 # a connection does not wait for one chunk's answer before sending the next, so a batch may hold
                 # several of one stream: they go in as one, in order, and its detections answer the last
-                found = rec.feed({stream: parts[0] if len(parts) == 1 else np.concatenate(parts)
-                                  for stream, parts in audio.items()})
+                blocks = {stream: parts[0] if len(parts) == 1 else np.concatenate(parts)
+                          for stream, parts in audio.items()}
+                found = rec.feed(blocks)
+                if self._behind is not None:
+                    self._behind_audio_s += sum(len(x) / self._rates[stream] for stream, x in blocks.items())
                 for stream, indices in at.items():
                     for i in indices:
                         results[i] = []
@@ -391,9 +405,11 @@ class StreamEngine:
                     results[i] = e
             for _, stream in stops:
                 rec.remove_stream(stream)
+                self._rates.pop(stream, None)
         for stream in drops:
             if stream in rec:
                 rec.remove_stream(stream)
+            self._rates.pop(stream, None)
         return results
 
 
