@@ -575,63 +575,70 @@ async def _server_client(port: int, pcm: bytes, chunk_bytes: int, chunk_s: float
             await client.disconnect()
 
 
-def server_capacity(model_source: str, audio: np.ndarray, seconds: float, max_clients: int,
-                    progress: Callable[[str], Any] | None = None, device: str = "cpu",
-                    start_clients: int = 4) -> dict[str, Any]:
-    """The most concurrent real-time Wyoming clients `drsn-asr serve` (a separate process on loopback, its
-    defaults, no stream limit) answers with p99 end-of-audio → transcript under 0.5 s and no client failing:
-    each client streams `seconds` of its own part of `audio` in 100 ms chunks at real-time pace, the clients
-    starting within one chunk of each other. Doubling from `start_clients`, then bisecting. The server's model
-    runs on `device`; the clients are one asyncio loop of this process, so past a few thousand clients they,
-    not the server, may be what falls behind."""
-    import asyncio
-
+@contextlib.contextmanager
+def _serving(model_source: str, device: str, max_streams: int):
+    """`drsn-asr serve` in a process of its own on a free loopback port; yields the port."""
     proc = subprocess.Popen([sys.executable, "-m", "drsn_asr.cli", "serve", "--uri", "tcp://127.0.0.1:0",
-                             "--model", model_source, "--max-streams", str(max_clients * 2), "--device", device],
+                             "--model", model_source, "--max-streams", str(max_streams), "--device", device],
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stderr.readline()
         found = re.search(r"on tcp://127\.0\.0\.1:(\d+);", line)
         if not found:
             raise RuntimeError(f"drsn-asr serve did not start: {line.strip()}")
-        port = int(found.group(1))
         threading.Thread(target=proc.stderr.read, daemon=True).start()  # a full pipe would block the server's log
-        n_samples = int(seconds * 16000)
-        pcm_all = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
-        tried: dict[int, dict[str, Any]] = {}
-
-        def ok(n: int) -> bool:
-            async def run() -> list[Any]:
-                loop = asyncio.get_running_loop()
-                start = loop.time() + 0.5
-                tasks = []
-                for i in range(n):
-                    at = (i * 104_729) % max(1, len(pcm_all) - n_samples)
-                    pcm = pcm_all[at : at + n_samples].tobytes()
-                    tasks.append(_server_client(port, pcm, 3200, 0.1, start + 0.1 * i / n))
-                return await asyncio.gather(*tasks, return_exceptions=True)
-
-            results = asyncio.run(run())
-            latencies = [r for r in results if isinstance(r, float)]
-            failed = len(results) - len(latencies)
-            overloaded = sum("(overloaded)" in str(r) for r in results if not isinstance(r, float))
-            p99 = float(np.percentile(latencies, 99)) if latencies else float("inf")
-            tried[n] = {"p99_s": p99, "p50_s": float(np.median(latencies)) if latencies else None, "failed": failed,
-                        "overloaded": overloaded}
-            if progress is not None:
-                progress(f"  {n} clients: p99 {p99:.3f} s, {failed} failed ({overloaded} told the server was "
-                         "overloaded)")
-            return failed == 0 and p99 < 0.5
-
-        good, capped = _largest_passing(ok, start_clients, max_clients)
-        return {"max_clients": good, "capped": capped, "seconds_per_client": seconds,
-                "tried": {str(k): v for k, v in sorted(tried.items())}}
+        yield int(found.group(1))
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def server_capacity(model_source: str, audio: np.ndarray, seconds: float, max_clients: int,
+                    progress: Callable[[str], Any] | None = None, device: str = "cpu",
+                    start_clients: int = 4) -> dict[str, Any]:
+    """The most concurrent real-time Wyoming clients `drsn-asr serve` (a separate process on loopback, its
+    defaults, no stream limit) answers with p99 end-of-audio → transcript under 0.5 s and no client failing:
+    each client streams `seconds` of its own part of `audio` in 100 ms chunks at real-time pace, the clients
+    starting within one chunk of each other. Doubling from `start_clients`, then bisecting; each try with a server
+    of its own, since a server that fell behind admits fewer streams for a while after. A client the server ended
+    because it fell behind (an `overloaded` error) counts as failing. The server's model runs on `device`; the
+    clients are one asyncio loop of this process, so past a few thousand clients they, not the server, may be what
+    falls behind."""
+    import asyncio
+
+    n_samples = int(seconds * 16000)
+    pcm_all = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
+    tried: dict[int, dict[str, Any]] = {}
+
+    def ok(n: int) -> bool:
+        async def run(port: int) -> list[Any]:
+            loop = asyncio.get_running_loop()
+            start = loop.time() + 0.5
+            tasks = []
+            for i in range(n):
+                at = (i * 104_729) % max(1, len(pcm_all) - n_samples)
+                pcm = pcm_all[at : at + n_samples].tobytes()
+                tasks.append(_server_client(port, pcm, 3200, 0.1, start + 0.1 * i / n))
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+        with _serving(model_source, device, max_clients * 2) as port:
+            results = asyncio.run(run(port))
+        latencies = [r for r in results if isinstance(r, float)]
+        failed = len(results) - len(latencies)
+        overloaded = sum("(overloaded)" in str(r) for r in results if not isinstance(r, float))
+        p99 = float(np.percentile(latencies, 99)) if latencies else float("inf")
+        tried[n] = {"p99_s": p99, "p50_s": float(np.median(latencies)) if latencies else None, "failed": failed,
+                    "overloaded": overloaded}
+        if progress is not None:
+            progress(f"  {n} clients: p99 {p99:.3f} s, {failed} failed ({overloaded} told the server was overloaded)")
+        return failed == 0 and p99 < 0.5
+
+    good, capped = _largest_passing(ok, start_clients, max_clients)
+    return {"max_clients": good, "capped": capped, "seconds_per_client": seconds,
+            "tried": {str(k): v for k, v in sorted(tried.items())}}
 
 
 def _figure(value: float | None, unit: str, note: str = "", **extra: Any) -> dict[str, Any]:
