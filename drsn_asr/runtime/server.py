@@ -107,8 +107,9 @@ MAX_CHUNKS_IN_FLIGHT = 64  # a connection's audio chunks in the engine, unanswer
 # 1.02 s, with its batch norms as depthwise convs; 320 and 352 embedding with the streamed CNN on ONNX Runtime;
 # 2026-12-07, `default` with chunks pipelined: 288, 320, 288 and 288 on a host running slower; at its 160 ms hop
 # 288, 256 and 352 in three runs on an AMD EPYC without AVX-512, the lowest kept, and 512-704 on one with it; a
-# host's speed drifts by 15-60%; docs/performance.md);
-# `--max-streams` overrides it. The fused frontend does not stream its CNN: it keeps the old embedding figure (44).
+# host's speed drifts by 15-60%; on 2026-12-08 such a host served 176 and 208, where the lowest would refuse two
+# thirds of what the faster host serves, so 256 stays and a server that falls behind sheds streams (SHED_LAG_S);
+# docs/performance.md); `--max-streams` overrides it. The fused frontend does not stream its CNN: it keeps the old embedding figure (44).
 DEFAULT_MAX_STREAMS = {"logmel": 384, "speech_embedding": 256, "embedding_logmel": 40}
 
 log = logging.getLogger(__name__)
