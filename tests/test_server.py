@@ -662,7 +662,7 @@ def test_a_server_that_falls_behind_ends_its_newest_streams_visibly_and_serves_t
             if server.n_streams == 0:
                 break
             await asyncio.sleep(0.01)
-        return got, reply, server.engine.n_shed, server.engine.shed_cap, server.n_streams
+        return got, reply, server.engine.n_shed, server.engine.shed[0], server.n_streams
 
     with caplog.at_level(logging.WARNING, logger="drsn_asr.runtime.server"):
         got, reply, n_shed, cap, left = _serve(slow, scenario, with_server=True)

@@ -212,7 +212,7 @@ class StreamEngine:
     operation of the latest batch waited for the thread; `backlog_s()` how long the oldest unanswered one has
     waited so far: above LAG_LIMIT_S the server refuses new streams. A pass that starts more than LAG_LIMIT_S
     behind is logged; behind by more than SHED_LAG_S for SHED_AFTER_S without catching up, the thread ends the
-    newest streams (`_shed`): their operations fail with Overloaded from then on, and `shed_cap` is what is left.
+    newest streams (`_shed`): their operations fail with Overloaded from then on, and `shed` says how many it kept.
     """
 
     def __init__(self, model: LoadedModel, threads: int | None, batch_threads: int | None = None,
@@ -223,8 +223,7 @@ class StreamEngine:
         self.lag_s = 0.0
         self.n_batches = 0
         self.n_shed = 0  # streams ended because inference fell behind
-        self.shed_cap: int | None = None  # streams left at the last shed, and when (monotonic seconds)
-        self.shed_at = 0.0
+        self.shed: tuple[int, float] | None = None  # (streams kept, when: monotonic s) at the last shed
         self._shed: dict[int, str] = {}  # stream → why it was ended, until its connection drops it
         self._behind: tuple[float, float] | None = None  # (when, lag) of the first pass of a run over SHED_LAG_S
         self._behind_busy_s = 0.0  # the thread's time in that run's passes, and the seconds of audio they served
@@ -327,11 +326,12 @@ class StreamEngine:
             if stream in self.recognizer:
                 self.recognizer.remove_stream(stream)
         self.n_shed += len(newest)
-        self.shed_cap, self.shed_at = len(candidates) - len(newest), now
+        kept = n - len(newest)
+        self.shed = (max(1, kept), now)  # (one stream is always let in: served late, it is still served)
         self._behind = None
         log.warning("inference is %.1f s behind real time with %d streams, for %.1f s without catching up (at the "
                     "pace of %.0f real-time streams): ending the newest %d (%d ended so far); admitting at most %d "
-                    "streams for %.0f s", lag, n, now - since, served, len(newest), self.n_shed, self.shed_cap,
+                    "streams for %.0f s", lag, n, now - since, served, len(newest), self.n_shed, self.shed[0],
                     SHED_CAP_HOLD_S)
 
     def _settle_shed(self, batch: list[tuple[str, int, Any, asyncio.Future, float]]
@@ -503,10 +503,10 @@ class KeywordServer:
         why = None
         if self.n_streams >= self.max_streams:
             why = f"server at capacity: {self.n_streams} streams (max_streams {self.max_streams})"
-        elif (engine is not None and engine.shed_cap is not None and self.n_streams >= engine.shed_cap
-              and (ago_s := time.monotonic() - engine.shed_at) < SHED_CAP_HOLD_S):
+        elif (engine is not None and (shed := engine.shed) is not None and self.n_streams >= shed[0]
+              and (ago_s := time.monotonic() - shed[1]) < SHED_CAP_HOLD_S):
             why = (f"server at capacity: {self.n_streams} streams (it fell behind real time {ago_s:.0f} s ago and "
-                   f"serves at most {engine.shed_cap} until {SHED_CAP_HOLD_S:.0f} s after that)")
+                   f"serves at most {shed[0]} until {SHED_CAP_HOLD_S:.0f} s after that)")
         elif engine is not None and (lag_s := engine.backlog_s()) > LAG_LIMIT_S:
             why = f"inference is {lag_s:.2f} s behind real time with {self.n_streams} streams (limit {LAG_LIMIT_S} s)"
         if why is None:

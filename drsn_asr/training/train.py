@@ -349,7 +349,7 @@ def prepare_data(cfg: TrainConfig, base: Path, progress: bool = True) -> dict[st
 def spec_augment(x: torch.Tensor, cfg: OptimConfig, generator: torch.Generator) -> torch.Tensor:
     """Zero random mel bands and frame spans (SpecAugment masks), in place of the batch's mean value."""
     b, n_mels, n_frames = x.shape
-    fill = x.mean()
+    fill = x.detach().mean()  # a constant: no gradient flows through the fill
     mels = torch.arange(n_mels, device=x.device)[None, :, None]
     frames = torch.arange(n_frames, device=x.device)[None, None, :]
     mask = torch.zeros_like(x, dtype=torch.bool)
