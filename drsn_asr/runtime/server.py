@@ -81,15 +81,15 @@ NEVER = 2.0  # a threshold no probability reaches: keywords a `detect` did not a
 LINGER_S = 1.0  # after an error, how long to wait for the client to stop sending before closing
 LAG_LIMIT_S = 0.5  # inference this far behind its input refuses new streams
 LAG_WARNING_EVERY_S = 10.0
-# Inference this far behind its input at the start of its passes for SHED_AFTER_S, and not on course to be back
-# under it within SHED_PATIENCE_S (at the pace the lag fell since it went over), ends the newest streams: as many
-# as would let the rest catch up within SHED_CATCH_UP_S at the pace the thread served audio meanwhile, at least
-# SHED_FRACTION of them and at least one, at most half (`_watch_lag`). The margin over LAG_LIMIT_S lets a burst that clears (streams starting or ending together,
-# a pause of the host) cut nobody; the course keeps the backlog from before a shed, which the streams left drain,
-# from cutting more, and its patience beyond SHED_CATCH_UP_S the noise of the lag's fall. SHED_AFTER_S outlasts
-# the burst of hundreds of streams starting at once (their first frames cost most), from which a 2-core host went
-# 1.7 s behind and caught up within 5 s. Measured: 256 clients on a 2-core host that served 176 in real time ran
-# 3-4.5 s behind for as long as they streamed, with nothing in the log (docs/performance.md).
+# Inference this far behind its input at the start of its passes for SHED_AFTER_S, and not on course to be back under it
+# within SHED_PATIENCE_S (at the pace the lag fell since it went over), ends the newest streams: as many as would let
+# the rest catch up within SHED_CATCH_UP_S at the pace the thread served audio meanwhile, at least SHED_FRACTION of them
+# and at least one, at most half (`_watch_lag`). The margin over LAG_LIMIT_S lets a burst that clears (streams starting
+# or ending together, a pause of the host) cut nobody; the course keeps the backlog from before a shed, which the
+# streams left drain, from cutting more, and its patience beyond SHED_CATCH_UP_S the noise of the lag's fall.
+# SHED_AFTER_S outlasts the burst of hundreds of streams starting at once (their first frames cost most), from which a
+# 2-core host went 1.7 s behind and caught up within 5 s. Measured: 256 clients on a 2-core host that served 176 in real
+# time ran 3-4.5 s behind for as long as they streamed, with nothing in the log (docs/performance.md).
 SHED_LAG_S = 1.0
 SHED_AFTER_S = 5.0
 SHED_CATCH_UP_S = 10.0
@@ -101,15 +101,15 @@ SHED_CAP_HOLD_S = 60.0  # after a shed, streams are admitted only up to those le
 # together instead of one per hop; 213 streams flushed in 177-192 ms instead of 272-284 (2 threads, 2-core host)
 SERVER_BATCH_WINDOWS_CPU = 4096
 MAX_CHUNKS_IN_FLIGHT = 64  # a connection's audio chunks in the engine, unanswered (6.4 s of 100 ms chunks)
-# Concurrent real-time streams one server serves with p99 end-of-audio → transcript under 0.5 s, by frontend, a
-# little under what `drsn-asr bench` measured on 2-core hosts with both cores for steps of many streams
-# (2026-12-06, an Intel Xeon: 480 log-mel, where single tries of 416 read p99 0.35 and 0.47 s and of 448 0.36 and
-# 1.02 s, with its batch norms as depthwise convs; 320 and 352 embedding with the streamed CNN on ONNX Runtime;
-# 2026-12-07, `default` with chunks pipelined: 288, 320, 288 and 288 on a host running slower; at its 160 ms hop
-# 288, 256 and 352 in three runs on an AMD EPYC without AVX-512, the lowest kept, and 512-704 on one with it; a
-# host's speed drifts by 15-60%; on 2026-12-08 such a host served 176 and 208, where the lowest would refuse two
-# thirds of what the faster host serves, so 256 stays and a server that falls behind sheds streams (SHED_LAG_S);
-# docs/performance.md); `--max-streams` overrides it. The fused frontend does not stream its CNN: it keeps the old embedding figure (44).
+# Concurrent real-time streams one server serves with p99 end-of-audio → transcript under 0.5 s, by frontend, a little
+# under what `drsn-asr bench` measured on 2-core hosts with both cores for steps of many streams (2026-12-06, an Intel
+# Xeon: 480 log-mel, where single tries of 416 read p99 0.35 and 0.47 s and of 448 0.36 and 1.02 s, with its batch norms
+# as depthwise convs; 320 and 352 embedding with the streamed CNN on ONNX Runtime; 2026-12-07, `default` with chunks
+# pipelined: 288, 320, 288 and 288 on a host running slower; at its 160 ms hop 288, 256 and 352 in three runs on an AMD
+# EPYC without AVX-512, the lowest kept, and 512-704 on one with it; a host's speed drifts by 15-60%; on 2026-12-08 such
+# a host served 176 and 208, where the lowest would refuse two thirds of what the faster host serves, so 256 stays and a
+# server that falls behind sheds streams (SHED_LAG_S); docs/performance.md); `--max-streams` overrides it. The fused
+# frontend does not stream its CNN: it keeps the old embedding figure (44).
 DEFAULT_MAX_STREAMS = {"logmel": 384, "speech_embedding": 256, "embedding_logmel": 40}
 
 log = logging.getLogger(__name__)
