@@ -41,6 +41,7 @@ from drsn_asr.runtime.config import FeatureConfig, ModelConfig  # noqa: E402
 from drsn_asr.runtime.model import KeywordNet  # noqa: E402
 from drsn_asr.runtime import server as server_module  # noqa: E402
 from drsn_asr.runtime.server import KeywordServer, pcm_to_float32  # noqa: E402
+from drsn_asr.tools.bench import _server_client  # noqa: E402
 
 RATE = 16000
 CHUNK_SAMPLES = 1024  # what Home Assistant sends
@@ -604,36 +605,14 @@ class SlowPerWindow(LoudIsYes):
         return super().forward(logmel)
 
 
-async def _paced_transcribe(port, samples, chunk_samples=1600):
-    """A microphone's client: `samples` sent in real time, reading while it sends. Returns ("transcript", text) or
-    ("error", code, text)."""
-    async with AsyncTcpClient("127.0.0.1", port) as client:
-        await client.write_event(Transcribe(language="en").event())
-        await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
-
-        async def answer():
-            while (event := await client.read_event()) is not None:
-                if Transcript.is_type(event.type):
-                    return "transcript", Transcript.from_event(event).text
-                if Error.is_type(event.type):
-                    return "error", Error.from_event(event).code, Error.from_event(event).text
-            return ("closed",)
-
-        answered = asyncio.create_task(answer())
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        try:
-            for i, at in enumerate(range(0, len(samples), chunk_samples)):
-                await asyncio.sleep(max(0.0, t0 + (i + 1) * chunk_samples / RATE - loop.time()))
-                if answered.done():
-                    break
-                chunk = samples[at : at + chunk_samples].tobytes()
-                await client.write_event(AudioChunk(rate=RATE, width=2, channels=1, audio=chunk).event())
-            else:
-                await client.write_event(AudioStop().event())
-        except ConnectionError:
-            pass
-        return await answered
+async def _paced_transcribe(port, samples):
+    """A microphone's client (the bench's: 100 ms chunks in real time, reading while it sends): ("transcript",
+    text), or ("error", what the server said, with its code in parentheses)."""
+    try:
+        _, text = await _server_client(port, samples.tobytes(), 3200, 0.1, asyncio.get_running_loop().time())
+        return "transcript", text
+    except ConnectionError as e:
+        return "error", str(e)
 
 
 def test_a_server_that_falls_behind_ends_its_newest_streams_visibly_and_serves_the_rest(monkeypatch, caplog):
@@ -643,6 +622,7 @@ def test_a_server_that_falls_behind_ends_its_newest_streams_visibly_and_serves_t
     the server admits no more streams than it kept."""
     monkeypatch.setattr(server_module, "SHED_LAG_S", 0.3)
     monkeypatch.setattr(server_module, "SHED_AFTER_S", 0.3)
+    monkeypatch.setattr(server_module, "SHED_PATIENCE_S", 2.0)  # the three scaled alike: a 6 s test, not minutes
     slow = LoadedModel(SlowPerWindow(ModelConfig(), FeatureConfig(), 4).eval(), ["yes", "no", "_unknown_", "_silence_"],
                        FeatureConfig(), {}, "slow")
     x = _bursts([0.5, 4.5], total_s=6.0, seed=1)
@@ -668,7 +648,7 @@ def test_a_server_that_falls_behind_ends_its_newest_streams_visibly_and_serves_t
         got, reply, n_shed, cap, left = _serve(slow, scenario, with_server=True)
     assert got[0] == ("transcript", alone), got
     for result in got[1:]:
-        assert result[:2] == ("error", "overloaded") and "behind real time" in result[2], got
+        assert result[0] == "error" and "(overloaded)" in result[1] and "behind real time" in result[1], got
     assert n_shed == 2 and cap == 1 and left == 0
     assert "ending the newest" in caplog.text
     assert Error.is_type(reply.type)

@@ -525,10 +525,12 @@ def paced_stream(model: LoadedModel, audio: np.ndarray, chunk: int) -> dict[str,
     return out
 
 
-async def _server_client(port: int, pcm: bytes, chunk_bytes: int, chunk_s: float, start_at: float) -> float:
-    """One real-time Wyoming client: transcribe `pcm` sent in `chunk_s` pieces at the pace of a microphone;
-    return the seconds from the end of its audio to its transcript. It reads while it sends, as a server may end
-    the stream early (an `error` event, raised as ConnectionError with its code and text)."""
+async def _server_client(port: int, pcm: bytes, chunk_bytes: int, chunk_s: float, start_at: float
+                         ) -> tuple[float, str]:
+    """One real-time Wyoming client: transcribe `pcm` (16 kHz mono int16) sent in `chunk_s` pieces at the pace of
+    a microphone; return the seconds from the end of its audio to its transcript, and the transcript. It reads
+    while it sends, as a server may end the stream early (an `error` event, raised as ConnectionError with its code
+    and text)."""
     import asyncio
 
     from wyoming.asr import Transcribe
@@ -539,13 +541,13 @@ async def _server_client(port: int, pcm: bytes, chunk_bytes: int, chunk_s: float
     await asyncio.sleep(max(0.0, start_at - loop.time()))
     end_of_audio = start_at + len(pcm) / 32000  # set again once the audio starts
 
-    async def answer() -> float:
+    async def answer() -> tuple[float, str]:
         while True:
             event = await client.read_event()
             if event is None:
                 raise ConnectionError("the server closed the connection before the transcript")
             if event.type == "transcript":
-                return loop.time() - end_of_audio
+                return loop.time() - end_of_audio, event.data.get("text", "")
             if event.type == "error":
                 raise ConnectionError(f"the server answered ({event.data.get('code')}): {event.data.get('text')}")
 
@@ -626,9 +628,9 @@ def server_capacity(model_source: str, audio: np.ndarray, seconds: float, max_cl
 
         with _serving(model_source, device, max_clients * 2) as port:
             results = asyncio.run(run(port))
-        latencies = [r for r in results if isinstance(r, float)]
+        latencies = [r[0] for r in results if isinstance(r, tuple)]
         failed = len(results) - len(latencies)
-        overloaded = sum("(overloaded)" in str(r) for r in results if not isinstance(r, float))
+        overloaded = sum("(overloaded)" in str(r) for r in results if not isinstance(r, tuple))
         p99 = float(np.percentile(latencies, 99)) if latencies else float("inf")
         tried[n] = {"p99_s": p99, "p50_s": float(np.median(latencies)) if latencies else None, "failed": failed,
                     "overloaded": overloaded}

@@ -96,8 +96,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-    latencies = [r for r in results if isinstance(r, float)]
-    told = Counter(str(r) for r in results if not isinstance(r, float))
+    latencies = [r[0] for r in results if isinstance(r, tuple)]
+    told = Counter(str(r) for r in results if not isinstance(r, tuple))
     p50, p99 = (np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2)
     print(f"{args.clients} clients: {len(latencies)} got their transcript (p50 {p50:.2f} s, p99 {p99:.2f} s after "
           f"the end of their audio), {len(results) - len(latencies)} did not")
